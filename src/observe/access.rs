@@ -1,0 +1,64 @@
+//! The access log: one JSON object per request in `logs/access.jsonl` (SPEC §5).
+
+use super::jsonl::JsonlSender;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Who made the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Upstream,
+    Gateway,
+}
+
+/// One access-log line.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessRecord {
+    pub ts: String,
+    pub request_id: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub status: u16,
+    pub bytes: u64,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Arc<str>>,
+    pub attempts: u32,
+    pub source: Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+/// Where access records go; `None` inside when the access log is off.
+#[derive(Clone, Default)]
+pub struct AccessLog {
+    sink: Option<JsonlSender>,
+}
+
+impl AccessLog {
+    /// A log writing to `sink`.
+    pub fn new(sink: JsonlSender) -> Self {
+        AccessLog { sink: Some(sink) }
+    }
+
+    /// Whether records are wanted at all (skip building them when not).
+    pub fn enabled(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    /// Queue one record.
+    pub fn write(&self, rec: &AccessRecord) {
+        if let Some(sink) = &self.sink {
+            match serde_json::to_string(rec) {
+                Ok(line) => sink.send(line),
+                Err(e) => tracing::error!("access record not serializable: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,744 @@
+//! The request path. [`handle`] runs the phases top to bottom:
+//!
+//! ```text
+//! accept ─► route ─► pick peer ─► connect ─► send ─► receive ─► respond ─► log
+//!   │         │          │           │         │        │           │
+//!   │ 508,431 │ 404      │ 503       │ 502/504 │ 502    │ 502/504   └ at body end
+//!   └─────────┴──────────┴───────────┴─ gateway-made response (one mapping) ─┘
+//!                                     ▲ retry: another peer, when safe
+//! ```
+//!
+//! Upstream responses pass through as they are (hop-by-hop headers aside, plus
+//! `X-Request-Id`). Every response the gateway makes itself comes from
+//! [`Gateway::error_response`] and so from the one mapping in [`super::error`].
+
+use super::error::{is_idempotent, Cause, ProxyError, Sent};
+use super::headers::{
+    self, PROXY_STATUS, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
+use super::route::upstream_path;
+use super::Gateway;
+use crate::observe::access::{AccessRecord, Source};
+use crate::upstream::conn::{Conn, ReqBody};
+use crate::upstream::Lease;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+/// What the request path knows about one request, for its log line and error pages.
+struct Ctx {
+    start: Instant,
+    request_id: HeaderValue,
+    method: http::Method,
+    host: Option<String>,
+    path: String,
+    accept: Option<HeaderValue>,
+    accept_language: Option<HeaderValue>,
+    route: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+    attempts: u32,
+}
+
+/// Phase driver: one client request in, one response out.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<ProxyBody> {
+    // accept: request id, loop check, header limits.
+    let request_id = match req.headers().get(&X_REQUEST_ID) {
+        Some(v) if headers::valid_request_id(v) => v.clone(),
+        _ => headers::new_request_id(),
+    };
+    let mut ctx = Ctx {
+        start: Instant::now(),
+        request_id,
+        method: req.method().clone(),
+        host: headers::request_host(&req),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_owned(),
+        accept: None,
+        accept_language: None,
+        route: None,
+        upstream: None,
+        attempts: 0,
+    };
+    if let Err(e) = accept(&gw, &req) {
+        ctx.accept = req.headers().get(header::ACCEPT).cloned();
+        ctx.accept_language = req.headers().get(header::ACCEPT_LANGUAGE).cloned();
+        return gw.error_response(&ctx_view(&ctx), e);
+    }
+
+    // route
+    let absolute_form = req.version() < Version::HTTP_2 && req.uri().authority().is_some();
+    let router = gw.router();
+    let explicit_only = absolute_form && !gw.is_own_host(ctx.host.as_deref());
+    let Some(route) = router.find(ctx.host.as_deref(), req.uri().path(), explicit_only) else {
+        ctx.accept = req.headers().get(header::ACCEPT).cloned();
+        ctx.accept_language = req.headers().get(header::ACCEPT_LANGUAGE).cloned();
+        let why = if explicit_only {
+            format!(
+                "absolute-form request for {} is not proxied (no open proxy)",
+                ctx.host.as_deref().unwrap_or("?")
+            )
+        } else {
+            format!(
+                "no route for {}{}",
+                ctx.host.as_deref().unwrap_or(""),
+                req.uri().path()
+            )
+        };
+        return gw.error_response(&ctx_view(&ctx), ProxyError::new(Cause::NoRoute, why));
+    };
+    ctx.route = Some(route.name.clone());
+    let pool = route.pool.clone();
+    let req = match prepare(&gw, req, &ctx, client, route) {
+        Ok(r) => r,
+        Err(e) => return gw.error_response(&ctx_view(&ctx), e),
+    };
+    drop(router);
+
+    // pick peer → connect → send → receive, retried while safe.
+    let idempotent = is_idempotent(&ctx.method);
+    let replayable = req.body().is_end_stream();
+    let max_attempts = pool.settings.retry.attempts.max(1);
+    pool.note_request();
+    let mut tried = 0u64;
+    let mut req = Some(req);
+    loop {
+        let Some(this) = req.take() else {
+            unreachable!("a request is always in hand at the top of the loop")
+        };
+        ctx.attempts += 1;
+        // Keep what is needed to replay a bodiless idempotent request that fails
+        // after it was written.
+        let replay =
+            (idempotent && replayable && ctx.attempts < max_attempts).then(|| clone_parts(&this));
+        let lease = match pool.acquire(tried).await {
+            Ok(l) => l,
+            Err(e) => return gw.error_response(&ctx_view_with(&ctx, this.headers()), e),
+        };
+        tried |= 1u64.checked_shl(peer_index(&lease)).unwrap_or(0);
+        ctx.upstream = Some(lease.peer.id.clone());
+        let accept = this.headers().get(header::ACCEPT).cloned();
+        let accept_language = this.headers().get(header::ACCEPT_LANGUAGE).cloned();
+        match attempt(&lease, this, idempotent).await {
+            Ok((res, conn)) => {
+                return respond(&gw, ctx, res, lease, conn);
+            }
+            Err((err, back)) => {
+                let stale = err.cause == Cause::ConnectionTerminated && back.is_some();
+                if !stale {
+                    lease.pool.record_failure(&lease.peer, &err);
+                }
+                drop(lease);
+                let again = back.or_else(|| {
+                    if err.retry_safe(idempotent, replayable) {
+                        replay.map(|p| Request::from_parts(p, ReqBody::Empty))
+                    } else {
+                        None
+                    }
+                });
+                let retry = match again {
+                    Some(r) if ctx.attempts < max_attempts && err.retry_safe(idempotent, true) => {
+                        if pool.allow_retry() {
+                            Some(r)
+                        } else {
+                            tracing::warn!(
+                                "retry budget of {} exhausted; not retrying {err}",
+                                pool.name
+                            );
+                            None
+                        }
+                    }
+                    _ => None,
+                };
+                match retry {
+                    Some(r) => {
+                        tracing::debug!("attempt {} failed ({err}); retrying", ctx.attempts);
+                        req = Some(r);
+                    }
+                    None => {
+                        ctx.accept = accept;
+                        ctx.accept_language = accept_language;
+                        return gw.error_response(&ctx_view(&ctx), err);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The accept phase's checks. `Err` becomes a gateway-made response.
+fn accept(gw: &Gateway, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    if headers::via_contains(req.headers(), &gw.via_token) {
+        return Err(ProxyError::new(
+            Cause::Loop,
+            format!(
+                "the request already passed through this gateway ({})",
+                gw.via_token
+            ),
+        ));
+    }
+    let size = header_section_size(req.headers())
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    if size > gw.limits.request_header {
+        return Err(ProxyError::new(
+            Cause::RequestHeaderTooLarge,
+            format!(
+                "request header section of {size} bytes exceeds {}",
+                gw.limits.request_header
+            ),
+        ));
+    }
+    let h = req.headers();
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Err(ProxyError::new(
+            Cause::BadRequest,
+            "both Transfer-Encoding and Content-Length (ambiguous framing)",
+        ));
+    }
+    if h.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+        return Err(ProxyError::new(
+            Cause::BadRequest,
+            "more than one Content-Length",
+        ));
+    }
+    if req.method() == http::Method::CONNECT {
+        return Err(ProxyError::new(
+            Cause::BadRequest,
+            "CONNECT tunnels are not offered",
+        ));
+    }
+    Ok(())
+}
+
+/// Rewrite the client's request for the upstream: origin-form URI, hop-by-hop headers
+/// out, forwarding headers and the request id in.
+fn prepare(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &Ctx,
+    client: SocketAddr,
+    route: &super::route::Route,
+) -> Result<Request<ReqBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    let original_host = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let path = upstream_path(route, pq);
+    parts.uri = Uri::try_from(path.as_ref())
+        .map_err(|e| ProxyError::new(Cause::BadRequest, format!("bad request target: {e}")))?;
+    let version = parts.version;
+    parts.version = Version::HTTP_11;
+
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h);
+    if let Some(host) = &original_host {
+        h.insert(header::HOST, host.clone());
+        if !h.contains_key(&X_FORWARDED_HOST) {
+            h.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+    }
+    let ip = client.ip().to_canonical().to_string();
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    let via = if version == Version::HTTP_2 {
+        &gw.via_h2
+    } else {
+        &gw.via_h1
+    };
+    h.append(header::VIA, via.clone());
+    h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    Ok(Request::from_parts(parts, ReqBody::Incoming(body)))
+}
+
+/// Bytes of a header section as sent on HTTP/1.1 (`name: value\r\n` per field).
+fn header_section_size(h: &http::HeaderMap) -> usize {
+    h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
+}
+
+fn clone_parts(req: &Request<ReqBody>) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = req.method().clone();
+    parts.uri = req.uri().clone();
+    parts.version = req.version();
+    parts.headers = req.headers().clone();
+    parts
+}
+
+fn peer_index(lease: &Lease) -> u32 {
+    let peers = lease.pool.peers();
+    peers
+        .iter()
+        .position(|p| Arc::ptr_eq(p, &lease.peer))
+        .unwrap_or(64) as u32
+}
+
+/// connect → send → receive, on one peer. On failure, the request comes back when it
+/// was never sent.
+async fn attempt(
+    lease: &Lease,
+    req: Request<ReqBody>,
+    idempotent: bool,
+) -> Result<(Response<Incoming>, Conn), (ProxyError, Option<Request<ReqBody>>)> {
+    let pool = &lease.pool;
+    let peer = &lease.peer;
+    let c = &pool.connector;
+    let mut conn = match peer.conns.checkout(idempotent, c.idle_limit) {
+        Some(mut conn) => {
+            conn.reused = true;
+            conn
+        }
+        None => match c
+            .connect(&peer.id, &peer.target, peer.tls, &peer.conns)
+            .await
+        {
+            Ok(conn) => conn,
+            Err(e) => return Err((e, Some(req))),
+        },
+    };
+    let timeout = pool.settings.response_header_timeout;
+    let sent = conn.sender.try_send_request(req);
+    match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok(res)) => {
+            let size = header_section_size(res.headers());
+            if size > c.response_header_limit {
+                return Err((
+                    ProxyError::new(
+                        Cause::ResponseHeaderTooLarge,
+                        format!(
+                            "{}: response header section of {size} bytes exceeds {}",
+                            peer.id, c.response_header_limit
+                        ),
+                    )
+                    .sent(Sent::Response),
+                    None,
+                ));
+            }
+            Ok((res, conn))
+        }
+        Ok(Err(mut e)) => match e.take_message() {
+            Some(req) => Err((
+                ProxyError::new(
+                    Cause::ConnectionTerminated,
+                    format!(
+                        "{}: pooled connection closed before the request was written",
+                        peer.id
+                    ),
+                ),
+                Some(req),
+            )),
+            None => {
+                let mut err = classify_hyper(e.into_error(), &peer.id);
+                if conn.reused {
+                    err.context.push_str(" (on a reused connection)");
+                }
+                Err((err, None))
+            }
+        },
+        Err(_) => Err((
+            ProxyError::new(
+                Cause::ResponseTimeout,
+                format!("{}: no response header within {timeout:?}", peer.id),
+            )
+            .sent(Sent::Request),
+            None,
+        )),
+    }
+}
+
+/// Name the cause of a hyper client error, and how far the exchange got.
+pub fn classify_hyper(e: hyper::Error, id: &str) -> ProxyError {
+    let (cause, sent, what) = if e.is_parse_too_large() {
+        (
+            Cause::ResponseHeaderTooLarge,
+            Sent::Response,
+            "response header section too large",
+        )
+    } else if e.is_parse() || e.is_parse_status() {
+        (Cause::ProtocolError, Sent::Response, "malformed response")
+    } else if e.is_incomplete_message() {
+        (
+            Cause::ConnectionTerminated,
+            Sent::Request,
+            "connection closed before the response header",
+        )
+    } else if e.is_body_write_aborted() || e.is_user() {
+        (
+            Cause::BadRequest,
+            Sent::Request,
+            "the client's request body failed",
+        )
+    } else if e.is_canceled() || e.is_closed() {
+        (
+            Cause::ConnectionTerminated,
+            Sent::Request,
+            "connection closed before the response header",
+        )
+    } else {
+        (
+            Cause::ConnectionTerminated,
+            Sent::Request,
+            "connection failed before the response header",
+        )
+    };
+    let source = std::error::Error::source(&e)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    ProxyError::new(cause, format!("{id}: {what}{source}")).sent(sent)
+}
+
+/// Build the client's response from the upstream's: status, headers and body as they
+/// came (hop-by-hop headers aside), plus the request id. The access log line is
+/// written when the body ends.
+fn respond(
+    gw: &Arc<Gateway>,
+    ctx: Ctx,
+    res: Response<Incoming>,
+    lease: Lease,
+    conn: Conn,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = res.into_parts();
+    let keep_alive = if headers::keep_alive_exhausted(&parts.headers) {
+        Some(Duration::ZERO)
+    } else {
+        headers::keep_alive_timeout(&parts.headers)
+    };
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    let record = gw.access.enabled().then(|| AccessRecord {
+        ts: String::new(),
+        request_id: ctx.request_id.to_str().unwrap_or("").to_owned(),
+        method: ctx.method.as_str().to_owned(),
+        host: ctx.host.unwrap_or_default(),
+        path: ctx.path,
+        status: parts.status.as_u16(),
+        bytes: 0,
+        duration_ms: 0.0,
+        route: ctx.route,
+        upstream: ctx.upstream,
+        attempts: ctx.attempts,
+        source: Source::Upstream,
+        error: None,
+        details: None,
+    });
+    let done = Box::new(Completion {
+        gw: gw.clone(),
+        lease,
+        conn: Some(conn),
+        keep_alive,
+        record,
+        start: ctx.start,
+        bytes: 0,
+    });
+    Response::from_parts(
+        parts,
+        ProxyBody::Upstream {
+            inner: body,
+            done: Some(done),
+        },
+    )
+}
+
+/// A borrowed view of the request for gateway-made responses.
+pub struct View<'a> {
+    pub request_id: &'a HeaderValue,
+    pub method: &'a http::Method,
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub accept: Option<&'a HeaderValue>,
+    pub accept_language: Option<&'a HeaderValue>,
+    pub route: Option<&'a Arc<str>>,
+    pub upstream: Option<&'a Arc<str>>,
+    pub attempts: u32,
+    pub start: Instant,
+}
+
+fn ctx_view(ctx: &Ctx) -> View<'_> {
+    View {
+        request_id: &ctx.request_id,
+        method: &ctx.method,
+        host: ctx.host.as_deref(),
+        path: &ctx.path,
+        accept: ctx.accept.as_ref(),
+        accept_language: ctx.accept_language.as_ref(),
+        route: ctx.route.as_ref(),
+        upstream: ctx.upstream.as_ref(),
+        attempts: ctx.attempts,
+        start: ctx.start,
+    }
+}
+
+fn ctx_view_with<'a>(ctx: &'a Ctx, h: &'a http::HeaderMap) -> View<'a> {
+    View {
+        accept: h.get(header::ACCEPT),
+        accept_language: h.get(header::ACCEPT_LANGUAGE),
+        ..ctx_view(ctx)
+    }
+}
+
+impl Gateway {
+    /// The one builder of gateway-made responses: status and Proxy-Status from the
+    /// cause, the request id, `Retry-After`, a friendly page; and the access log line.
+    pub fn error_response(&self, v: &View<'_>, err: ProxyError) -> Response<ProxyBody> {
+        let status = err.cause.status();
+        let ps_type = err.cause.proxy_status();
+        let retry_after = err.cause.retry_after();
+        tracing::warn!(
+            request_id = v.request_id.to_str().unwrap_or(""),
+            "{} {} → {} {}",
+            v.method,
+            v.path,
+            status.as_u16(),
+            err
+        );
+        let page = self.pages.render(&super::pages::Page {
+            status,
+            error: ps_type,
+            request_id: v.request_id.to_str().unwrap_or(""),
+            accept: v.accept,
+            accept_language: v.accept_language,
+            details: Some(&err.context),
+            retry_after,
+            now: SystemTime::now(),
+        });
+        let mut res = Response::new(ProxyBody::Local(Full::new(page.body.clone())));
+        *res.status_mut() = status;
+        let h = res.headers_mut();
+        h.insert(
+            PROXY_STATUS.clone(),
+            proxy_status_value(ps_type, self.details.then_some(err.context.as_str())),
+        );
+        h.insert(X_REQUEST_ID.clone(), v.request_id.clone());
+        h.insert(header::CONTENT_TYPE, page.content_type);
+        h.insert(header::CONTENT_LANGUAGE, page.content_language);
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::VARY,
+            HeaderValue::from_static("Accept, Accept-Language"),
+        );
+        if let Some(s) = retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.access.enabled() {
+            self.access.write(&AccessRecord {
+                ts: crate::observe::time::rfc3339_millis(SystemTime::now()),
+                request_id: v.request_id.to_str().unwrap_or("").to_owned(),
+                method: v.method.as_str().to_owned(),
+                host: v.host.unwrap_or("").to_owned(),
+                path: v.path.to_owned(),
+                status: status.as_u16(),
+                bytes: page.body.len() as u64,
+                duration_ms: ms(v.start.elapsed()),
+                route: v.route.cloned(),
+                upstream: v.upstream.cloned(),
+                attempts: v.attempts,
+                source: Source::Gateway,
+                error: Some(ps_type),
+                details: Some(err.context),
+            });
+        }
+        res
+    }
+}
+
+/// `healgate; error=<type>` with `; details="..."` when wanted (RFC 9209 §2).
+pub fn proxy_status_value(error: &str, details: Option<&str>) -> HeaderValue {
+    let mut s = format!("healgate; error={error}");
+    if let Some(d) = details {
+        s.push_str("; details=\"");
+        for c in d.chars() {
+            match c {
+                '"' | '\\' => {
+                    s.push('\\');
+                    s.push(c);
+                }
+                ' '..='~' => s.push(c),
+                _ => s.push('?'),
+            }
+        }
+        s.push('"');
+    }
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("healgate"))
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64 / 1000.0 * 1000.0).round() / 1000.0
+}
+
+/// The client response body: the upstream's, streamed, or a gateway-made page.
+pub enum ProxyBody {
+    Upstream {
+        inner: Incoming,
+        done: Option<Box<Completion>>,
+    },
+    Local(Full<Bytes>),
+}
+
+/// What happens when an upstream response ends: the connection goes back to the pool
+/// (or not), the peer's lease ends, the access log line is written.
+pub struct Completion {
+    gw: Arc<Gateway>,
+    lease: Lease,
+    conn: Option<Conn>,
+    keep_alive: Option<Duration>,
+    record: Option<AccessRecord>,
+    start: Instant,
+    bytes: u64,
+}
+
+/// How a response body ended.
+enum End {
+    Complete,
+    /// The upstream failed mid-body.
+    UpstreamFailed(String),
+    /// The client went away before the end.
+    ClientGone,
+}
+
+impl Completion {
+    fn finish(mut self: Box<Self>, end: End) {
+        let pool = &self.lease.pool;
+        match &end {
+            End::Complete => {
+                pool.record_success(&self.lease.peer);
+                if let Some(conn) = self.conn.take() {
+                    if self.keep_alive != Some(Duration::ZERO) {
+                        self.lease
+                            .peer
+                            .conns
+                            .put(conn, self.keep_alive, pool.connector.idle_limit);
+                    }
+                }
+            }
+            End::UpstreamFailed(why) => {
+                let err =
+                    ProxyError::new(Cause::ConnectionTerminated, why.clone()).sent(Sent::Response);
+                pool.record_failure(&self.lease.peer, &err);
+            }
+            End::ClientGone => {}
+        }
+        if let Some(mut rec) = self.record.take() {
+            rec.ts = crate::observe::time::rfc3339_millis(SystemTime::now());
+            rec.bytes = self.bytes;
+            rec.duration_ms = ms(self.start.elapsed());
+            match end {
+                End::Complete => {}
+                End::UpstreamFailed(why) => {
+                    rec.error = Some(Cause::ResponseIncomplete.proxy_status());
+                    rec.details = Some(why);
+                }
+                End::ClientGone => {
+                    rec.details =
+                        Some("client closed the connection before the response ended".into());
+                }
+            }
+            self.gw.access.write(&rec);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Local(f) => Pin::new(f).poll_frame(cx).map_err(|e| match e {}),
+            ProxyBody::Upstream { inner, done } => match Pin::new(&mut *inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let (Some(d), Some(data)) = (done.as_mut(), frame.data_ref()) {
+                        d.bytes += data.len() as u64;
+                    }
+                    if inner.is_end_stream() {
+                        if let Some(d) = done.take() {
+                            d.finish(End::Complete);
+                        }
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(None) => {
+                    if let Some(d) = done.take() {
+                        d.finish(End::Complete);
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(d) = done.take() {
+                        let id = d.lease.peer.id.clone();
+                        d.finish(End::UpstreamFailed(format!(
+                            "{id}: response body failed: {e}"
+                        )));
+                    }
+                    Poll::Ready(Some(Err(Box::new(e))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Local(f) => f.is_end_stream(),
+            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Local(f) => f.size_hint(),
+            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let ProxyBody::Upstream { inner, done } = self {
+            if let Some(d) = done.take() {
+                // HEAD and bodiless statuses are never polled: complete if nothing is left.
+                let end = if inner.is_end_stream() {
+                    End::Complete
+                } else {
+                    End::ClientGone
+                };
+                d.finish(end);
+            }
+        }
+    }
+}

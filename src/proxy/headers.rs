@@ -1,0 +1,183 @@
+//! Header work on the request path: hop-by-hop removal, forwarding headers, request
+//! ids, `Via` and loop detection, `Keep-Alive` parsing.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::time::Duration;
+
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `Proxy-Status` (RFC 9209).
+pub static PROXY_STATUS: HeaderName = HeaderName::from_static("proxy-status");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.get(header::CONNECTION).cloned() {
+        if let Ok(list) = conn.to_str() {
+            for name in list.split(',') {
+                let name = name.trim();
+                if !name.is_empty() {
+                    h.remove(name);
+                }
+            }
+        }
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        h.remove(name);
+    }
+}
+
+/// A client-sent id is kept when it is 1..=128 visible characters of `[A-Za-z0-9._:-]`.
+pub fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+}
+
+/// A new random request id: 32 hex digits.
+pub fn new_request_id() -> HeaderValue {
+    let (a, b) = (crate::upstream::rand_u64(), crate::upstream::rand_u64());
+    let mut buf = [0u8; 32];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in a
+        .to_be_bytes()
+        .iter()
+        .chain(b.to_be_bytes().iter())
+        .enumerate()
+    {
+        buf[2 * i] = HEX[(byte >> 4) as usize];
+        buf[2 * i + 1] = HEX[(byte & 15) as usize];
+    }
+    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+}
+
+/// Whether `Via` already names this gateway (`token`): the request is looping.
+pub fn via_contains(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(header::VIA).iter().any(|v| {
+        v.to_str()
+            .map(|s| {
+                s.split(',')
+                    .any(|hop| hop.split_whitespace().nth(1) == Some(token))
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// `timeout=N` of a `Keep-Alive` response header.
+pub fn keep_alive_timeout(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(&KEEP_ALIVE)?.to_str().ok()?;
+    v.split(',').find_map(|p| {
+        let (k, val) = p.trim().split_once('=')?;
+        if k.trim().eq_ignore_ascii_case("timeout") {
+            val.trim().parse::<u64>().ok().map(Duration::from_secs)
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether the upstream said `Keep-Alive: max=1` or similar: no further requests.
+pub fn keep_alive_exhausted(h: &HeaderMap) -> bool {
+    h.get(&KEEP_ALIVE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',').any(|p| {
+                p.trim()
+                    .split_once('=')
+                    .is_some_and(|(k, n)| k.trim().eq_ignore_ascii_case("max") && n.trim() == "1")
+            })
+        })
+}
+
+/// The host a request is for: the URI's authority, else `Host`; lowercase, no port.
+pub fn request_host<B>(req: &http::Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host().to_owned(),
+        None => {
+            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            strip_port(h).to_owned()
+        }
+    };
+    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn strip_port(h: &str) -> &str {
+    if let Some(rest) = h.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => h,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id(&HeaderValue::from_static("abc-123_x.y:z")));
+        assert!(!valid_request_id(&HeaderValue::from_static("has space")));
+        assert!(!valid_request_id(&HeaderValue::from_static("")));
+        let a = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, new_request_id());
+    }
+
+    #[test]
+    fn keep_alive_values() {
+        let mut h = HeaderMap::new();
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5, max=1"));
+        assert_eq!(keep_alive_timeout(&h), Some(Duration::from_secs(5)));
+        assert!(keep_alive_exhausted(&h));
+    }
+
+    #[test]
+    fn via_loop() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "via",
+            HeaderValue::from_static("1.1 edge, 1.1 healgate-ab12"),
+        );
+        assert!(via_contains(&h, "healgate-ab12"));
+        assert!(!via_contains(&h, "healgate-ffff"));
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(strip_port("Example.com:8080"), "Example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("host"), "host");
+    }
+}

@@ -1,0 +1,359 @@
+//! Listeners: accept, read the first request head under `client_header` and the
+//! header limit (so a slow or oversized head gets a real 408/431 page), then serve
+//! HTTP/1.1 and h2c with hyper until shutdown, which is graceful.
+
+use super::error::{Cause, ProxyError};
+use super::forward;
+use super::Gateway;
+use crate::config::Timeouts;
+use bytes::{Bytes, BytesMut};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Bind every address; the error names the one that failed.
+pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        let l = TcpListener::bind(a)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("listening on {a}: {e}")))?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Serve on `listeners` until `shutdown` turns true, then stop accepting and let
+/// in-flight requests finish for up to `grace`. Returns when all are done or the
+/// grace period is over.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listeners: Vec<TcpListener>,
+    timeouts: Timeouts,
+    grace: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.client_idle)
+        .max_buf_size((gw.limits.request_header + 8192).max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(gw.limits.request_header as u32)
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel::<(TcpStream, SocketAddr)>();
+    let mut accept_tasks = Vec::new();
+    for l in listeners {
+        let tx = conn_tx.clone();
+        let mut stop = shutdown.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = l.accept() => match r {
+                        Ok((s, addr)) => { if tx.send((s, addr)).is_err() { return; } }
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::error!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        }));
+    }
+    drop(conn_tx);
+
+    loop {
+        tokio::select! {
+            c = conn_rx.recv() => {
+                let Some((stream, addr)) = c else { break };
+                let _ = stream.set_nodelay(true);
+                let gw = gw.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let header_timeout = timeouts.client_header;
+                tokio::spawn(async move {
+                    connection(gw, builder, watcher, stream, addr, header_timeout).await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    for t in accept_tasks {
+        t.abort();
+    }
+    tracing::info!(
+        "shutting down: no new connections; waiting up to {grace:?} for in-flight requests"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period of {grace:?} over; closing the remaining connections");
+    }
+}
+
+/// One client connection: the first head, then hyper.
+async fn connection(
+    gw: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    header_timeout: Duration,
+) {
+    let start = Instant::now();
+    let prefix = match first_head(&mut stream, gw.limits.request_header, header_timeout).await {
+        Ok(p) => p,
+        Err(FirstHead::Closed) => return,
+        Err(FirstHead::Timeout(got)) => {
+            if got > 0 {
+                let e = ProxyError::new(
+                    Cause::ClientTimeout,
+                    format!("request header not complete within {header_timeout:?} ({got} bytes received)"),
+                );
+                write_raw_error(&gw, &mut stream, e, start).await;
+            }
+            return;
+        }
+        Err(FirstHead::Malformed(why)) => {
+            let e = ProxyError::new(Cause::BadRequest, why);
+            write_raw_error(&gw, &mut stream, e, start).await;
+            return;
+        }
+        Err(FirstHead::TooLarge(got)) => {
+            let e = ProxyError::new(
+                Cause::RequestHeaderTooLarge,
+                format!(
+                    "request header section exceeds {} bytes ({got} bytes without its end)",
+                    gw.limits.request_header
+                ),
+            );
+            write_raw_error(&gw, &mut stream, e, start).await;
+            return;
+        }
+    };
+    let io = TokioIo::new(Rewind {
+        prefix,
+        inner: stream,
+    });
+    let svc = service_fn(move |req| {
+        let gw = gw.clone();
+        async move { Ok::<_, Infallible>(forward::handle(gw, req, addr).await) }
+    });
+    let conn = builder.serve_connection(io, svc);
+    let conn = watcher.watch(conn.into_owned());
+    if let Err(e) = conn.await {
+        tracing::debug!("connection from {addr}: {e}");
+    }
+}
+
+enum FirstHead {
+    Closed,
+    Malformed(String),
+    Timeout(usize),
+    TooLarge(usize),
+}
+
+/// Read until the first request head is complete (`\r\n\r\n`, which the h2 preface
+/// also contains), within `timeout` and `limit` bytes.
+async fn first_head(
+    s: &mut TcpStream,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, FirstHead> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if buf.len() > limit {
+            return Err(FirstHead::TooLarge(buf.len()));
+        }
+        let read = tokio::time::timeout_at(deadline, s.read_buf(&mut buf)).await;
+        match read {
+            Err(_) => return Err(FirstHead::Timeout(buf.len())),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(FirstHead::Closed),
+            Ok(Ok(n)) => {
+                let from = buf.len().saturating_sub(n + 3);
+                if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+                    if let Err(why) = check_head(&buf) {
+                        return Err(FirstHead::Malformed(why));
+                    }
+                    return Ok(buf.freeze());
+                }
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(4096);
+                }
+            }
+        }
+    }
+}
+
+/// Strict checks of a first request head, before hyper sees it: unparsable heads and
+/// ambiguous framing (request smuggling) get a 400 with Proxy-Status. Later requests
+/// on the connection are framed by hyper per RFC 9112 §6.3 (Transfer-Encoding wins,
+/// the connection closes after), and re-framed towards the upstream either way.
+fn check_head(buf: &[u8]) -> Result<(), String> {
+    if buf.starts_with(b"PRI * HTTP/2.0\r\n") {
+        return Ok(());
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Ok(()),
+        Err(httparse::Error::TooManyHeaders) => return Ok(()),
+        Err(e) => return Err(format!("malformed request head: {e}")),
+    }
+    let mut te = Vec::new();
+    let mut cl = Vec::new();
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te.push(String::from_utf8_lossy(h.value).trim().to_ascii_lowercase());
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            cl.push(String::from_utf8_lossy(h.value).trim().to_owned());
+        }
+    }
+    if !te.is_empty() && !cl.is_empty() {
+        return Err("both Transfer-Encoding and Content-Length (ambiguous framing)".into());
+    }
+    if let Some(last) = te.last() {
+        if last
+            .rsplit(',')
+            .next()
+            .is_none_or(|t| t.trim() != "chunked")
+        {
+            return Err(format!(
+                "Transfer-Encoding {last:?} does not end in chunked"
+            ));
+        }
+    }
+    if cl.len() > 1
+        || cl
+            .iter()
+            .any(|v| v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("invalid or repeated Content-Length {cl:?}"));
+    }
+    Ok(())
+}
+
+/// A gateway-made error on a connection hyper never saw (first head too slow or too
+/// large): an HTTP/1.1 response, then close.
+async fn write_raw_error(gw: &Gateway, stream: &mut TcpStream, err: ProxyError, start: Instant) {
+    let request_id = super::headers::new_request_id();
+    let method = http::Method::GET;
+    let view = forward::View {
+        request_id: &request_id,
+        method: &method,
+        host: None,
+        path: "",
+        accept: None,
+        accept_language: None,
+        route: None,
+        upstream: None,
+        attempts: 0,
+        start,
+    };
+    let res = gw.error_response(&view, err);
+    let (parts, body) = res.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (k, v) in &parts.headers {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(&body);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// A stream with bytes already read put back in front.
+struct Rewind<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

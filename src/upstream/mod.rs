@@ -1,0 +1,542 @@
+//! Upstreams: pools of peers the proxy sends to, how one is picked, how a failing one
+//! leaves rotation and comes back.
+//!
+//! A [`Pool`] is what a route points at: the servers of an `[[upstream]]`, or (later)
+//! the instances the supervisor publishes for an `[[app]]`. The proxy asks a pool for
+//! a [`Lease`] on a peer and never knows where the peers came from.
+
+pub mod conn;
+pub mod dns;
+pub mod health;
+pub mod tls;
+
+use crate::config::{Eject, Queue, Retry};
+use crate::observe::events::{Event, Events};
+use crate::proxy::error::{Cause, ProxyError};
+use conn::{Connector, IdlePool};
+use dns::Target;
+use std::cell::Cell;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// One server or instance requests can go to.
+pub struct Peer {
+    /// `api#1`, `web#2`: stable, used in logs, events and pages.
+    pub id: Arc<str>,
+    pub target: Target,
+    pub tls: bool,
+    /// Requests sent and not yet completed (the balancing signal).
+    outstanding: AtomicU32,
+    /// Active health checks' verdict (true when there are none).
+    healthy: AtomicBool,
+    /// Takes no new requests (being replaced or removed).
+    draining: AtomicBool,
+    consecutive_failures: AtomicU32,
+    /// Out of rotation until this many ms after the pool's epoch; 0 = in rotation.
+    ejected_until_ms: AtomicU64,
+    /// Ejections in a row: the cool-down doubles with each, up to 8x.
+    ejections: AtomicU32,
+    pub conns: IdlePool,
+}
+
+impl Peer {
+    /// A peer in rotation.
+    pub fn new(id: &str, target: Target, tls: bool) -> Peer {
+        Peer {
+            id: Arc::from(id),
+            target,
+            tls,
+            outstanding: AtomicU32::new(0),
+            healthy: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            conns: IdlePool::default(),
+        }
+    }
+
+    /// Requests in flight on this peer.
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Whether active health checks pass.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether the peer takes no new requests.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Stop sending new requests here (in-flight ones finish).
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Relaxed);
+        if on {
+            self.conns.clear();
+        }
+    }
+}
+
+/// What a pool needs to know beyond its peers.
+pub struct PoolSettings {
+    /// Per peer; 0 = unlimited.
+    pub max_concurrency: u32,
+    pub queue: Queue,
+    pub retry: Retry,
+    pub eject: Eject,
+    pub response_header_timeout: Duration,
+    /// With no peer ready, wait in the queue (apps whose instances are starting)
+    /// instead of failing at once.
+    pub wait_for_peers: bool,
+}
+
+/// The peers of one upstream or app, and how to reach them.
+pub struct Pool {
+    pub name: Arc<str>,
+    peers: RwLock<Arc<Vec<Arc<Peer>>>>,
+    pub settings: PoolSettings,
+    pub connector: Connector,
+    waiting: AtomicUsize,
+    wakeup: Notify,
+    budget: RetryBudget,
+    events: Events,
+    epoch: Instant,
+    /// Why the pool has no peer, when the supervisor knows (e.g. a crash loop).
+    unavailable_reason: RwLock<Option<String>>,
+}
+
+/// Why [`Pool::pick`] found no peer.
+enum Pick {
+    Peer(Arc<Peer>),
+    /// Peers exist but all are at `max_concurrency` (or starting): wait.
+    Busy,
+    /// No peer can take requests; the text says why.
+    Unavailable(String),
+}
+
+impl Pool {
+    /// A pool with these peers.
+    pub fn new(
+        name: &str,
+        peers: Vec<Arc<Peer>>,
+        settings: PoolSettings,
+        connector: Connector,
+        events: Events,
+    ) -> Pool {
+        Pool {
+            name: Arc::from(name),
+            peers: RwLock::new(Arc::new(peers)),
+            budget: RetryBudget::new(settings.retry.budget_percent),
+            settings,
+            connector,
+            waiting: AtomicUsize::new(0),
+            wakeup: Notify::new(),
+            events,
+            epoch: Instant::now(),
+            unavailable_reason: RwLock::new(None),
+        }
+    }
+
+    /// A snapshot of the peers.
+    pub fn peers(&self) -> Arc<Vec<Arc<Peer>>> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replace the set of peers (the supervisor publishing its ready instances).
+    pub fn set_peers(&self, peers: Vec<Arc<Peer>>) {
+        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(peers);
+        self.wakeup.notify_waiters();
+    }
+
+    /// Say why no peer can serve (shown as details of 503s), or clear it.
+    pub fn set_unavailable_reason(&self, reason: Option<String>) {
+        *self
+            .unavailable_reason
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = reason;
+        self.wakeup.notify_waiters();
+    }
+
+    /// Requests waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn is_ejected(&self, p: &Peer, now_ms: u64) -> bool {
+        let until = p.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms < until
+    }
+
+    /// Power of two random choices, least outstanding requests, among peers that are
+    /// healthy, not draining, not ejected and below `max_concurrency`; peers already
+    /// `tried` for this request are avoided while others are available.
+    fn pick(&self, tried: u64) -> Pick {
+        let peers = self.peers();
+        let now = self.now_ms();
+        let max = self.settings.max_concurrency;
+        let in_rotation = |p: &Peer| p.is_healthy() && !p.is_draining();
+        let has_room = |p: &Peer| max == 0 || p.outstanding() < max;
+        let was_tried = |i: usize| i < 64 && tried & (1 << i) != 0;
+
+        for avoid_tried in [true, false] {
+            let ok = |i: usize, p: &Peer| {
+                in_rotation(p)
+                    && !self.is_ejected(p, now)
+                    && has_room(p)
+                    && !(avoid_tried && was_tried(i))
+            };
+            if let Some(p) = p2c(&peers, ok) {
+                return Pick::Peer(p);
+            }
+        }
+        // None free. Busy peers in rotation mean: wait for a slot.
+        if peers
+            .iter()
+            .any(|p| in_rotation(p) && !self.is_ejected(p, now))
+        {
+            return Pick::Busy;
+        }
+        // All peers in rotation are passively ejected: try the one whose cool-down
+        // ends first rather than fail without trying (its real error is more useful).
+        if let Some(p) = peers
+            .iter()
+            .filter(|p| in_rotation(p) && has_room(p))
+            .min_by_key(|p| p.ejected_until_ms.load(Ordering::Relaxed))
+        {
+            return Pick::Peer(p.clone());
+        }
+        if self.settings.wait_for_peers || peers.iter().any(|p| in_rotation(p)) {
+            return Pick::Busy;
+        }
+        let reason = self
+            .unavailable_reason
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Pick::Unavailable(reason.unwrap_or_else(|| describe_unavailable(&self.name, &peers)))
+    }
+
+    /// A lease on a peer: now, or after waiting in the bounded FIFO queue.
+    pub async fn acquire(self: &Arc<Self>, tried: u64) -> Result<Lease, ProxyError> {
+        let mut slot: Option<QueueSlot<'_>> = None;
+        let mut deadline = None;
+        loop {
+            let mut notified = pin!(self.wakeup.notified());
+            notified.as_mut().enable();
+            match self.pick(tried) {
+                Pick::Peer(peer) => return Ok(Lease::new(self.clone(), peer)),
+                Pick::Unavailable(why) => return Err(ProxyError::new(Cause::NoHealthyPeer, why)),
+                Pick::Busy => {
+                    if slot.is_none() {
+                        let q = &self.settings.queue;
+                        if self.waiting.fetch_add(1, Ordering::AcqRel) >= q.size {
+                            self.waiting.fetch_sub(1, Ordering::AcqRel);
+                            return Err(ProxyError::new(
+                                Cause::QueueFull,
+                                format!("{}: queue full ({} waiting)", self.name, q.size),
+                            ));
+                        }
+                        slot = Some(QueueSlot(&self.waiting));
+                        deadline = Some(tokio::time::Instant::now() + q.timeout);
+                    }
+                    let until = deadline.expect("set with the slot");
+                    if tokio::time::timeout_at(until, notified).await.is_err() {
+                        let reason = self
+                            .unavailable_reason
+                            .read()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone();
+                        let why = match reason {
+                            Some(r) => format!(
+                                "waited {:?} in the queue: {r}",
+                                self.settings.queue.timeout
+                            ),
+                            None => format!(
+                                "{}: waited {:?} in the queue for a free slot",
+                                self.name, self.settings.queue.timeout
+                            ),
+                        };
+                        let cause = if reason_is_unavailable(&self.peers()) {
+                            Cause::NoHealthyPeer
+                        } else {
+                            Cause::QueueFull
+                        };
+                        return Err(ProxyError::new(cause, why));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ask the retry budget for one retry.
+    pub fn allow_retry(&self) -> bool {
+        self.budget.withdraw()
+    }
+
+    /// Count a request toward the retry budget.
+    pub fn note_request(&self) {
+        self.budget.deposit();
+    }
+
+    /// A request on `peer` ended well enough to show the peer is alive.
+    pub fn record_success(&self, peer: &Peer) {
+        if peer.consecutive_failures.swap(0, Ordering::Relaxed) != 0
+            && peer.ejected_until_ms.swap(0, Ordering::Relaxed) != 0
+        {
+            peer.ejections.store(0, Ordering::Relaxed);
+            self.events.emit(
+                Event::new("instance_readmitted", &self.name)
+                    .instance(&peer.id)
+                    .field("reason", "a request succeeded after the cool-down"),
+            );
+        }
+    }
+
+    /// A transport failure on `peer`: after `eject.consecutive_failures` in a row it
+    /// leaves rotation for the cool-down (doubling with each ejection in a row).
+    pub fn record_failure(&self, peer: &Peer, err: &ProxyError) {
+        if !err.cause.is_peer_failure() {
+            return;
+        }
+        let n = peer.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let e = &self.settings.eject;
+        if n < e.consecutive_failures {
+            return;
+        }
+        let now = self.now_ms();
+        if self.is_ejected(peer, now) {
+            return;
+        }
+        let k = peer.ejections.fetch_add(1, Ordering::Relaxed).min(3);
+        let cooldown = e.cooldown * (1 << k);
+        peer.ejected_until_ms
+            .store(now + cooldown.as_millis() as u64, Ordering::Relaxed);
+        peer.conns.clear();
+        self.events.emit(
+            Event::new("instance_ejected", &self.name)
+                .instance(&peer.id)
+                .field("reason", err.to_string())
+                .field("consecutive_failures", n)
+                .field("cooldown_ms", cooldown.as_millis() as u64),
+        );
+    }
+
+    /// Whether `peer` is out of rotation by passive ejection now.
+    pub fn peer_ejected(&self, peer: &Peer) -> bool {
+        self.is_ejected(peer, self.now_ms())
+    }
+
+    /// Active health verdict for `peer`, with events on change.
+    pub fn set_health(&self, peer: &Peer, healthy: bool, why: &str) {
+        if peer.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            let kind = if healthy {
+                "instance_readmitted"
+            } else {
+                "instance_ejected"
+            };
+            if healthy {
+                peer.consecutive_failures.store(0, Ordering::Relaxed);
+                peer.ejected_until_ms.store(0, Ordering::Relaxed);
+                peer.ejections.store(0, Ordering::Relaxed);
+                self.wakeup.notify_waiters();
+            } else {
+                peer.conns.clear();
+            }
+            self.events.emit(
+                Event::new(kind, &self.name)
+                    .instance(&peer.id)
+                    .field("reason", why),
+            );
+        }
+    }
+}
+
+fn reason_is_unavailable(peers: &[Arc<Peer>]) -> bool {
+    !peers.iter().any(|p| p.is_healthy() && !p.is_draining())
+}
+
+fn describe_unavailable(name: &str, peers: &[Arc<Peer>]) -> String {
+    if peers.is_empty() {
+        return format!("{name}: no servers");
+    }
+    let unhealthy = peers.iter().filter(|p| !p.is_healthy()).count();
+    let draining = peers.iter().filter(|p| p.is_draining()).count();
+    format!(
+        "{name}: none of {} servers can take requests ({unhealthy} failing health checks, {draining} draining)",
+        peers.len()
+    )
+}
+
+/// Two random candidates among those `ok` accepts; the one with fewer outstanding
+/// requests wins. No allocation: two passes over the list.
+fn p2c(peers: &[Arc<Peer>], ok: impl Fn(usize, &Peer) -> bool) -> Option<Arc<Peer>> {
+    let n = peers.iter().enumerate().filter(|(i, p)| ok(*i, p)).count();
+    if n == 0 {
+        return None;
+    }
+    let nth = |k: usize| {
+        peers
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| ok(*i, p))
+            .nth(k)
+            .map(|(_, p)| p)
+    };
+    if n == 1 {
+        return nth(0).cloned();
+    }
+    let a = (rand_u64() % n as u64) as usize;
+    let mut b = (rand_u64() % (n as u64 - 1)) as usize;
+    if b >= a {
+        b += 1;
+    }
+    let (pa, pb) = (nth(a)?, nth(b)?);
+    Some(
+        if pb.outstanding() < pa.outstanding() {
+            pb
+        } else {
+            pa
+        }
+        .clone(),
+    )
+}
+
+/// A fast thread-local xorshift generator, seeded from the std hasher's random keys.
+pub fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x9e37_79b9_7f4a_7c15);
+            h.finish() | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+/// A place in the queue; leaving it (served, timed out, or cancelled) frees it.
+struct QueueSlot<'a>(&'a AtomicUsize);
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One request's claim on a peer: counts as outstanding until dropped, and then
+/// wakes one queued request.
+pub struct Lease {
+    pub pool: Arc<Pool>,
+    pub peer: Arc<Peer>,
+}
+
+impl Lease {
+    fn new(pool: Arc<Pool>, peer: Arc<Peer>) -> Lease {
+        peer.outstanding.fetch_add(1, Ordering::AcqRel);
+        Lease { pool, peer }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.peer.outstanding.fetch_sub(1, Ordering::AcqRel);
+        if self.pool.waiting.load(Ordering::Acquire) > 0 {
+            self.pool.wakeup.notify_one();
+        }
+    }
+}
+
+/// Retries as a share of requests: each request deposits `percent`% of a token,
+/// each retry takes one. Starts with (and never holds more than) a small reserve so a
+/// quiet service can still retry, while a failing busy one cannot multiply its load.
+struct RetryBudget {
+    /// In thousandths of a token.
+    balance: AtomicI64,
+    deposit: i64,
+}
+
+const RESERVE: i64 = 10_000;
+const CAP: i64 = 100_000;
+
+impl RetryBudget {
+    fn new(percent: u32) -> RetryBudget {
+        RetryBudget {
+            balance: AtomicI64::new(RESERVE),
+            deposit: i64::from(percent) * 10,
+        }
+    }
+
+    fn deposit(&self) {
+        if self.balance.load(Ordering::Relaxed) < CAP {
+            self.balance.fetch_add(self.deposit, Ordering::Relaxed);
+        }
+    }
+
+    fn withdraw(&self) -> bool {
+        self.balance
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
+                (b >= 1000).then_some(b - 1000)
+            })
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str) -> Arc<Peer> {
+        Arc::new(Peer::new(id, Target::new("127.0.0.1", 1), false))
+    }
+
+    #[test]
+    fn p2c_prefers_fewer_outstanding() {
+        let peers = vec![peer("a#1"), peer("a#2")];
+        peers[0].outstanding.store(5, Ordering::Relaxed);
+        for _ in 0..100 {
+            let p = p2c(&peers, |_, _| true).unwrap();
+            assert_eq!(&*p.id, "a#2");
+        }
+    }
+
+    #[test]
+    fn p2c_spreads_over_equal_peers() {
+        let peers = vec![peer("a#1"), peer("a#2"), peer("a#3")];
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            seen.insert(p2c(&peers, |_, _| true).unwrap().id.clone());
+        }
+        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn budget_limits_retries_to_a_share() {
+        let b = RetryBudget::new(20);
+        let mut allowed = 0;
+        for _ in 0..1000 {
+            b.deposit();
+            if b.withdraw() {
+                allowed += 1;
+            }
+        }
+        // 20% of 1000 plus the reserve of 10.
+        assert!((200..=211).contains(&allowed), "{allowed}");
+    }
+}

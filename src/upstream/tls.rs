@@ -1,0 +1,90 @@
+//! TLS to upstream servers (rustls with the ring provider).
+
+use crate::config::UpstreamTls;
+use crate::proxy::error::{Cause, ProxyError};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::io;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// A TLS client for one upstream: trusted roots, and the name to verify.
+pub struct Tls {
+    connector: TlsConnector,
+    server_name: Option<String>,
+}
+
+impl Tls {
+    /// Trust the webpki roots plus the PEM certificates in `cfg.ca`, if set.
+    pub fn new(cfg: &UpstreamTls) -> io::Result<Tls> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(ca) = &cfg.ca {
+            let certs = CertificateDer::pem_file_iter(ca)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("reading CA file {}: {e}", ca.display()),
+                    )
+                })?;
+            for cert in certs {
+                roots.add(cert).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("CA file {}: {e}", ca.display()),
+                    )
+                })?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name: cfg.server_name.clone(),
+        })
+    }
+
+    /// Handshake over `tcp` with `host` (or the configured server name).
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        host: &str,
+        what: &str,
+    ) -> Result<TlsStream<TcpStream>, ProxyError> {
+        let name = self.server_name.as_deref().unwrap_or(host);
+        let server_name = ServerName::try_from(name.to_owned()).map_err(|e| {
+            ProxyError::new(
+                Cause::TlsProtocol,
+                format!("{what}: invalid TLS server name {name:?}: {e}"),
+            )
+        })?;
+        self.connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| classify(e, what))
+    }
+}
+
+/// A failed handshake: a certificate problem, or any other TLS failure.
+fn classify(e: io::Error, what: &str) -> ProxyError {
+    let cause = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_))
+        | Some(rustls::Error::NoCertificatesPresented) => Cause::TlsCertificate,
+        Some(_) => Cause::TlsProtocol,
+        None if e.kind() == io::ErrorKind::UnexpectedEof
+            || e.kind() == io::ErrorKind::ConnectionReset =>
+        {
+            Cause::TlsProtocol
+        }
+        None => Cause::TlsProtocol,
+    };
+    ProxyError::new(cause, format!("{what}: TLS handshake failed: {e}"))
+}

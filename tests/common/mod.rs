@@ -1,0 +1,443 @@
+//! Fixtures for integration tests: the real `healgate` binary on 127.0.0.1:0, real
+//! misbehaving upstreams on ephemeral ports, a small HTTP client, and `eventually`.
+#![allow(dead_code)]
+
+pub mod upstreams;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "healgate-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("HEALGATE_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_healgate")
+}
+
+/// A running gateway; SIGTERM and wait on drop (SIGKILL if it lingers).
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub stdout_lines: mpsc::Receiver<String>,
+}
+
+impl Gateway {
+    /// Write `config` (a TOML body; `[gateway]` gets listen and data_dir prepended
+    /// unless `config` has its own `[gateway]` table) and start `healgate run`.
+    pub fn start(config: &str) -> Gateway {
+        Gateway::start_in(TempDir::new("gw"), config)
+    }
+
+    pub fn start_in(dir: TempDir, config: &str) -> Gateway {
+        let cfg = if config.contains("[gateway]") {
+            config.to_owned()
+        } else {
+            format!("[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n\n{config}")
+        };
+        let path = dir.path().join("healgate.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let mut child = Command::new(bin())
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("HEALGATE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start healgate");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("healgate: proxy listening on http://") {
+                        break a.trim().parse().unwrap();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let err =
+                        std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+                    panic!("healgate did not start; stderr:\n{err}");
+                }
+            }
+        };
+        Gateway {
+            child: Some(child),
+            addr,
+            dir,
+            stdout_lines: rx,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Lines of `data/logs/<name>` parsed as JSON.
+    pub fn jsonl(&self, name: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.data().join("logs").join(name))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The access log entry with this request id, waiting for the writer to flush.
+    pub fn access_entry(&self, request_id: &str) -> serde_json::Value {
+        eventually(Duration::from_secs(5), || {
+            self.jsonl("access.jsonl")
+                .into_iter()
+                .find(|e| e["request_id"] == request_id)
+        })
+        .unwrap_or_else(|| panic!("no access log entry for {request_id}"))
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), "TERM");
+        wait_timeout(&mut child, Duration::from_secs(40))
+            .expect("healgate did not exit after SIGTERM")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            if wait_timeout(&mut child, Duration::from_secs(10)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// `kill -<sig> <pid>`.
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Wait for a child with a bound.
+pub fn wait_timeout(child: &mut Child, d: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + d;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Poll `f` every 20 ms until it gives `Some`, or `None` after `within`.
+pub fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The raw bytes as received (head and body).
+    pub raw: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The Proxy-Status error type, if any.
+    pub fn proxy_error(&self) -> Option<String> {
+        let ps = self.header("proxy-status")?;
+        ps.split(';')
+            .find_map(|p| p.trim().strip_prefix("error=").map(|s| s.to_owned()))
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), read to the end.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw, method == "HEAD").ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unparsable response: {:?}", String::from_utf8_lossy(&raw)),
+        )
+    })
+}
+
+/// `GET path` with extra headers.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    request(addr, "GET", path, headers, b"").unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+fn parse_response(raw: &[u8], head_only: bool) -> Option<Resp> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let status: u16 = status_line.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect();
+    let rest = &raw[end..];
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if head_only {
+        Vec::new()
+    } else if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_vec()
+    };
+    Some(Resp {
+        status,
+        headers,
+        body,
+        raw: raw.to_vec(),
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&b[..nl])
+                .ok()?
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
+        b = &b[nl + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// Status, headers and body of one exchange.
+pub type Exchange = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A keep-alive HTTP/1.1 client connection, for loads.
+pub struct KeepAlive {
+    addr: SocketAddr,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+impl KeepAlive {
+    pub fn new(addr: SocketAddr) -> KeepAlive {
+        KeepAlive { addr, stream: None }
+    }
+
+    /// One request; reconnects when the connection is gone. Err: the transport failed.
+    pub fn send(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Exchange> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect(self.addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            self.stream = Some(BufReader::new(s));
+        }
+        let r = self.exchange(method, path, body);
+        if r.is_err() {
+            self.stream = None;
+        }
+        r
+    }
+
+    fn exchange(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Exchange> {
+        let s = self.stream.as_mut().unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        s.get_mut().write_all(head.as_bytes())?;
+        s.get_mut().write_all(body)?;
+        let mut line = String::new();
+        s.read_line(&mut line)?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad status line {line:?}"),
+                )
+            })?;
+        let mut headers = Vec::new();
+        let mut len = 0usize;
+        let mut chunked = false;
+        let mut close = false;
+        loop {
+            let mut l = String::new();
+            s.read_line(&mut l)?;
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                let (k, v) = (k.trim().to_owned(), v.trim().to_owned());
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.parse().unwrap_or(0);
+                }
+                if k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked") {
+                    chunked = true;
+                }
+                if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
+                    close = true;
+                }
+                headers.push((k, v));
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let mut sz = String::new();
+                s.read_line(&mut sz)?;
+                let n = usize::from_str_radix(sz.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0; n + 2];
+                s.read_exact(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else if method != "HEAD" {
+            body.resize(len, 0);
+            s.read_exact(&mut body)?;
+        }
+        if close {
+            self.stream = None;
+        }
+        Ok((status, headers, body))
+    }
+}
+
+/// A free port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn unused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Run `healgate` with arguments; (exit code, stdout, stderr).
+pub fn healgate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

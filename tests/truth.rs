@@ -1,0 +1,343 @@
+//! SPEC §4 for remote upstreams, produced for real: each failure gives its status,
+//! its Proxy-Status error, and the same `error` in the access log.
+
+mod common;
+
+use common::upstreams;
+use common::{get, Gateway};
+use std::time::Duration;
+
+/// One upstream `up` on `servers`, routed at `/`, with extra upstream keys.
+fn one_upstream(servers: &str, extra: &str) -> String {
+    format!(
+        "[gateway.timeouts]\nconnect = \"500ms\"\nresponse_header = \"1s\"\ndns = \"700ms\"\n\n[[upstream]]\nname = \"up\"\nservers = [{servers}]\nroutes = [\"/\"]\n{extra}\n"
+    )
+}
+
+fn with_gateway_table(body: &str) -> String {
+    format!("[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n{body}")
+}
+
+/// Assert status and Proxy-Status error of a GET, and that the access log agrees.
+fn expect(gw: &Gateway, path: &str, status: u16, error: &str) -> common::Resp {
+    let r = get(gw.addr, path, &[]);
+    assert_eq!(r.status, status, "status for {path}: {}", r.text());
+    assert_eq!(
+        r.proxy_error().as_deref(),
+        Some(error),
+        "Proxy-Status: {:?}",
+        r.header("proxy-status")
+    );
+    let id = r.header("x-request-id").expect("x-request-id").to_owned();
+    let entry = gw.access_entry(&id);
+    assert_eq!(entry["status"], status);
+    assert_eq!(entry["error"], error);
+    assert_eq!(entry["source"], "gateway");
+    r
+}
+
+#[test]
+fn nothing_listening_is_connection_refused() {
+    let port = common::unused_port();
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"127.0.0.1:{port}\""),
+        "",
+    )));
+    let r = expect(&gw, "/", 502, "connection_refused");
+    assert!(r.header("retry-after").is_none());
+}
+
+#[test]
+fn unresolvable_name_is_dns_error() {
+    let dns = upstreams::dns(true);
+    let extra = format!("dns = {{ resolvers = [\"{}\"] }}", dns.addr);
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        "\"no-such-host.invalid:80\"",
+        &extra,
+    )));
+    expect(&gw, "/", 502, "dns_error");
+}
+
+#[test]
+fn silent_name_server_is_dns_timeout() {
+    let dns = upstreams::dns(false);
+    let extra = format!("dns = {{ resolvers = [\"{}\"] }}", dns.addr);
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        "\"slow-dns.example:80\"",
+        &extra,
+    )));
+    expect(&gw, "/", 504, "dns_timeout");
+}
+
+#[test]
+fn full_accept_queue_is_connection_timeout() {
+    let hole = upstreams::blackhole();
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", hole.addr),
+        "",
+    )));
+    expect(&gw, "/", 504, "connection_timeout");
+}
+
+#[test]
+fn reset_before_response_is_connection_terminated() {
+    let up = upstreams::resetting();
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", up.addr),
+        "",
+    )));
+    let r = expect(&gw, "/", 502, "connection_terminated");
+    // A GET without body is idempotent: it was retried before giving up.
+    let entry = gw.access_entry(r.header("x-request-id").unwrap());
+    assert!(entry["attempts"].as_u64().unwrap() >= 2, "{entry}");
+}
+
+#[test]
+fn post_is_not_retried_after_it_was_sent() {
+    let up = upstreams::resetting();
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", up.addr),
+        "",
+    )));
+    let r = common::request(gw.addr, "POST", "/orders", &[], b"{\"n\":1}").unwrap();
+    assert_eq!(r.status, 502);
+    assert_eq!(r.proxy_error().as_deref(), Some("connection_terminated"));
+    let entry = gw.access_entry(r.header("x-request-id").unwrap());
+    assert_eq!(
+        entry["attempts"], 1,
+        "a POST that reached the upstream is never resent"
+    );
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn no_response_in_time_is_http_response_timeout() {
+    let up = upstreams::silent();
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", up.addr),
+        "",
+    )));
+    let r = expect(&gw, "/", 504, "http_response_timeout");
+    let entry = gw.access_entry(r.header("x-request-id").unwrap());
+    assert_eq!(entry["attempts"], 1, "a slow upstream is not hit twice");
+}
+
+#[test]
+fn malformed_response_is_http_protocol_error() {
+    let up = upstreams::fixed(
+        b"HTTP/1.1 abc nonsense\r\n\x00\x01garbage\r\n\r\n".to_vec(),
+        false,
+    );
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", up.addr),
+        "",
+    )));
+    expect(&gw, "/", 502, "http_protocol_error");
+}
+
+#[test]
+fn oversized_response_header_is_header_section_size() {
+    let big = "a".repeat(80 * 1024);
+    let up = upstreams::fixed(
+        format!("HTTP/1.1 200 OK\r\nX-Big: {big}\r\nContent-Length: 2\r\n\r\nok").into_bytes(),
+        true,
+    );
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", up.addr),
+        "",
+    )));
+    expect(&gw, "/", 502, "http_response_header_section_size");
+}
+
+#[test]
+fn demo_app_faults_map_to_their_rows() {
+    let app = upstreams::DemoApp::start();
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", app.addr),
+        "",
+    )));
+    expect(&gw, "/bad", 502, "http_protocol_error");
+    expect(
+        &gw,
+        "/bigheader?kb=70",
+        502,
+        "http_response_header_section_size",
+    );
+    // and a healthy request passes
+    let r = get(gw.addr, "/", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn overloaded_upstream_queues_then_refuses() {
+    let up = upstreams::slow(Duration::from_millis(1500));
+    let body = with_gateway_table(&one_upstream(
+        &format!("\"{}\"", up.addr),
+        "max_concurrency = 1\nqueue = { size = 1, timeout = \"5s\" }",
+    ))
+    .replace("response_header = \"1s\"", "response_header = \"10s\"");
+    let gw = Gateway::start(&body);
+    let addr = gw.addr;
+    let first = std::thread::spawn(move || get(addr, "/a", &[]).status);
+    common::eventually(Duration::from_secs(5), || (up.hits() == 1).then_some(()))
+        .expect("the first request reaches the upstream");
+    // One slot (taken) and one queue place: of two more, one waits and one is refused.
+    let more: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || get(addr, "/b", &[])))
+        .collect();
+    let mut results: Vec<common::Resp> = more.into_iter().map(|t| t.join().unwrap()).collect();
+    results.sort_by_key(|r| r.status);
+    assert_eq!(first.join().unwrap(), 200);
+    assert_eq!(results[0].status, 200, "the queued request is served");
+    let refused = &results[1];
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.proxy_error().as_deref(), Some("connection_limit_reached"));
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(up.hits(), 2, "the refused request never reached the upstream");
+}
+
+#[test]
+fn failing_health_checks_mean_destination_unavailable() {
+    let app = upstreams::DemoApp::start();
+    let extra = "health = { path = \"/status/500\", interval = \"100ms\", timeout = \"500ms\", unhealthy_after = 1 }";
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", app.addr),
+        extra,
+    )));
+    let r = common::eventually(Duration::from_secs(5), || {
+        let r = get(gw.addr, "/", &[]);
+        (r.status == 503).then_some(r)
+    })
+    .expect("503 once the health check fails");
+    assert_eq!(r.proxy_error().as_deref(), Some("destination_unavailable"));
+    assert!(r.header("retry-after").is_some());
+    let events = gw.jsonl("events.jsonl");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "instance_ejected" && e["instance"] == "up#1"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn no_route_is_destination_not_found() {
+    let up = upstreams::ok("hi");
+    let cfg = with_gateway_table(&format!(
+        "[[upstream]]\nname = \"api\"\nservers = [\"{}\"]\nroutes = [\"/api\"]\n",
+        up.addr
+    ));
+    let gw = Gateway::start(&cfg);
+    expect(&gw, "/elsewhere", 404, "destination_not_found");
+    expect(&gw, "/apix", 404, "destination_not_found");
+    assert_eq!(get(gw.addr, "/api/x", &[]).status, 200);
+    // Absolute-form for another host is not proxied: no open proxy.
+    let r = common::request(
+        gw.addr,
+        "GET",
+        "http://example.com/api/x",
+        &[("Host", "example.com")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.proxy_error().as_deref(), Some("destination_not_found"));
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn oversized_request_header_is_431() {
+    let up = upstreams::ok("hi");
+    let cfg = with_gateway_table(&format!(
+        "[gateway.limits]\nrequest_header = \"8KiB\"\n\n[[upstream]]\nname = \"up\"\nservers = [\"{}\"]\nroutes = [\"/\"]\n",
+        up.addr
+    ));
+    let gw = Gateway::start(&cfg);
+    let big = "b".repeat(12 * 1024);
+    let r = get(gw.addr, "/", &[("X-Big", &big)]);
+    assert_eq!(r.status, 431);
+    assert_eq!(r.proxy_error().as_deref(), Some("http_request_error"));
+    assert!(r.header("x-request-id").is_some());
+    assert_eq!(up.hits(), 0);
+}
+
+#[test]
+fn ambiguous_framing_is_400() {
+    let up = upstreams::ok("hi");
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", up.addr),
+        "",
+    )));
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(
+        up.hits(),
+        0,
+        "an ambiguous request never reaches the upstream"
+    );
+}
+
+#[test]
+fn loop_through_this_gateway_is_508() {
+    // The gateway's upstream is itself: the second pass sees its own Via.
+    let port = common::unused_port();
+    let cfg = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:{port}\"]\ndata_dir = \"data\"\n\n[[upstream]]\nname = \"self\"\nservers = [\"127.0.0.1:{port}\"]\nroutes = [\"/\"]\n"
+    );
+    let gw = Gateway::start(&cfg);
+    let r = get(gw.addr, "/", &[]);
+    assert_eq!(r.status, 508, "{}", r.text());
+    assert_eq!(r.proxy_error().as_deref(), Some("proxy_loop_detected"));
+}
+
+#[test]
+fn slow_client_header_is_408() {
+    let up = upstreams::ok("hi");
+    let cfg = with_gateway_table(&format!(
+        "[gateway.timeouts]\nclient_header = \"300ms\"\n\n[[upstream]]\nname = \"up\"\nservers = [\"{}\"]\nroutes = [\"/\"]\n",
+        up.addr
+    ));
+    let gw = Gateway::start(&cfg);
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("proxy-status: healgate; error=http_request_error"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tls_rows_and_a_trusted_upstream() {
+    let (tls, pem) = upstreams::tls_server();
+    let dir = common::TempDir::new("tls");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    let port = tls.addr.port();
+    let plain = upstreams::plain_rejecting();
+    let cfg = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n\n\
+         [[upstream]]\nname = \"untrusted\"\nservers = [\"https://localhost:{port}\"]\nroutes = [\"/untrusted\"]\n\n\
+         [[upstream]]\nname = \"trusted\"\nservers = [\"https://localhost:{port}\"]\nroutes = [\"/trusted\"]\ntls = {{ ca = \"ca.pem\" }}\n\n\
+         [[upstream]]\nname = \"nottls\"\nservers = [\"https://127.0.0.1:{}\"]\nroutes = [\"/nottls\"]\ntls = {{ server_name = \"localhost\" }}\n",
+        plain.addr.port()
+    );
+    let gw = Gateway::start_in(dir, &cfg);
+    expect(&gw, "/untrusted", 502, "tls_certificate_error");
+    expect(&gw, "/nottls", 502, "tls_protocol_error");
+    let r = get(gw.addr, "/trusted", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "tls ok");
+}
