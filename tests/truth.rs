@@ -191,9 +191,16 @@ fn overloaded_upstream_queues_then_refuses() {
     assert_eq!(results[0].status, 200, "the queued request is served");
     let refused = &results[1];
     assert_eq!(refused.status, 503);
-    assert_eq!(refused.proxy_error().as_deref(), Some("connection_limit_reached"));
+    assert_eq!(
+        refused.proxy_error().as_deref(),
+        Some("connection_limit_reached")
+    );
     assert!(refused.header("retry-after").is_some());
-    assert_eq!(up.hits(), 2, "the refused request never reached the upstream");
+    assert_eq!(
+        up.hits(),
+        2,
+        "the refused request never reached the upstream"
+    );
 }
 
 #[test]

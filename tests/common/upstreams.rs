@@ -162,8 +162,7 @@ pub fn slow(delay: Duration) -> Server {
         while read_request(&mut s, &mut buf).await.is_some() {
             hits.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(delay).await;
-            if s
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
                 .await
                 .is_err()
             {

@@ -1,0 +1,325 @@
+//! What a user notices when things go wrong behind the gateway: keep-alive races,
+//! a server going away under load, a graceful stop, upstream errors passed through.
+
+mod common;
+
+use common::upstreams;
+use common::{get, Gateway, KeepAlive};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn upstream_config(name: &str, servers: &[String], extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "[[upstream]]\nname = \"{name}\"\nservers = [{}]\nroutes = [\"/\"]\n{extra}\n",
+        list.join(", ")
+    )
+}
+
+#[test]
+fn keep_alive_race_gives_no_gateway_errors() {
+    // The upstream closes connections idle for 1 s, without saying so in advance.
+    let up = upstreams::idle_closer(Duration::from_secs(1));
+    let gw = Gateway::start(&upstream_config("app", &[up.addr.to_string()], ""));
+    let addr = gw.addr;
+    let clients = 10;
+    let per_client = 20;
+    let failures = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let failures = failures.clone();
+            std::thread::spawn(move || {
+                let mut client = KeepAlive::new(addr);
+                for i in 0..per_client {
+                    // Spaced around the upstream's idle timeout: 0.9 s to 1.1 s.
+                    let gap = 900 + ((c * 53 + i * 37) % 200) as u64;
+                    std::thread::sleep(Duration::from_millis(gap));
+                    let (method, body): (&str, &[u8]) = if i % 2 == 0 {
+                        ("GET", b"")
+                    } else {
+                        ("POST", b"{\"n\":1}")
+                    };
+                    match client.send(method, "/x", body) {
+                        Ok((200, _, _)) => {}
+                        Ok((status, h, _)) => {
+                            eprintln!("{method} got {status} {h:?}");
+                            failures.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            eprintln!("{method} transport error {e}");
+                            failures.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "gateway-made errors in the keep-alive race"
+    );
+    assert_eq!(
+        up.hits(),
+        clients * per_client,
+        "every request reached the upstream exactly once"
+    );
+    let access = gw.jsonl("access.jsonl");
+    assert!(
+        access.iter().all(|e| e["source"] == "upstream"),
+        "no gateway-made response"
+    );
+}
+
+/// GETs on `threads` keep-alive connections until `stop`; returns (ok, failed).
+fn load(
+    addr: std::net::SocketAddr,
+    threads: usize,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<(usize, usize)>> {
+    (0..threads)
+        .map(|_| {
+            let stop = stop.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut c = KeepAlive::new(addr);
+                let (mut ok, mut failed) = (0, 0);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    match c.send("GET", "/", b"") {
+                        Ok((200, _, _)) => ok += 1,
+                        Ok((s, h, b)) => {
+                            eprintln!("failed: {s} {h:?} {}", String::from_utf8_lossy(&b));
+                            failed += 1
+                        }
+                        Err(e) => {
+                            eprintln!("transport error: {e}");
+                            failed += 1
+                        }
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                (ok, failed)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_server_stopped_under_load_fails_no_get_and_comes_back() {
+    let a = upstreams::DemoApp::start();
+    let mut b = upstreams::DemoApp::start();
+    let b_port = b.addr.port();
+    let extra = "health = { path = \"/healthz\", interval = \"200ms\", timeout = \"500ms\", unhealthy_after = 2, healthy_after = 1 }";
+    let gw = Gateway::start(&upstream_config(
+        "api",
+        &[a.addr.to_string(), b.addr.to_string()],
+        extra,
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let workers = load(gw.addr, 4, stop.clone(), done.clone());
+    common::eventually(Duration::from_secs(10), || {
+        (done.load(Ordering::SeqCst) > 200).then_some(())
+    })
+    .expect("load runs");
+
+    b.stop();
+    let ejected = common::eventually(Duration::from_secs(10), || {
+        gw.jsonl("events.jsonl")
+            .into_iter()
+            .find(|e| e["kind"] == "instance_ejected" && e["instance"] == "api#2")
+    });
+    assert!(ejected.is_some(), "the stopped server is ejected");
+    let before = done.load(Ordering::SeqCst);
+    common::eventually(Duration::from_secs(10), || {
+        (done.load(Ordering::SeqCst) > before + 200).then_some(())
+    })
+    .expect("load goes on while one server is down");
+
+    let _b2 = upstreams::DemoApp::start_on(b_port);
+    let readmitted = common::eventually(Duration::from_secs(10), || {
+        gw.jsonl("events.jsonl")
+            .into_iter()
+            .find(|e| e["kind"] == "instance_readmitted" && e["instance"] == "api#2")
+    });
+    assert!(
+        readmitted.is_some(),
+        "the server is readmitted when it comes back"
+    );
+    // Traffic reaches it again.
+    let served_by_b = common::eventually(Duration::from_secs(10), || {
+        let entries = gw.jsonl("access.jsonl");
+        let after = entries
+            .iter()
+            .position(|e| e["upstream"] == "api#1")
+            .unwrap_or(0);
+        entries[after..]
+            .iter()
+            .rev()
+            .take(200)
+            .any(|e| e["upstream"] == "api#2" && e["status"] == 200)
+            .then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, 0);
+    for w in workers {
+        let (o, f) = w.join().unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert!(
+        served_by_b.is_some(),
+        "requests reach the readmitted server"
+    );
+    assert!(ok > 400, "{ok} requests");
+    assert_eq!(failed, 0, "no GET failed while a server went away");
+}
+
+#[test]
+fn sigterm_lets_the_slow_request_finish_and_exits_zero() {
+    let up = upstreams::slow(Duration::from_millis(1500));
+    let mut gw = Gateway::start(&upstream_config("app", &[up.addr.to_string()], ""));
+    let addr = gw.addr;
+    let t = std::thread::spawn(move || get(addr, "/slow", &[]));
+    common::eventually(Duration::from_secs(5), || (up.hits() == 1).then_some(()))
+        .expect("request in flight");
+    let status = gw.terminate();
+    let r = t.join().unwrap();
+    assert_eq!(r.status, 200, "the in-flight request completes");
+    assert_eq!(r.text(), "slow");
+    assert_eq!(status.code(), Some(0), "exit 0 after a graceful stop");
+    // Its access line was flushed before exit.
+    let id = r.header("x-request-id").unwrap();
+    assert!(gw
+        .jsonl("access.jsonl")
+        .iter()
+        .any(|e| e["request_id"] == id));
+    // New connections are refused once it stopped.
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn upstream_errors_pass_through_byte_for_byte() {
+    let body = "<h1>the app's own 503</h1>\n";
+    let raw = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\nX-App: mine\r\nRetry-After: 7\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let up = upstreams::fixed(raw.into_bytes(), true);
+    let body502 = "{\"error\":\"app 502\"}";
+    let up502 = upstreams::fixed(
+        format!("HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body502}", body502.len()).into_bytes(),
+        true,
+    );
+    let cfg = format!(
+        "[[upstream]]\nname = \"a\"\nservers = [\"{}\"]\nroutes = [\"/a\"]\n\n[[upstream]]\nname = \"b\"\nservers = [\"{}\"]\nroutes = [\"/b\"]\n",
+        up.addr, up502.addr
+    );
+    let gw = Gateway::start(&cfg);
+    let r = get(gw.addr, "/a", &[]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), body);
+    assert_eq!(r.header("x-app"), Some("mine"));
+    assert_eq!(r.header("retry-after"), Some("7"));
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert!(
+        r.header("proxy-status").is_none(),
+        "the gateway does not claim the upstream's error"
+    );
+    let e = gw.access_entry(r.header("x-request-id").unwrap());
+    assert_eq!(e["source"], "upstream");
+    assert_eq!(e["status"], 503);
+    assert!(e.get("error").is_none());
+    assert_eq!(e["upstream"], "a#1");
+
+    let r = get(gw.addr, "/b", &[]);
+    assert_eq!(r.status, 502);
+    assert_eq!(r.text(), body502);
+    assert!(r.header("proxy-status").is_none());
+    assert_eq!(
+        gw.access_entry(r.header("x-request-id").unwrap())["source"],
+        "upstream"
+    );
+    // One attempt each: an upstream's own error is an answer, not a failure to retry.
+    assert_eq!(up.hits(), 1);
+    assert_eq!(up502.hits(), 1);
+}
+
+#[test]
+fn forwarding_headers_request_id_and_streaming_bodies() {
+    let app = upstreams::DemoApp::start();
+    let gw = Gateway::start(&upstream_config("app", &[app.addr.to_string()], ""));
+    let r = get(
+        gw.addr,
+        "/echo",
+        &[("X-Request-Id", "client-id-42"), ("Host", "shop.example")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-request-id"),
+        Some("client-id-42"),
+        "a valid client id is kept"
+    );
+    let echoed = r.text().to_ascii_lowercase();
+    assert!(echoed.contains("x-request-id: client-id-42"), "{echoed}");
+    assert!(echoed.contains("x-forwarded-for: 127.0.0.1"), "{echoed}");
+    assert!(echoed.contains("x-forwarded-proto: http"), "{echoed}");
+    assert!(
+        echoed.contains("x-forwarded-host: shop.example"),
+        "{echoed}"
+    );
+    assert!(echoed.contains("host: shop.example"), "{echoed}");
+    assert!(echoed.contains("via: 1.1 healgate-"), "{echoed}");
+
+    // An invalid id is replaced.
+    let r = get(gw.addr, "/", &[("X-Request-Id", "bad id with spaces")]);
+    assert_ne!(r.header("x-request-id"), Some("bad id with spaces"));
+    assert_eq!(r.header("x-request-id").unwrap().len(), 32);
+
+    // 4 MiB up and back down.
+    let body: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let r = common::request(gw.addr, "POST", "/echo", &[], &body).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.ends_with(&body), "the body came back whole");
+}
+
+#[test]
+fn h2c_prior_knowledge_is_served() {
+    let up = upstreams::ok("over h2");
+    let gw = Gateway::start(&upstream_config("app", &[up.addr.to_string()], ""));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body, version) = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(tcp),
+            )
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{}/h2", gw.addr))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let version = res.version();
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, body, version)
+    });
+    assert_eq!(version, http::Version::HTTP_2);
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"over h2");
+}
