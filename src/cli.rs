@@ -1,9 +1,29 @@
 //! The command line: parse, then hand over to the piece that does the work.
+//!
+//! `run`, `check` and `demo-app` start something in this process; `status`, `restart`,
+//! `recycle` and `scale` talk to a running gateway through its admin API
+//! ([`crate::admin::client`]); `logs` reads the files under `data_dir/logs`.
 
+use crate::admin::client;
 use crate::config;
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// The default config file.
+const DEFAULT_CONFIG: &str = "healgate.toml";
+
+/// The environment variable that may hold the admin token (as in the config).
+const TOKEN_ENV: &str = "HEALGATE_ADMIN_TOKEN";
+
+/// Exit code for a usage error (clap uses it too).
+const USAGE: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -21,13 +41,13 @@ enum Command {
     /// Run the gateway in the foreground.
     Run {
         /// The config file.
-        #[arg(short, long, default_value = "healgate.toml")]
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Validate a config file: every problem at once, with key path and line.
     Check {
         /// The config file.
-        #[arg(short, long, default_value = "healgate.toml")]
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// The built-in demo app (faults on demand).
@@ -36,6 +56,135 @@ enum Command {
         #[arg(long, default_value_t = 0, env = "PORT")]
         port: u16,
     },
+    /// The gateway with 3 instances of the built-in demo app; no config file needed.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Where the admin API listens (loopback only by default).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        /// Logs, events, the admin token.
+        #[arg(long, default_value = "healgate-data")]
+        data_dir: PathBuf,
+    },
+
+    // Verbs that talk to a running gateway.
+    /// Show apps, instances and recent events of the running gateway.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the admin API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart every instance of an app (rolling, overlapping: no dropped requests).
+    Restart {
+        /// The app, as named in the config.
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Replace one instance with a fresh one (the new one is ready before the old stops).
+    Recycle {
+        /// The instance, e.g. `web#2` (or `web-2`).
+        instance: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Run N instances of an app.
+    Scale {
+        /// The app, as named in the config.
+        app: String,
+        /// How many instances to run.
+        instances: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print recent events and, for an APP, its instances' output; `-f` follows.
+    Logs {
+        /// Show this app's events and instance output only.
+        app: Option<String>,
+        /// Keep printing new lines as they are written (until Ctrl-C).
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines to show from the end of each file.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which gateway a verb talks to.
+#[derive(Args)]
+struct Target {
+    /// The running gateway's config file (default healgate.toml; when that does not
+    /// exist, the demo's defaults: data dir ./healgate-data, admin 127.0.0.1:9901).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+}
+
+/// Where a running gateway keeps its files and its admin API, from its config.
+struct Resolved {
+    data_dir: PathBuf,
+    admin_listen: SocketAddr,
+    token: Option<String>,
+}
+
+impl Target {
+    /// Read the config (or fall back to the demo's defaults when no `-c` was given and
+    /// `healgate.toml` does not exist). An invalid config is printed; `Err` is the exit code.
+    fn resolve(&self) -> Result<Resolved, ExitCode> {
+        let path = match &self.config {
+            Some(p) => p.clone(),
+            None => {
+                let p = PathBuf::from(DEFAULT_CONFIG);
+                if !p.exists() {
+                    return Ok(Resolved {
+                        data_dir: config::Gateway::default().data_dir,
+                        admin_listen: config::Admin::default().listen,
+                        token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+                    });
+                }
+                p
+            }
+        };
+        let checked = load_config(&path)?;
+        Ok(Resolved {
+            data_dir: checked.config.gateway.data_dir,
+            admin_listen: checked.config.admin.listen,
+            token: checked.config.admin.token,
+        })
+    }
+}
+
+impl Resolved {
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+        client::call(
+            &self.data_dir,
+            self.token.as_deref(),
+            self.admin_listen,
+            method,
+            path,
+            body,
+        )
+    }
+}
+
+/// Load and check a config file; an invalid one is printed with every problem.
+fn load_config(path: &Path) -> Result<config::Checked, ExitCode> {
+    match config::load(path) {
+        Ok(checked) => {
+            print_warnings(&checked);
+            Ok(checked)
+        }
+        Err(invalid) => {
+            eprintln!("{invalid}");
+            eprintln!("healgate: {} is invalid", path.display());
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Parse the command line and run the command. Exit codes: 0 ok, 1 failure or
@@ -76,11 +225,601 @@ pub fn main() -> ExitCode {
             }
         },
         Command::DemoApp { port } => crate::demo_app::run(port),
+        Command::Demo {
+            listen,
+            admin,
+            data_dir,
+        } => crate::run::demo(listen, admin, data_dir),
+        Command::Status { target, json } => with_target(&target, |g| status(g, json)),
+        Command::Restart { app, target } => with_target(&target, |g| {
+            let path = format!("/api/v1/apps/{}/restart", client::encode_segment(&app));
+            command(g, &path, None)
+        }),
+        Command::Recycle { instance, target } => {
+            let Some(id) = instance_arg(&instance) else {
+                eprintln!(
+                    "healgate: recycle needs one instance, like web#2 (or web-2), not {instance:?}"
+                );
+                return ExitCode::from(USAGE);
+            };
+            with_target(&target, |g| {
+                let path = format!("/api/v1/instances/{}/recycle", client::encode_segment(&id));
+                let body = json!({"reason": "requested with healgate recycle"});
+                command(g, &path, Some(&body))
+            })
+        }
+        Command::Scale {
+            app,
+            instances,
+            target,
+        } => with_target(&target, |g| {
+            let path = format!("/api/v1/apps/{}/scale", client::encode_segment(&app));
+            command(g, &path, Some(&json!({ "instances": instances })))
+        }),
+        Command::Logs {
+            app,
+            follow,
+            lines,
+            target,
+        } => with_target(&target, |g| {
+            logs(&g.data_dir, app.as_deref(), lines, follow)
+        }),
     }
 }
 
 fn print_warnings(checked: &config::Checked) {
     for w in &checked.warnings {
         eprintln!("{w}");
+    }
+}
+
+/// Resolve the target gateway, then run `verb` against it.
+fn with_target(target: &Target, verb: impl FnOnce(&Resolved) -> ExitCode) -> ExitCode {
+    match target.resolve() {
+        Ok(g) => verb(&g),
+        Err(code) => code,
+    }
+}
+
+/// `web#2` or `web-2` as `web#2`; `None` when it names no instance.
+fn instance_arg(raw: &str) -> Option<String> {
+    let (app, n) = raw.rsplit_once('#').or_else(|| raw.rsplit_once('-'))?;
+    (!app.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("{app}#{n}"))
+}
+
+/// POST a control command and print the gateway's answer.
+fn command(g: &Resolved, path: &str, body: Option<&Value>) -> ExitCode {
+    match g.call("POST", path, body) {
+        Ok(v) => {
+            let message = v.get("message").and_then(Value::as_str).unwrap_or("done");
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("healgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------- status
+
+/// `healgate status`: tables of apps and instances, then the last 10 events.
+fn status(g: &Resolved, raw_json: bool) -> ExitCode {
+    let status = match g.call("GET", "/api/v1/status", None) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("healgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if raw_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let events = g.call("GET", "/api/v1/events?since=0", None);
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(render_status(&status).as_bytes());
+    match events {
+        Ok(ev) => {
+            let _ = out.write_all(render_events(&ev, 10).as_bytes());
+            let _ = out.flush();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("healgate: reading events: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The status answer as text tables.
+fn render_status(status: &Value) -> String {
+    let mut s = String::new();
+    let pid = field(status, "pid");
+    let uptime = status
+        .get("uptime_s")
+        .and_then(Value::as_f64)
+        .map_or_else(|| "-".to_owned(), duration);
+    s.push_str(&format!("gateway: pid {pid}, up {uptime}\n\n"));
+    let apps = status
+        .get("apps")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if apps.is_empty() {
+        s.push_str("no apps\n");
+        return s;
+    }
+    let mut rows = vec![cells(&["APP", "STATE", "READY", "QUEUED", "REASON"])];
+    let mut inst_rows = vec![cells(&[
+        "INSTANCE",
+        "PID",
+        "PORT",
+        "STATE",
+        "UPTIME",
+        "MEMORY",
+        "CPU",
+        "IN-FLIGHT",
+        "RESTARTS",
+        "LAST EXIT",
+    ])];
+    for app in &apps {
+        rows.push(vec![
+            field(app, "name"),
+            field(app, "state"),
+            format!("{}/{}", field(app, "ready"), field(app, "target")),
+            field(app, "queued"),
+            field(app, "reason"),
+        ]);
+        for inst in app
+            .get("instances")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let uptime = inst
+                .get("uptime_s")
+                .and_then(Value::as_f64)
+                .map_or_else(|| "-".to_owned(), duration);
+            let memory = inst
+                .get("memory_bytes")
+                .and_then(Value::as_f64)
+                .map_or_else(|| "-".to_owned(), |b| format!("{:.1} MiB", b / 1048576.0));
+            let cpu = inst
+                .get("cpu_s")
+                .and_then(Value::as_f64)
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}s"));
+            inst_rows.push(vec![
+                field(inst, "id"),
+                field(inst, "pid"),
+                field(inst, "port"),
+                field(inst, "state"),
+                uptime,
+                memory,
+                cpu,
+                field(inst, "inflight"),
+                field(inst, "restarts"),
+                field(inst, "last_exit"),
+            ]);
+        }
+    }
+    s.push_str(&table(&rows));
+    if inst_rows.len() > 1 {
+        s.push('\n');
+        s.push_str(&table(&inst_rows));
+    }
+    s
+}
+
+/// The last `n` events of an `/api/v1/events` answer, one line each.
+fn render_events(answer: &Value, n: usize) -> String {
+    let events = answer
+        .get("events")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut s = String::from("\nrecent events:\n");
+    if events.is_empty() {
+        s.push_str("  (none)\n");
+    }
+    for e in &events[events.len().saturating_sub(n)..] {
+        if let Some(event) = e.get("event") {
+            s.push_str("  ");
+            s.push_str(&event_line(event));
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// One event as `ts  kind  instance-or-app  key=value ...`.
+fn event_line(event: &Value) -> String {
+    let who = event
+        .get("instance")
+        .filter(|v| !v.is_null())
+        .or_else(|| event.get("app"))
+        .map(value_text)
+        .unwrap_or_default();
+    let mut line = format!(
+        "{}  {:<18} {}",
+        field(event, "ts"),
+        field(event, "kind"),
+        who
+    );
+    if let Some(obj) = event.as_object() {
+        for (k, v) in obj {
+            if !matches!(k.as_str(), "ts" | "kind" | "app" | "instance") {
+                line.push_str(&format!(" {k}={}", value_text(v)));
+            }
+        }
+    }
+    line
+}
+
+/// `v[key]` as text; `-` when missing or null.
+fn field(v: &Value, key: &str) -> String {
+    v.get(key).map_or_else(|| "-".to_owned(), value_text)
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Seconds as `45s`, `12m03s`, `3h04m` or `2d03h`.
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn cells(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                let pad = widths[c] - cell.chars().count() + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+// ---------------------------------------------------------------- logs
+
+/// How much of the end of a file `logs` reads to find its last lines.
+const TAIL_WINDOW: u64 = 4 * 1024 * 1024;
+
+/// How often `logs -f` looks for new lines.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// `healgate logs [APP] [-f]`: the tail of `logs/events.jsonl` (this app's events
+/// only, for an APP) and of each `logs/apps/<APP>/*.log`; `-f` follows them all.
+fn logs(data_dir: &Path, app: Option<&str>, lines: usize, follow: bool) -> ExitCode {
+    let logs = data_dir.join("logs");
+    let events_path = logs.join("events.jsonl");
+    let app_dir = app.map(|a| logs.join("apps").join(a));
+    let mut files = vec![Followed::events(events_path.clone(), app)];
+    if let Some(dir) = &app_dir {
+        files.extend(app_logs(dir).into_iter().map(Followed::output));
+    }
+    let found = files.iter().any(|f| f.path.exists());
+    if !found && !follow {
+        eprintln!(
+            "healgate: no logs under {} (is the data directory right? use -c FILE)",
+            logs.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut out = io::stdout().lock();
+    let mut last_header: Option<PathBuf> = None;
+    for f in &mut files {
+        match f.tail(lines) {
+            Ok(tail) => {
+                let _ = writeln!(out, "==> {} <==", f.path.display());
+                for line in tail {
+                    let _ = writeln!(out, "{line}");
+                }
+                last_header = Some(f.path.clone());
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!("healgate: reading {}: {e}", f.path.display()),
+        }
+    }
+    let _ = out.flush();
+    if !follow {
+        return ExitCode::SUCCESS;
+    }
+    drop(out);
+    loop {
+        std::thread::sleep(FOLLOW_POLL);
+        if let Some(dir) = &app_dir {
+            for path in app_logs(dir) {
+                if !files.iter().any(|f| f.path == path) {
+                    files.push(Followed::output(path));
+                }
+            }
+        }
+        let mut out = io::stdout().lock();
+        for f in &mut files {
+            let new = match f.read_new() {
+                Ok(new) => new,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    eprintln!("healgate: reading {}: {e}", f.path.display());
+                    continue;
+                }
+            };
+            if new.is_empty() {
+                continue;
+            }
+            if last_header.as_ref() != Some(&f.path) {
+                let _ = writeln!(out, "\n==> {} <==", f.path.display());
+                last_header = Some(f.path.clone());
+            }
+            for line in new {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        if out.flush().is_err() {
+            // stdout closed (e.g. piped into `head`): stop quietly.
+            return ExitCode::SUCCESS;
+        }
+    }
+}
+
+/// The `*.log` files of one app's instances, sorted.
+fn app_logs(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    found.sort();
+    found
+}
+
+/// One file `logs` prints and follows.
+struct Followed {
+    path: PathBuf,
+    /// Events of this app only (events file).
+    app: Option<String>,
+    /// Render as events (JSON lines) rather than raw output.
+    events: bool,
+    /// Bytes read so far (up to the end of the last whole line).
+    offset: u64,
+    /// The file it was read from, to notice rotation.
+    inode: Option<u64>,
+    /// The unfinished last line.
+    pending: Vec<u8>,
+}
+
+impl Followed {
+    fn events(path: PathBuf, app: Option<&str>) -> Followed {
+        Followed {
+            path,
+            app: app.map(str::to_owned),
+            events: true,
+            offset: 0,
+            inode: None,
+            pending: Vec::new(),
+        }
+    }
+
+    fn output(path: PathBuf) -> Followed {
+        Followed {
+            events: false,
+            ..Followed::events(path, None)
+        }
+    }
+
+    /// Render one whole line; `None` to skip it.
+    fn render(&self, line: &[u8]) -> Option<String> {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches('\r');
+        if !self.events {
+            return Some(text.to_owned());
+        }
+        if text.trim().is_empty() {
+            return None;
+        }
+        let Ok(event) = serde_json::from_str::<Value>(text) else {
+            return Some(text.to_owned());
+        };
+        if let Some(app) = &self.app {
+            if event.get("app").and_then(Value::as_str) != Some(app.as_str()) {
+                return None;
+            }
+        }
+        Some(event_line(&event))
+    }
+
+    /// The last `n` lines (that pass the filter), leaving `offset` after them.
+    fn tail(&mut self, n: usize) -> io::Result<Vec<String>> {
+        let mut file = File::open(&self.path)?;
+        let meta = file.metadata()?;
+        let len = meta.len();
+        let start = len.saturating_sub(TAIL_WINDOW);
+        file.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        file.take(len - start).read_to_end(&mut buf)?;
+        // Whole lines only: drop a partial first line (when not at the start of the
+        // file) and the unfinished last one (read again when it is finished).
+        let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let begin = if start > 0 {
+            buf.iter().position(|&b| b == b'\n').map_or(end, |i| i + 1)
+        } else {
+            0
+        };
+        let whole = &buf[begin.min(end)..end];
+        let mut lines: Vec<String> = whole
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| self.render(l))
+            .collect();
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+        self.offset = start + end as u64;
+        self.inode = Some(meta.ino());
+        Ok(lines)
+    }
+
+    /// Whole lines written since the last read. A rotated or truncated file is read
+    /// again from its start.
+    fn read_new(&mut self) -> io::Result<Vec<String>> {
+        let mut file = File::open(&self.path)?;
+        let meta = file.metadata()?;
+        if self.inode != Some(meta.ino()) || meta.len() < self.offset {
+            self.offset = 0;
+            self.pending.clear();
+            self.inode = Some(meta.ino());
+        }
+        if meta.len() == self.offset {
+            return Ok(Vec::new());
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut buf = Vec::new();
+        file.take(meta.len() - self.offset).read_to_end(&mut buf)?;
+        self.offset += buf.len() as u64;
+        self.pending.extend_from_slice(&buf);
+        let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
+            return Ok(Vec::new());
+        };
+        let rest = self.pending.split_off(end + 1);
+        let whole = std::mem::replace(&mut self.pending, rest);
+        Ok(whole
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| self.render(l))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_arguments() {
+        assert_eq!(instance_arg("web#2").as_deref(), Some("web#2"));
+        assert_eq!(instance_arg("my-app-3").as_deref(), Some("my-app#3"));
+        assert_eq!(instance_arg("web"), None);
+        assert_eq!(instance_arg("web#x"), None);
+        assert_eq!(instance_arg("#2"), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(5.4), "5s");
+        assert_eq!(duration(63.0), "1m03s");
+        assert_eq!(duration(3.0 * 3600.0 + 240.0), "3h04m");
+        assert_eq!(duration(2.0 * 86400.0 + 3.0 * 3600.0), "2d03h");
+    }
+
+    #[test]
+    fn status_tables_show_apps_and_instances() {
+        let status = json!({
+            "pid": 42, "uptime_s": 75.0,
+            "apps": [{
+                "name": "web", "state": "running", "target": 2, "ready": 1, "queued": 0,
+                "reason": null,
+                "instances": [{
+                    "id": "web#1", "pid": 1234, "port": 41000, "state": "ready",
+                    "uptime_s": 61.0, "memory_bytes": 10485760u64, "cpu_s": 1.5,
+                    "inflight": 3, "restarts": 1, "last_exit": "exit code 1"
+                }]
+            }]
+        });
+        let text = render_status(&status);
+        assert!(text.contains("gateway: pid 42, up 1m15s"), "{text}");
+        let app_line = text.lines().find(|l| l.starts_with("web ")).unwrap();
+        assert!(
+            app_line.contains("running") && app_line.contains("1/2"),
+            "{text}"
+        );
+        let inst = text.lines().find(|l| l.starts_with("web#1")).unwrap();
+        for part in [
+            "1234",
+            "41000",
+            "ready",
+            "1m01s",
+            "10.0 MiB",
+            "1.50s",
+            "exit code 1",
+        ] {
+            assert!(inst.contains(part), "{part} missing in {inst}");
+        }
+    }
+
+    #[test]
+    fn tail_and_follow_whole_lines_only() {
+        let dir = std::env::temp_dir().join(format!("healgate-cli-logs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let mut text = String::new();
+        for i in 0..5 {
+            let app = if i % 2 == 0 { "web" } else { "api" };
+            text.push_str(&format!(
+                "{{\"ts\":\"t{i}\",\"kind\":\"instance_ready\",\"app\":\"{app}\"}}\n"
+            ));
+        }
+        text.push_str("{\"ts\":\"t5\",\"ki");
+        std::fs::write(&path, &text).unwrap();
+        let mut f = Followed::events(path.clone(), Some("web"));
+        let tail = f.tail(2).unwrap();
+        assert_eq!(tail.len(), 2);
+        assert!(
+            tail[0].starts_with("t2") && tail[1].starts_with("t4"),
+            "{tail:?}"
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"nd\":\"scaled\",\"app\":\"web\"}\n")
+            .unwrap();
+        let new = f.read_new().unwrap();
+        assert_eq!(new.len(), 1);
+        assert!(
+            new[0].starts_with("t5") && new[0].contains("scaled"),
+            "{new:?}"
+        );
+        assert!(f.read_new().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,10 +1,12 @@
 //! healgate: an application gateway that tells the truth about every failure.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo_app;
 pub mod observe;
 pub mod proxy;
 pub mod run;
+pub mod supervisor;
 pub mod upstream;

@@ -33,6 +33,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+/// How long a failed attempt on a supervised instance waits to learn whether the
+/// instance died (the reset is often seen just before the exit is reaped).
+const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(300);
+
 /// What the request path knows about one request, for its log line and error pages.
 struct Ctx {
     start: Instant,
@@ -45,6 +49,8 @@ struct Ctx {
     route: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
     attempts: u32,
+    /// Attempts that ended with the instance crashing by itself.
+    crash_retries: u32,
 }
 
 /// Phase driver: one client request in, one response out.
@@ -74,6 +80,7 @@ pub async fn handle(
         route: None,
         upstream: None,
         attempts: 0,
+        crash_retries: 0,
     };
     if let Err(e) = accept(&gw, &req) {
         ctx.accept = req.headers().get(header::ACCEPT).cloned();
@@ -138,14 +145,30 @@ pub async fn handle(
             Ok((res, conn)) => {
                 return respond(&gw, ctx, res, lease, conn);
             }
-            Err((err, back)) => {
+            Err((mut err, back)) => {
                 let stale = err.cause == Cause::ConnectionTerminated && back.is_some();
                 if !stale {
                     lease.pool.record_failure(&lease.peer, &err);
                 }
+                // An instance the supervisor runs died under the request: say how, and
+                // retry at most once after a crash of its own making (the request may
+                // be what crashes it: it must not take every instance down in turn).
+                let mut poison_guard = false;
+                if back.is_none()
+                    && lease.peer.supervised
+                    && err.cause == Cause::ConnectionTerminated
+                {
+                    if let Some(exit) = lease.peer.exit_notice(EXIT_NOTICE_WAIT).await {
+                        err.context = format!("{} while the request was in flight", exit.reason);
+                        if exit.self_inflicted {
+                            poison_guard = ctx.crash_retries > 0;
+                            ctx.crash_retries += 1;
+                        }
+                    }
+                }
                 drop(lease);
                 let again = back.or_else(|| {
-                    if err.retry_safe(idempotent, replayable) {
+                    if !poison_guard && err.retry_safe(idempotent, replayable) {
                         replay.map(|p| Request::from_parts(p, ReqBody::Empty))
                     } else {
                         None

@@ -46,13 +46,18 @@ pub struct Checked {
     pub health: Health,
 }
 
+/// What [`Gateway::from_config`] builds besides the gateway itself.
+pub struct Built {
+    pub gateway: Gateway,
+    /// Upstream pools with active health checks.
+    pub checks: Vec<Checked>,
+    /// Each app with the (empty) pool its routes point at, for the supervisor to fill.
+    pub apps: Vec<(crate::config::App, Arc<Pool>)>,
+}
+
 impl Gateway {
     /// Build the gateway and its upstream pools from a checked config.
-    pub fn from_config(
-        cfg: &Config,
-        access: AccessLog,
-        events: &Events,
-    ) -> io::Result<(Gateway, Vec<Checked>)> {
+    pub fn from_config(cfg: &Config, access: AccessLog, events: &Events) -> io::Result<Built> {
         let g = &cfg.gateway;
         let mut routes = Vec::new();
         let mut checks = Vec::new();
@@ -117,6 +122,43 @@ impl Gateway {
                 });
             }
         }
+        let mut apps = Vec::new();
+        for app in &cfg.apps {
+            let connector = Connector {
+                resolver: Resolver::System,
+                tls: None,
+                connect_timeout: g.timeouts.connect,
+                dns_timeout: g.timeouts.dns,
+                dns_refresh: std::time::Duration::from_secs(30),
+                response_header_limit: g.limits.response_header,
+                idle_limit: g.timeouts.upstream_idle,
+            };
+            let settings = PoolSettings {
+                max_concurrency: app.max_concurrency,
+                queue: app.queue.clone(),
+                retry: app.retry.clone(),
+                eject: crate::config::Eject::default(),
+                response_header_timeout: g.timeouts.response_header,
+                wait_for_peers: true,
+            };
+            let pool = Arc::new(Pool::new(
+                &app.name,
+                Vec::new(),
+                settings,
+                connector,
+                events.clone(),
+            ));
+            for prefix in &app.routes.prefixes {
+                routes.push(Route {
+                    name: pool.name.clone(),
+                    host: app.routes.host.clone(),
+                    prefix: prefix.clone(),
+                    strip_prefix: app.routes.strip_prefix,
+                    pool: pool.clone(),
+                });
+            }
+            apps.push((app.clone(), pool));
+        }
         let pages = pages::Pages::new(
             cfg.errors.support_url.clone(),
             cfg.errors.details,
@@ -130,8 +172,8 @@ impl Gateway {
             "127.0.0.1".to_owned(),
             "::1".to_owned(),
         ]);
-        Ok((
-            Gateway {
+        Ok(Built {
+            gateway: Gateway {
                 router: RwLock::new(Arc::new(Router::new(routes))),
                 pages,
                 access,
@@ -143,7 +185,8 @@ impl Gateway {
                 own_hosts,
             },
             checks,
-        ))
+            apps,
+        })
     }
 
     /// The current routing table.

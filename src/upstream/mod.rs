@@ -40,6 +40,20 @@ pub struct Peer {
     /// Ejections in a row: the cool-down doubles with each, up to 8x.
     ejections: AtomicU32,
     pub conns: IdlePool,
+    /// An instance the supervisor runs (its exits are reported through `mark_exited`).
+    pub supervised: bool,
+    exit: std::sync::Mutex<Option<Arc<ExitNotice>>>,
+    exit_notify: Notify,
+}
+
+/// How a supervised instance's process ended, as the proxy needs to know it.
+#[derive(Debug)]
+pub struct ExitNotice {
+    /// e.g. `web#2 (pid 4242) exited with code 1 after 12.3s: RuntimeError: boom`.
+    pub reason: String,
+    /// It ended by itself (an exit code, SIGSEGV, SIGABRT ...), so a request in flight
+    /// may be the cause; false for SIGKILL/SIGTERM from outside.
+    pub self_inflicted: bool,
 }
 
 impl Peer {
@@ -56,7 +70,44 @@ impl Peer {
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             conns: IdlePool::default(),
+            supervised: false,
+            exit: std::sync::Mutex::new(None),
+            exit_notify: Notify::new(),
         }
+    }
+
+    /// A peer for an instance the supervisor runs on `127.0.0.1:port`.
+    pub fn instance(id: &str, port: u16) -> Peer {
+        Peer {
+            supervised: true,
+            ..Peer::new(
+                id,
+                Target::addr(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+                false,
+            )
+        }
+    }
+
+    /// The supervisor saw this instance's process end.
+    pub fn mark_exited(&self, notice: ExitNotice) {
+        *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(notice));
+        self.draining.store(true, Ordering::Relaxed);
+        self.conns.clear();
+        self.exit_notify.notify_waiters();
+    }
+
+    /// How the process ended, waiting up to `wait` for the supervisor to learn it
+    /// (a reset connection is often seen a moment before the exit is reaped).
+    pub async fn exit_notice(&self, wait: Duration) -> Option<Arc<ExitNotice>> {
+        if !self.supervised {
+            return None;
+        }
+        let notified = self.exit_notify.notified();
+        if let Some(n) = self.exit.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some(n);
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+        self.exit.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Requests in flight on this peer.
@@ -215,15 +266,18 @@ impl Pool {
         {
             return Pick::Peer(p.clone());
         }
-        if self.settings.wait_for_peers || peers.iter().any(|p| in_rotation(p)) {
-            return Pick::Busy;
-        }
         let reason = self
             .unavailable_reason
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        Pick::Unavailable(reason.unwrap_or_else(|| describe_unavailable(&self.name, &peers)))
+        if let Some(r) = reason {
+            return Pick::Unavailable(r);
+        }
+        if self.settings.wait_for_peers || peers.iter().any(|p| in_rotation(p)) {
+            return Pick::Busy;
+        }
+        Pick::Unavailable(describe_unavailable(&self.name, &peers))
     }
 
     /// A lease on a peer: now, or after waiting in the bounded FIFO queue.

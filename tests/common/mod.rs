@@ -50,6 +50,7 @@ pub fn bin() -> &'static str {
 pub struct Gateway {
     pub child: Option<Child>,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub dir: TempDir,
     pub stdout_lines: mpsc::Receiver<String>,
 }
@@ -63,9 +64,13 @@ impl Gateway {
 
     pub fn start_in(dir: TempDir, config: &str) -> Gateway {
         let cfg = if config.contains("[gateway]") {
-            config.to_owned()
+            if config.contains("[admin]") {
+                config.to_owned()
+            } else {
+                format!("{config}\n[admin]\nlisten = \"127.0.0.1:0\"\n")
+            }
         } else {
-            format!("[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n\n{config}")
+            format!("[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{config}")
         };
         let path = dir.path().join("healgate.toml");
         std::fs::write(&path, cfg).unwrap();
@@ -89,12 +94,18 @@ impl Gateway {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
+        let mut proxy: Option<SocketAddr> = None;
+        let (addr, admin) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(a) = line.strip_prefix("healgate: proxy listening on http://") {
-                        break a.trim().parse().unwrap();
+                        proxy = Some(a.trim().parse().unwrap());
+                    }
+                    if let Some(a) = line.strip_prefix("healgate: admin listening on http://") {
+                        if let Some(p) = proxy {
+                            break (p, a.trim().parse().unwrap());
+                        }
                     }
                 }
                 Err(_) => {
@@ -109,6 +120,7 @@ impl Gateway {
         Gateway {
             child: Some(child),
             addr,
+            admin,
             dir,
             stdout_lines: rx,
         }
@@ -116,6 +128,46 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("healgate.toml")
+    }
+
+    /// Run a CLI verb against this gateway (`healgate <args> -c <its config>`).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let cfg = self.config_path();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-c", cfg.to_str().unwrap()]);
+        healgate(&all)
+    }
+
+    /// `GET /api/v1/status` as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, out, err) = self.cli(&["status", "--json"]);
+        assert_eq!(code, 0, "status failed: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status JSON: {e}: {out}"))
+    }
+
+    /// Pids of the ready instances of `app`, by instance id.
+    pub fn ready_pids(&self, app: &str) -> Vec<(String, u32)> {
+        let st = self.status();
+        let apps = st["apps"].as_array().cloned().unwrap_or_default();
+        let Some(a) = apps.iter().find(|a| a["name"] == app) else {
+            return Vec::new();
+        };
+        a["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "ready")
+            .map(|i| {
+                (
+                    i["id"].as_str().unwrap().to_owned(),
+                    i["pid"].as_u64().unwrap() as u32,
+                )
+            })
+            .collect()
     }
 
     pub fn pid(&self) -> u32 {

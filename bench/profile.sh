@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Profile healgate's CPU per request: nginx backend (:19001, same config as
+# ../shared/bench/compare.sh) + healgate (:19104) on CPU 0, wrk on CPU 1.
+#
+#   bench/profile.sh [BIN]          BIN defaults to /tmp/healgate-bench-bin
+#
+# Env: DURATION (perf window, 15), STRACE_S (strace window, 5), SCHED (rr|other, rr),
+#      OUT (result dir, /tmp/healgate-profile), FREQ (perf sampling Hz, 1999).
+# Produces in $OUT: perf.data (dwarf call graphs), perf-self.txt, perf-children.txt,
+# strace.txt (syscall counts over STRACE_S s), wrk-*.txt, cpu.txt (µs/req without perf).
+# Every process it starts is killed by PID on exit.
+set -euo pipefail
+BIN=${1:-/tmp/healgate-bench-bin}
+HERE=$(cd "$(dirname "$0")" && pwd)
+DURATION=${DURATION:-15}
+STRACE_S=${STRACE_S:-5}
+SCHED=${SCHED:-rr}
+OUT=${OUT:-/tmp/healgate-profile}
+FREQ=${FREQ:-1999}
+mkdir -p "$OUT"
+T=$(mktemp -d /dev/shm/hgprof.XXXXXX)
+PIDS=()   # long-lived: backend, gateway
+CUR=      # the wrk / perf / strace running now
+AUX=
+cleanup() {
+  for p in $CUR $AUX "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in $CUR $AUX "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  [[ ${KEEP:-0} == 1 ]] || rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+
+PRIO=()
+[[ $SCHED == rr ]] && PRIO=(chrt -r 1)
+
+mkdir -p "$T/www" "$T/backend"
+head -c 768 /dev/urandom | base64 -w0 >"$T/www/1k"
+head -c 49152 /dev/urandom | base64 -w0 >"$T/www/64k"
+chmod 755 "$T/www"; chmod 644 "$T/www/"*
+cat >"$T/backend/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $T/backend/nginx.pid;
+error_log $T/backend/error.log warn;
+events { worker_connections 4096; }
+http {
+    client_body_temp_path $T/backend/tmp_body;
+    proxy_temp_path       $T/backend/tmp_proxy;
+    fastcgi_temp_path     $T/backend/tmp_fastcgi;
+    uwsgi_temp_path       $T/backend/tmp_uwsgi;
+    scgi_temp_path        $T/backend/tmp_scgi;
+    access_log off;
+    sendfile on; tcp_nopush on; tcp_nodelay on;
+    keepalive_timeout 600s; keepalive_requests 100000000;
+    open_file_cache max=64 inactive=600s; open_file_cache_valid 600s;
+    types { } default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:19001 backlog=4096;
+        root $T/www;
+        location = /1k  { }
+        location = /64k { }
+        location / { return 404; }
+    }
+}
+EOF
+for port in 19001 19104; do
+  if ss -Hltn "sport = :$port" | grep -q .; then echo "port $port in use" >&2; exit 1; fi
+done
+taskset -c 0 "${PRIO[@]}" nginx -e "$T/backend/error.log" -p "$T/backend" -c "$T/backend/nginx.conf" &
+PIDS+=($!)
+taskset -c 0 "${PRIO[@]}" "$BIN" run -c "$HERE/healgate.toml" 2>"$OUT/gateway.stderr" &
+GW=$!; PIDS+=($GW)
+for _ in $(seq 100); do
+  curl -fs -o /dev/null http://127.0.0.1:19104/1k && break; sleep 0.2
+done
+curl -fs http://127.0.0.1:19104/1k | cmp - "$T/www/1k"
+
+wrk_run() {  # wrk_run <seconds> <outfile>
+  taskset -c 1 "${PRIO[@]}" wrk -t1 -c50 -d"$1"s --latency http://127.0.0.1:19104/1k >"$2" 2>&1 &
+  CUR=$!; wait "$CUR"; CUR=
+}
+reqs() { awk '/requests in/{print $1}' "$1"; }
+ticks() { awk '{print $14+$15}' "/proc/$GW/stat"; }   # utime+stime, clock ticks
+
+# 1. warm-up, then CPU per request without any tracer attached.
+wrk_run 3 "$OUT/wrk-warmup.txt"
+t0=$(ticks); wrk_run 10 "$OUT/wrk-plain.txt"; t1=$(ticks)
+n=$(reqs "$OUT/wrk-plain.txt"); hz=$(getconf CLK_TCK)
+echo "plain: $n requests, gateway CPU $(( (t1-t0)*1000000/hz/n )) us/req" | tee "$OUT/cpu.txt"
+
+# 2. perf with DWARF call graphs over DURATION s of load.
+taskset -c 1 perf record -F "$FREQ" --call-graph dwarf,16384 -o "$OUT/perf.data" -p "$GW" -- sleep "$DURATION" \
+  >"$OUT/perf-record.log" 2>&1 &
+AUX=$!
+sleep 0.3
+wrk_run "$DURATION" "$OUT/wrk-perf.txt"
+wait "$AUX" || true; AUX=
+
+# 3. strace -c over STRACE_S s of load (counts only; strace slows the gateway down).
+taskset -c 1 strace -c -f -p "$GW" -o "$OUT/strace.txt" &
+AUX=$!
+sleep 0.5
+wrk_run "$STRACE_S" "$OUT/wrk-strace.txt"
+kill -INT "$AUX"; wait "$AUX" || true; AUX=
+echo "strace window: $(reqs "$OUT/wrk-strace.txt") requests" >>"$OUT/strace.txt"
+
+# 4. reports (after the servers are gone, so they do not skew anything)
+cleanup; PIDS=(); trap - EXIT
+perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio --percent-limit 0.3 -g none \
+  >"$OUT/perf-self.txt" 2>/dev/null
+perf report -i "$OUT/perf.data" --children --sort symbol --stdio --percent-limit 1 -g none \
+  >"$OUT/perf-children.txt" 2>/dev/null
+echo "results in $OUT"

@@ -1,0 +1,468 @@
+//! One admin request: authenticate, route, run the handler, answer JSON.
+
+use super::AdminState;
+use crate::supervisor::control::Command;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Largest request body accepted (commands carry a few bytes of JSON).
+const MAX_BODY: usize = 64 * 1024;
+
+/// The answer body type.
+pub(super) type Body = Full<Bytes>;
+
+/// A matched route.
+#[derive(Debug, PartialEq)]
+enum Route {
+    Index,
+    Healthz,
+    Status,
+    Events,
+    Restart(String),
+    Scale(String),
+    Recycle(String),
+}
+
+impl Route {
+    /// Served without a token (and showing no data).
+    fn is_public(&self) -> bool {
+        matches!(self, Route::Index | Route::Healthz)
+    }
+
+    /// The methods this route accepts, for the check and for `Allow`.
+    fn methods(&self) -> &'static [Method] {
+        const GET: &[Method] = &[Method::GET, Method::HEAD];
+        const POST: &[Method] = &[Method::POST];
+        match self {
+            Route::Index | Route::Healthz | Route::Status | Route::Events => GET,
+            Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) => POST,
+        }
+    }
+}
+
+/// Why a path matched no route.
+#[derive(Debug, PartialEq)]
+enum NoRoute {
+    NotFound,
+    /// A path segment with a broken `%XX` escape or invalid UTF-8.
+    BadEscape,
+}
+
+/// Match `path` (still percent-encoded) to a route.
+fn route(path: &str) -> Result<Route, NoRoute> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let named = |raw: &str| -> Result<String, NoRoute> {
+        let name = percent_decode(raw).ok_or(NoRoute::BadEscape)?;
+        if name.is_empty() {
+            Err(NoRoute::NotFound)
+        } else {
+            Ok(name)
+        }
+    };
+    match segments.as_slice() {
+        [""] => Ok(Route::Index),
+        ["healthz"] => Ok(Route::Healthz),
+        ["api", "v1", "status"] => Ok(Route::Status),
+        ["api", "v1", "events"] => Ok(Route::Events),
+        ["api", "v1", "apps", app, "restart"] => Ok(Route::Restart(named(app)?)),
+        ["api", "v1", "apps", app, "scale"] => Ok(Route::Scale(named(app)?)),
+        ["api", "v1", "instances", id, "recycle"] => Ok(Route::Recycle(instance_id(&named(id)?))),
+        _ => Err(NoRoute::NotFound),
+    }
+}
+
+/// `web#2` as is; `web-2` (a form that needs no escaping in a URL) as `web#2`.
+fn instance_id(raw: &str) -> String {
+    if raw.contains('#') {
+        return raw.to_owned();
+    }
+    match raw.rsplit_once('-') {
+        Some((app, n))
+            if !app.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            format!("{app}#{n}")
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+/// Decode `%XX` escapes; `None` for a broken escape or a result that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The value of query parameter `name`, decoded.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(&v.replace('+', " ")).unwrap_or_default())
+    })
+}
+
+/// Compare in time independent of where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `req` carries `Authorization: Bearer <token>`; the error says what is wrong.
+fn authorize<B>(req: &Request<B>, token: &str) -> Result<(), &'static str> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or("missing Authorization: Bearer <token> (the token is admin.token in the data directory, or admin.token in the config)")?;
+    let value = value
+        .to_str()
+        .map_err(|_| "malformed Authorization header")?;
+    let (scheme, given) = value
+        .split_once(' ')
+        .ok_or("malformed Authorization header: expected Bearer <token>")?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err("unsupported Authorization scheme: expected Bearer <token>");
+    }
+    if constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err("wrong admin token")
+    }
+}
+
+/// Answer one admin request.
+pub(super) async fn handle<B>(state: &AdminState, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let path = req.uri().path().to_owned();
+    let matched = route(&path);
+    let public = matches!(&matched, Ok(r) if r.is_public());
+    if !public {
+        if let Err(why) = authorize(&req, &state.token) {
+            let mut resp = error(StatusCode::UNAUTHORIZED, why);
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    }
+    let route = match matched {
+        Ok(r) => r,
+        Err(NoRoute::NotFound) => {
+            return error(StatusCode::NOT_FOUND, &format!("no such route: {path}"))
+        }
+        Err(NoRoute::BadEscape) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("malformed %-escape in {path}"),
+            )
+        }
+    };
+    let methods = route.methods();
+    if !methods.contains(req.method()) {
+        let allow = methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut resp = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!(
+                "{} {path}: method not allowed (allowed: {allow})",
+                req.method()
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&allow) {
+            resp.headers_mut().insert(header::ALLOW, v);
+        }
+        return resp;
+    }
+    let query = req.uri().query().map(str::to_owned);
+    match route {
+        Route::Index => index(),
+        Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        Route::Status => status(state),
+        Route::Events => events(state, query.as_deref()),
+        Route::Restart(app) => {
+            // A restart takes no body; any body is ignored.
+            let command = Command::Restart { app: app.clone() };
+            command_response(run(state, command, Missing::App(&app)).await)
+        }
+        Route::Scale(app) => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let instances = match parse_scale(&body) {
+                Ok(n) => n,
+                Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+            };
+            let command = Command::Scale {
+                app: app.clone(),
+                instances,
+            };
+            command_response(run(state, command, Missing::App(&app)).await)
+        }
+        Route::Recycle(instance) => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let reason = match parse_recycle(&body) {
+                Ok(r) => r,
+                Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+            };
+            let command = Command::Recycle {
+                instance: instance.clone(),
+                reason,
+            };
+            command_response(run(state, command, Missing::Instance(&instance)).await)
+        }
+    }
+}
+
+/// `POST .../scale` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleBody {
+    instances: u32,
+}
+
+/// `POST .../recycle` body (optional).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecycleBody {
+    reason: Option<String>,
+}
+
+fn parse_scale(body: &[u8]) -> Result<u32, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(r#"missing body: expected {"instances": N}"#.to_owned());
+    }
+    serde_json::from_slice::<ScaleBody>(body)
+        .map(|b| b.instances)
+        .map_err(|e| format!(r#"bad body: {e}; expected {{"instances": N}} with N a whole number"#))
+}
+
+fn parse_recycle(body: &[u8]) -> Result<String, String> {
+    const DEFAULT: &str = "requested through the admin API";
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DEFAULT.to_owned());
+    }
+    let parsed = serde_json::from_slice::<RecycleBody>(body)
+        .map_err(|e| format!(r#"bad body: {e}; expected nothing or {{"reason": "..."}}"#))?;
+    Ok(parsed
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT.to_owned()))
+}
+
+/// The request body, up to [`MAX_BODY`]; else the error response.
+async fn read_body<B>(req: Request<B>) -> Result<Bytes, Response<Body>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body larger than {MAX_BODY} bytes"),
+        )),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("reading the body: {e}"),
+        )),
+    }
+}
+
+/// What a command names, for the answer when there is no supervisor.
+enum Missing<'a> {
+    App(&'a str),
+    Instance(&'a str),
+}
+
+/// Send `command` to the supervisor and wait for its outcome.
+async fn run(state: &AdminState, command: Command, names: Missing<'_>) -> Result<String, String> {
+    match &state.supervisor {
+        Some(handle) => handle.send(command).await,
+        None => Err(match names {
+            Missing::App(app) => format!("unknown app {app:?}: this gateway runs no apps"),
+            Missing::Instance(id) => {
+                format!("unknown instance {id:?}: this gateway runs no apps")
+            }
+        }),
+    }
+}
+
+/// Ok → 200; an unknown app or instance → 404; any other refusal → 409.
+fn command_response(outcome: Result<String, String>) -> Response<Body> {
+    match outcome {
+        Ok(message) => json_response(StatusCode::OK, &json!({"ok": true, "message": message})),
+        Err(e) => {
+            let status = if e.starts_with("unknown") {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::CONFLICT
+            };
+            json_response(status, &json!({"ok": false, "error": e}))
+        }
+    }
+}
+
+fn status(state: &AdminState) -> Response<Body> {
+    let apps = state
+        .supervisor
+        .as_ref()
+        .map(|h| h.status())
+        .unwrap_or_default();
+    let uptime = (state.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "apps": apps,
+            "uptime_s": uptime,
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    )
+}
+
+fn events(state: &AdminState, query: Option<&str>) -> Response<Body> {
+    let since = match query_param(query, "since") {
+        None => 0,
+        Some(s) if s.is_empty() => 0,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("since must be a whole number, got {s:?}"),
+                )
+            }
+        },
+    };
+    let items = state.events.since(since);
+    let last = items.last().map_or(since, |(seq, _)| *seq);
+    let events: Vec<Value> = items
+        .into_iter()
+        .map(|(seq, event)| json!({"seq": seq, "event": event}))
+        .collect();
+    json_response(StatusCode::OK, &json!({"events": events, "last": last}))
+}
+
+fn index() -> Response<Body> {
+    const PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>healgate admin</title></head>\n<body><h1>healgate admin</h1>\n\
+<p>The dashboard is not available yet. The API is under <code>/api/v1/</code> \
+and needs <code>Authorization: Bearer &lt;token&gt;</code>.</p></body></html>\n";
+    let mut resp = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &json!({"error": message}))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut text = body.to_string();
+    text.push('\n');
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_decode_names_and_instance_ids() {
+        assert_eq!(route("/"), Ok(Route::Index));
+        assert_eq!(route("/api/v1/status"), Ok(Route::Status));
+        assert_eq!(
+            route("/api/v1/instances/web%232/recycle"),
+            Ok(Route::Recycle("web#2".into()))
+        );
+        assert_eq!(
+            route("/api/v1/instances/my-app-12/recycle"),
+            Ok(Route::Recycle("my-app#12".into()))
+        );
+        assert_eq!(
+            route("/api/v1/apps/my%20app/restart"),
+            Ok(Route::Restart("my app".into()))
+        );
+        assert_eq!(route("/api/v1/apps//restart"), Err(NoRoute::NotFound));
+        assert_eq!(route("/api/v1/apps/%zz/scale"), Err(NoRoute::BadEscape));
+        assert_eq!(route("/api/v2/status"), Err(NoRoute::NotFound));
+    }
+
+    #[test]
+    fn instance_ids_without_a_number_stay_as_given() {
+        assert_eq!(instance_id("web"), "web");
+        assert_eq!(instance_id("web-"), "web-");
+        assert_eq!(instance_id("-2"), "-2");
+        assert_eq!(instance_id("web#x-2"), "web#x-2");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn scale_body_errors_name_the_problem() {
+        assert_eq!(parse_scale(br#"{"instances": 4}"#), Ok(4));
+        assert!(parse_scale(b"").unwrap_err().contains("missing body"));
+        assert!(parse_scale(br#"{"instances": -1}"#)
+            .unwrap_err()
+            .contains("-1"));
+        assert!(parse_scale(br#"{"count": 3}"#)
+            .unwrap_err()
+            .contains("count"));
+        assert!(parse_scale(b"{instances: 3")
+            .unwrap_err()
+            .contains("bad body"));
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param(Some("since=5&x=1"), "since").as_deref(),
+            Some("5")
+        );
+        assert_eq!(query_param(Some("x=1"), "since"), None);
+        assert_eq!(query_param(None, "since"), None);
+    }
+}

@@ -1,0 +1,93 @@
+//! The supervisor's outside face: one control channel (an enum of commands) and a
+//! status snapshot. Admin and CLI use only this.
+
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// A command for the supervisor. Each gets one reply: `Ok(message)` or `Err(why)`.
+#[derive(Debug)]
+pub enum Command {
+    /// Rolling, overlapping restart of every instance of an app.
+    Restart { app: String },
+    /// Overlapping recycle of one instance, e.g. `web#2`.
+    Recycle { instance: String, reason: String },
+    /// Run `instances` copies of an app.
+    Scale { app: String, instances: u32 },
+    /// Stop every instance (gateway shutdown).
+    Shutdown,
+}
+
+/// A command with its reply channel.
+pub struct Envelope {
+    pub command: Command,
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// What `healgate status` shows of one instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    /// `web#2`.
+    pub id: String,
+    pub pid: Option<u32>,
+    pub port: u16,
+    /// starting | ready | unhealthy | draining | stopped | crashed | backoff
+    pub state: &'static str,
+    pub uptime_s: f64,
+    /// Resident memory of the process, bytes.
+    pub memory_bytes: u64,
+    /// CPU time used, seconds.
+    pub cpu_s: f64,
+    pub inflight: u32,
+    /// Restarts of this slot so far.
+    pub restarts: u32,
+    /// How the previous process of this slot ended, if it did.
+    pub last_exit: Option<String>,
+}
+
+/// What `healgate status` shows of one app.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppStatus {
+    pub name: String,
+    /// running | starting | crash_loop | stopped
+    pub state: &'static str,
+    /// Instances wanted.
+    pub target: u32,
+    pub ready: u32,
+    pub queued: usize,
+    pub instances: Vec<InstanceStatus>,
+    /// Why the app cannot serve, when it cannot.
+    pub reason: Option<String>,
+}
+
+/// The handle admin and CLI hold.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Envelope>,
+    status: Arc<dyn Fn() -> Vec<AppStatus> + Send + Sync>,
+}
+
+impl Handle {
+    /// A handle sending to `tx` and reading status through `status`.
+    pub fn new(
+        tx: mpsc::UnboundedSender<Envelope>,
+        status: Arc<dyn Fn() -> Vec<AppStatus> + Send + Sync>,
+    ) -> Handle {
+        Handle { tx, status }
+    }
+
+    /// Send a command and wait for its outcome.
+    pub async fn send(&self, command: Command) -> Result<String, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Envelope { command, reply })
+            .map_err(|_| "the supervisor has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the supervisor has stopped".to_owned())?
+    }
+
+    /// A fresh snapshot of every app.
+    pub fn status(&self) -> Vec<AppStatus> {
+        (self.status)()
+    }
+}

@@ -1,0 +1,1214 @@
+//! The supervisor: runs every `[[app]]`'s instances, restarts the ones that exit,
+//! recycles with overlap, and publishes ready instances into the app's pool.
+//!
+//! One actor task per app owns all of that app's state; everything that takes time
+//! (starting, readiness, health checks, draining) runs in small tasks that report
+//! back to the actor as [`Msg`]s. The proxy only sees the pool: the supervisor
+//! publishes peers into it and never the reverse.
+//!
+//! Instance states: `starting → ready → (unhealthy) → draining → stopped`, and
+//! `crashed → backoff → starting`. Slot ids (`web#1`, `web#2` ...) are stable across
+//! restarts and recycles.
+
+pub mod control;
+pub mod output;
+pub mod process;
+
+use crate::config::App;
+use crate::observe::events::{Event, Events};
+use crate::upstream::{ExitNotice, Peer, Pool};
+use control::{AppStatus, Command, Envelope, Handle, InstanceStatus};
+use output::{Output, Tail};
+use process::{Ports, Spec};
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Backoff of the first restart; doubles per fast exit in a row, up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// An instance that ran this long was stable: its next exit starts the backoff over.
+const STABLE: Duration = Duration::from_secs(30);
+/// An exit this soon after start is a fast exit; three in a row is a crash loop.
+const FAST_EXIT: Duration = Duration::from_secs(10);
+const CRASH_LOOP_AFTER: u32 = 3;
+/// How often readiness is polled while an instance starts.
+const READY_POLL: Duration = Duration::from_millis(100);
+/// After SIGTERM, how long a process may take to exit before SIGKILL (within grace).
+const TERM_WAIT: Duration = Duration::from_secs(10);
+
+type Reply = oneshot::Sender<Result<String, String>>;
+
+/// How a process ended.
+#[derive(Debug)]
+enum Ended {
+    Status(ExitStatus),
+    SpawnFailed(String),
+}
+
+/// What the app actor hears.
+enum Msg {
+    Command(Command, Reply),
+    Exited {
+        slot: u32,
+        gen: u64,
+        how: Ended,
+    },
+    Ready {
+        slot: u32,
+        gen: u64,
+        took: Duration,
+    },
+    NotReady {
+        slot: u32,
+        gen: u64,
+        why: String,
+    },
+    RestartDue {
+        slot: u32,
+    },
+    Health {
+        slot: u32,
+        gen: u64,
+        ok: Result<(), String>,
+    },
+    /// A recycle ended (for rolling restarts): slot, outcome.
+    RecycleDone {
+        outcome: Result<String, String>,
+    },
+}
+
+/// One running process of a slot.
+struct Proc {
+    gen: u64,
+    pid: Option<u32>,
+    port: u16,
+    started: Instant,
+    peer: Arc<Peer>,
+    ready: bool,
+    /// We are stopping it on purpose (recycle, scale-in, shutdown).
+    stopping: bool,
+    exited: watch::Receiver<bool>,
+    /// Stops its health checks.
+    cancel: watch::Sender<bool>,
+    tail: Tail,
+    /// Why it did not become ready, when that is why it is being killed.
+    failed_start: Option<String>,
+}
+
+/// A stable instance id and what runs under it.
+struct Slot {
+    id: String,
+    current: Option<Proc>,
+    replacement: Option<(Proc, String)>,
+    retiring: Vec<Proc>,
+    restarts: u32,
+    /// Restarts since the last stable run: sets the backoff.
+    attempt: u32,
+    fast_exits: u32,
+    last_exit: Option<String>,
+    removing: bool,
+    backoff: bool,
+    health_fails: u32,
+    health_oks: u32,
+}
+
+/// What status readers see of a slot.
+#[derive(Clone)]
+struct SlotView {
+    id: String,
+    pid: Option<u32>,
+    port: u16,
+    state: &'static str,
+    started: Option<Instant>,
+    restarts: u32,
+    last_exit: Option<String>,
+    peer: Option<Arc<Peer>>,
+}
+
+#[derive(Clone)]
+struct AppView {
+    name: String,
+    state: &'static str,
+    target: u32,
+    reason: Option<String>,
+    slots: Vec<SlotView>,
+}
+
+struct Actor {
+    app: App,
+    pool: Arc<Pool>,
+    events: Events,
+    output: Output,
+    ports: Arc<Ports>,
+    logs_dir: PathBuf,
+    tx: mpsc::UnboundedSender<Msg>,
+    slots: BTreeMap<u32, Slot>,
+    target: u32,
+    next_gen: u64,
+    recycle_waiters: HashMap<u32, Vec<Reply>>,
+    rolling: Option<(Vec<u32>, Reply, usize)>,
+    shutdown: Option<Reply>,
+    view: Arc<RwLock<AppView>>,
+}
+
+/// Start supervising `apps` (each with the pool its routes point at). Returns the
+/// control handle and the supervisor's task.
+pub fn start(
+    apps: Vec<(App, Arc<Pool>)>,
+    events: Events,
+    data_dir: &Path,
+) -> (Handle, tokio::task::JoinHandle<()>) {
+    let output = Output::start();
+    let ports = Arc::new(Ports::default());
+    let mut actors: HashMap<String, mpsc::UnboundedSender<Msg>> = HashMap::new();
+    let mut views: Vec<(Arc<RwLock<AppView>>, Arc<Pool>)> = Vec::new();
+    let mut tasks = Vec::new();
+    for (app, pool) in apps {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let view = Arc::new(RwLock::new(AppView {
+            name: app.name.clone(),
+            state: "starting",
+            target: app.instances,
+            reason: None,
+            slots: Vec::new(),
+        }));
+        views.push((view.clone(), pool.clone()));
+        actors.insert(app.name.clone(), tx.clone());
+        let actor = Actor {
+            target: app.instances,
+            logs_dir: data_dir.join("logs").join("apps").join(&app.name),
+            app,
+            pool,
+            events: events.clone(),
+            output: output.clone(),
+            ports: ports.clone(),
+            tx,
+            slots: BTreeMap::new(),
+            next_gen: 0,
+            recycle_waiters: HashMap::new(),
+            rolling: None,
+            shutdown: None,
+            view,
+        };
+        tasks.push(tokio::spawn(actor.run(rx)));
+    }
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Envelope>();
+    let out = output.clone();
+    let router = tokio::spawn(async move {
+        while let Some(Envelope { command, reply }) = ctl_rx.recv().await {
+            match command {
+                Command::Shutdown => {
+                    let mut waits = Vec::new();
+                    for tx in actors.values() {
+                        let (r, w) = oneshot::channel();
+                        if tx.send(Msg::Command(Command::Shutdown, r)).is_ok() {
+                            waits.push(w);
+                        }
+                    }
+                    for w in waits {
+                        let _ = w.await;
+                    }
+                    out.flush();
+                    let _ = reply.send(Ok("all instances stopped".into()));
+                    break;
+                }
+                cmd => {
+                    let app = match &cmd {
+                        Command::Restart { app } | Command::Scale { app, .. } => app.clone(),
+                        Command::Recycle { instance, .. } => {
+                            instance.split('#').next().unwrap_or("").to_owned()
+                        }
+                        Command::Shutdown => unreachable!(),
+                    };
+                    match actors.get(&app) {
+                        Some(tx) => {
+                            if let Err(mpsc::error::SendError(Msg::Command(_, r))) =
+                                tx.send(Msg::Command(cmd, reply))
+                            {
+                                let _ = r.send(Err(format!("app {app} is stopped")));
+                            }
+                        }
+                        None => {
+                            let _ = reply.send(Err(format!("unknown app {app:?}")));
+                        }
+                    }
+                }
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let status = Arc::new(move || {
+        views
+            .iter()
+            .map(|(v, pool)| app_status(&v.read().unwrap_or_else(|p| p.into_inner()), pool))
+            .collect()
+    });
+    (Handle::new(ctl_tx, status), router)
+}
+
+fn app_status(v: &AppView, pool: &Pool) -> AppStatus {
+    let instances: Vec<InstanceStatus> = v
+        .slots
+        .iter()
+        .map(|s| {
+            let (memory_bytes, cpu_s) = s.pid.and_then(process::stats).unwrap_or((0, 0.0));
+            InstanceStatus {
+                id: s.id.clone(),
+                pid: s.pid,
+                port: s.port,
+                state: s.state,
+                uptime_s: s.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+                memory_bytes,
+                cpu_s,
+                inflight: s.peer.as_ref().map(|p| p.outstanding()).unwrap_or(0),
+                restarts: s.restarts,
+                last_exit: s.last_exit.clone(),
+            }
+        })
+        .collect();
+    AppStatus {
+        name: v.name.clone(),
+        state: v.state,
+        target: v.target,
+        ready: instances.iter().filter(|i| i.state == "ready").count() as u32,
+        queued: pool.queued(),
+        instances,
+        reason: v.reason.clone(),
+    }
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        for n in 1..=self.target {
+            self.slots.insert(n, self.new_slot(n));
+            self.start_current(n).await;
+        }
+        self.refresh();
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Command(cmd, reply) => self.command(cmd, reply).await,
+                Msg::Exited { slot, gen, how } => self.exited(slot, gen, how),
+                Msg::Ready { slot, gen, took } => self.ready(slot, gen, took),
+                Msg::NotReady { slot, gen, why } => self.not_ready(slot, gen, why),
+                Msg::RestartDue { slot } => {
+                    let due = self
+                        .slots
+                        .get(&slot)
+                        .is_some_and(|s| s.current.is_none() && s.backoff && !s.removing);
+                    if due && self.shutdown.is_none() {
+                        self.start_current(slot).await;
+                    }
+                }
+                Msg::Health { slot, gen, ok } => self.health(slot, gen, ok).await,
+                Msg::RecycleDone { outcome } => self.roll_on(outcome).await,
+            }
+            self.refresh();
+            if self.shutdown.is_some() && self.all_stopped() {
+                if let Some(r) = self.shutdown.take() {
+                    let _ = r.send(Ok(format!("{}: all instances stopped", self.app.name)));
+                }
+                return;
+            }
+        }
+    }
+
+    fn new_slot(&self, n: u32) -> Slot {
+        Slot {
+            id: format!("{}#{n}", self.app.name),
+            current: None,
+            replacement: None,
+            retiring: Vec::new(),
+            restarts: 0,
+            attempt: 0,
+            fast_exits: 0,
+            last_exit: None,
+            removing: false,
+            backoff: false,
+            health_fails: 0,
+            health_oks: 0,
+        }
+    }
+
+    fn log_file(&self, id: &str) -> Arc<PathBuf> {
+        Arc::new(self.logs_dir.join(format!("{id}.log")))
+    }
+
+    /// Start a process for slot `n`: a free port, the command, output capture, an exit
+    /// watcher and a readiness poller, all reporting back to the actor.
+    async fn spawn_proc(&mut self, n: u32) -> Proc {
+        self.next_gen += 1;
+        let gen = self.next_gen;
+        let id = format!("{}#{n}", self.app.name);
+        let file = self.log_file(&id);
+        let tail: Tail = Arc::default();
+        let (exited_tx, exited) = watch::channel(false);
+        let (cancel, _) = watch::channel(false);
+        let port = match self.ports.take() {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = exited_tx.send(true);
+                let _ = self.tx.send(Msg::Exited {
+                    slot: n,
+                    gen,
+                    how: Ended::SpawnFailed(format!("no port: {e}")),
+                });
+                return self.dead_proc(gen, &id, 0, exited, cancel, tail);
+            }
+        };
+        let port_s = port.to_string();
+        let argv: Vec<String> = self
+            .app
+            .command
+            .iter()
+            .map(|a| a.replace("{port}", &port_s))
+            .collect();
+        let mut env = self.app.env.clone();
+        env.push(("PORT".into(), port_s.clone()));
+        env.push(("HEALGATE_INSTANCE".into(), id.clone()));
+        let spec = Spec {
+            argv,
+            cwd: self.app.cwd.clone(),
+            env,
+        };
+        let child = process::spawn(spec).await;
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                self.output.note(&file, &format!("could not start: {e}"));
+                let _ = exited_tx.send(true);
+                let _ = self.tx.send(Msg::Exited {
+                    slot: n,
+                    gen,
+                    how: Ended::SpawnFailed(e.to_string()),
+                });
+                return self.dead_proc(gen, &id, port, exited, cancel, tail);
+            }
+        };
+        let pid = child.id();
+        self.output.note(
+            &file,
+            &format!("started pid {} on port {port}", pid.unwrap_or(0)),
+        );
+        let mut captures = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            let (o, f) = (self.output.clone(), file.clone());
+            captures.push(tokio::spawn(async move {
+                o.capture(out, "stdout", f, None).await
+            }));
+        }
+        if let Some(err) = child.stderr.take() {
+            let (o, f, t) = (self.output.clone(), file.clone(), tail.clone());
+            captures.push(tokio::spawn(async move {
+                o.capture(err, "stderr", f, Some(t)).await
+            }));
+        }
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // Let the last lines (the traceback) arrive before the exit is reported.
+            for c in captures {
+                let _ = tokio::time::timeout(Duration::from_millis(500), c).await;
+            }
+            let _ = exited_tx.send(true);
+            let how = match status {
+                Ok(s) => Ended::Status(s),
+                Err(e) => Ended::SpawnFailed(format!("waiting for the process: {e}")),
+            };
+            let _ = tx.send(Msg::Exited { slot: n, gen, how });
+        });
+        self.events.emit(
+            Event::new("instance_started", &self.app.name)
+                .instance(&id)
+                .pid(pid.unwrap_or(0))
+                .field("port", port),
+        );
+        let peer = Arc::new(Peer::instance(&id, port));
+        self.watch_ready(n, gen, &peer, exited.clone());
+        Proc {
+            gen,
+            pid,
+            port,
+            started: Instant::now(),
+            peer,
+            ready: false,
+            stopping: false,
+            exited,
+            cancel,
+            tail,
+            failed_start: None,
+        }
+    }
+
+    fn dead_proc(
+        &self,
+        gen: u64,
+        id: &str,
+        port: u16,
+        exited: watch::Receiver<bool>,
+        cancel: watch::Sender<bool>,
+        tail: Tail,
+    ) -> Proc {
+        Proc {
+            gen,
+            pid: None,
+            port,
+            started: Instant::now(),
+            peer: Arc::new(Peer::instance(id, port)),
+            ready: false,
+            stopping: false,
+            exited,
+            cancel,
+            tail,
+            failed_start: None,
+        }
+    }
+
+    /// Poll until the instance answers its health path (2xx/3xx), or accepts on its
+    /// port when there is none, within `startup_timeout`.
+    fn watch_ready(&self, n: u32, gen: u64, peer: &Arc<Peer>, exited: watch::Receiver<bool>) {
+        let tx = self.tx.clone();
+        let pool = self.pool.clone();
+        let peer = peer.clone();
+        let health = self.app.health.clone();
+        let limit = self.app.startup_timeout;
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut last = String::from("no check yet");
+            while start.elapsed() < limit {
+                if *exited.borrow() {
+                    return;
+                }
+                match check(&pool, &peer, health.path.as_deref(), health.timeout).await {
+                    Ok(()) => {
+                        let _ = tx.send(Msg::Ready {
+                            slot: n,
+                            gen,
+                            took: start.elapsed(),
+                        });
+                        return;
+                    }
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(READY_POLL).await;
+            }
+            if !*exited.borrow() {
+                let why = format!("not ready within {limit:?} (last check: {last})");
+                let _ = tx.send(Msg::NotReady { slot: n, gen, why });
+            }
+        });
+    }
+
+    /// Health checks of a ready instance until it stops or exits.
+    fn watch_health(&self, n: u32, p: &Proc) {
+        let tx = self.tx.clone();
+        let pool = self.pool.clone();
+        let peer = p.peer.clone();
+        let health = self.app.health.clone();
+        let gen = p.gen;
+        let mut exited = p.exited.clone();
+        let mut cancel = p.cancel.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(health.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = exited.changed() => return,
+                    _ = cancel.changed() => return,
+                }
+                let ok = check(&pool, &peer, health.path.as_deref(), health.timeout).await;
+                if tx.send(Msg::Health { slot: n, gen, ok }).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    async fn start_current(&mut self, n: u32) {
+        let p = self.spawn_proc(n).await;
+        if let Some(s) = self.slots.get_mut(&n) {
+            s.backoff = false;
+            s.health_fails = 0;
+            s.health_oks = 0;
+            s.current = Some(p);
+        }
+    }
+
+    fn ready(&mut self, n: u32, gen: u64, took: Duration) {
+        let Some(slot) = self.slots.get_mut(&n) else {
+            return;
+        };
+        if slot.current.as_ref().is_some_and(|p| p.gen == gen) {
+            let p = slot.current.as_mut().expect("checked");
+            p.ready = true;
+            let (pid, port) = (p.pid.unwrap_or(0), p.port);
+            let id = slot.id.clone();
+            self.events.emit(
+                Event::new("instance_ready", &self.app.name)
+                    .instance(&id)
+                    .pid(pid)
+                    .field("port", port)
+                    .field("startup_ms", took.as_millis() as u64),
+            );
+            self.watch_health(n, self.slots[&n].current.as_ref().expect("checked"));
+            self.publish();
+            return;
+        }
+        if slot.replacement.as_ref().is_some_and(|(p, _)| p.gen == gen) {
+            let (mut new, reason) = slot.replacement.take().expect("checked");
+            new.ready = true;
+            let old = slot.current.replace(new);
+            let id = slot.id.clone();
+            let new = slot.current.as_ref().expect("just set");
+            let (new_pid, new_port) = (new.pid.unwrap_or(0), new.port);
+            self.events.emit(
+                Event::new("instance_ready", &self.app.name)
+                    .instance(&id)
+                    .pid(new_pid)
+                    .field("port", new_port)
+                    .field("startup_ms", took.as_millis() as u64),
+            );
+            self.watch_health(n, self.slots[&n].current.as_ref().expect("just set"));
+            // Traffic moves to the new process before the old one drains.
+            self.publish();
+            let old_pid = old.as_ref().and_then(|o| o.pid).unwrap_or(0);
+            if let Some(old) = old {
+                self.retire(n, old);
+            }
+            self.events.emit(
+                Event::new("instance_recycled", &self.app.name)
+                    .instance(&id)
+                    .pid(new_pid)
+                    .field("old_pid", old_pid)
+                    .field("reason", reason),
+            );
+            let msg = format!("{id} recycled: pid {old_pid} → pid {new_pid}");
+            self.finish_recycle(n, Ok(msg));
+        }
+    }
+
+    fn not_ready(&mut self, n: u32, gen: u64, why: String) {
+        let Some(slot) = self.slots.get_mut(&n) else {
+            return;
+        };
+        if let Some(p) = slot.current.as_mut().filter(|p| p.gen == gen) {
+            // Killed now; the exit is handled (and backed off) like a crash.
+            p.failed_start = Some(why);
+            if let Some(pid) = p.pid {
+                process::signal_group(pid, libc::SIGKILL);
+            }
+            return;
+        }
+        if slot.replacement.as_ref().is_some_and(|(p, _)| p.gen == gen) {
+            let (p, _) = slot.replacement.take().expect("checked");
+            let id = slot.id.clone();
+            self.events.emit(
+                Event::new("recycle_failed", &self.app.name)
+                    .instance(&id)
+                    .pid(p.pid.unwrap_or(0))
+                    .field(
+                        "reason",
+                        format!("the replacement {why}; the old instance keeps serving"),
+                    ),
+            );
+            if let Some(pid) = p.pid {
+                process::signal_group(pid, libc::SIGKILL);
+            }
+            slot.retiring.push(Proc {
+                stopping: true,
+                ..p
+            });
+            self.finish_recycle(
+                n,
+                Err(format!(
+                    "{id}: the replacement {why}; the old instance keeps serving"
+                )),
+            );
+        }
+    }
+
+    fn exited(&mut self, n: u32, gen: u64, how: Ended) {
+        let Some(slot) = self.slots.get_mut(&n) else {
+            return;
+        };
+        let app = self.app.name.clone();
+        // Stragglers of the process group (children of the app) go with it.
+        let id = slot.id.clone();
+        if let Some(i) = slot.retiring.iter().position(|p| p.gen == gen) {
+            let p = slot.retiring.remove(i);
+            finish_proc(&p, &self.ports);
+            p.peer.mark_exited(ExitNotice {
+                reason: format!("{id} (pid {}) was stopped", p.pid.unwrap_or(0)),
+                self_inflicted: false,
+            });
+            self.events.emit(
+                Event::new("instance_stopped", &app)
+                    .instance(&id)
+                    .pid(p.pid.unwrap_or(0))
+                    .field("uptime_s", round1(p.started.elapsed().as_secs_f64()))
+                    .field("exit", describe_end(&how)),
+            );
+            self.drop_removed(n);
+            return;
+        }
+        if slot.replacement.as_ref().is_some_and(|(p, _)| p.gen == gen) {
+            let (p, _) = slot.replacement.take().expect("checked");
+            finish_proc(&p, &self.ports);
+            let why = exit_reason(&id, &p, &how);
+            self.events.emit(
+                Event::new("recycle_failed", &app)
+                    .instance(&id)
+                    .pid(p.pid.unwrap_or(0))
+                    .field("reason", format!("the replacement exited before it was ready: {why}; the old instance keeps serving")),
+            );
+            self.finish_recycle(
+                n,
+                Err(format!(
+                    "{id}: the replacement exited before it was ready: {why}"
+                )),
+            );
+            return;
+        }
+        if slot.current.as_ref().is_none_or(|p| p.gen != gen) {
+            return;
+        }
+        let p = slot.current.take().expect("checked");
+        finish_proc(&p, &self.ports);
+        let uptime = p.started.elapsed();
+        let reason = exit_reason(&id, &p, &how);
+        let self_inflicted = !matches!(&how, Ended::Status(s) if matches!(s.signal(), Some(libc::SIGKILL) | Some(libc::SIGTERM) | Some(libc::SIGINT)));
+        p.peer.mark_exited(ExitNotice {
+            reason: reason.clone(),
+            self_inflicted,
+        });
+        if p.stopping {
+            self.events.emit(
+                Event::new("instance_stopped", &app)
+                    .instance(&id)
+                    .pid(p.pid.unwrap_or(0))
+                    .field("uptime_s", round1(uptime.as_secs_f64())),
+            );
+            self.publish();
+            self.drop_removed(n);
+            return;
+        }
+        let mut ev = Event::new("instance_exited", &app)
+            .instance(&id)
+            .pid(p.pid.unwrap_or(0))
+            .field("uptime_s", round1(uptime.as_secs_f64()))
+            .field("reason", reason.clone());
+        match &how {
+            Ended::Status(s) => {
+                if let Some(c) = s.code() {
+                    ev = ev.field("code", c);
+                }
+                if let Some(sig) = s.signal() {
+                    ev = ev
+                        .field("signal", sig)
+                        .field("signal_name", process::signal_name(sig));
+                }
+            }
+            Ended::SpawnFailed(e) => ev = ev.field("error", e.clone()),
+        }
+        let tail: Vec<String> = p
+            .tail
+            .lock()
+            .unwrap_or_else(|x| x.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        if !tail.is_empty() {
+            ev = ev.field("stderr", tail[tail.len().saturating_sub(5)..].to_vec());
+        }
+        self.events.emit(ev);
+        slot.last_exit = Some(reason.clone());
+        // A recycle in progress: its replacement takes over when ready.
+        if let Some((r, why)) = slot.replacement.take() {
+            slot.current = Some(r);
+            self.publish();
+            let _ = why;
+            return;
+        }
+        if self.shutdown.is_some() || slot.removing {
+            self.publish();
+            self.drop_removed(n);
+            return;
+        }
+        if uptime >= STABLE {
+            slot.attempt = 0;
+        }
+        slot.fast_exits = if uptime < FAST_EXIT {
+            slot.fast_exits + 1
+        } else {
+            0
+        };
+        slot.attempt += 1;
+        slot.restarts += 1;
+        slot.backoff = true;
+        let delay = BACKOFF_MIN
+            .saturating_mul(1 << (slot.attempt - 1).min(10))
+            .min(BACKOFF_MAX);
+        if slot.fast_exits == CRASH_LOOP_AFTER {
+            self.events.emit(
+                Event::new("crash_loop", &app)
+                    .instance(&id)
+                    .field("fast_exits", slot.fast_exits)
+                    .field("reason", reason.clone()),
+            );
+        }
+        self.events.emit(
+            Event::new("instance_restarting", &app)
+                .instance(&id)
+                .field("attempt", slot.attempt)
+                .field("delay_ms", delay.as_millis() as u64),
+        );
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::RestartDue { slot: n });
+        });
+        self.publish();
+    }
+
+    async fn health(&mut self, n: u32, gen: u64, ok: Result<(), String>) {
+        let h = self.app.health.clone();
+        let Some(slot) = self.slots.get_mut(&n) else {
+            return;
+        };
+        let Some(p) = slot
+            .current
+            .as_ref()
+            .filter(|p| p.gen == gen && p.ready && !p.stopping)
+        else {
+            return;
+        };
+        let peer = p.peer.clone();
+        match ok {
+            Ok(()) => {
+                slot.health_fails = 0;
+                slot.health_oks += 1;
+                if !peer.is_healthy() && slot.health_oks >= h.healthy_after {
+                    self.pool.set_health(&peer, true, "health check passed");
+                }
+            }
+            Err(why) => {
+                slot.health_oks = 0;
+                slot.health_fails += 1;
+                if peer.is_healthy() && slot.health_fails >= h.unhealthy_after {
+                    self.pool.set_health(&peer, false, &why);
+                }
+                // Still failing after three times as long: replace it.
+                if slot.health_fails == h.unhealthy_after * 3 && slot.replacement.is_none() {
+                    let id = slot.id.clone();
+                    let (r, _w) = oneshot::channel();
+                    self.recycle(&id, format!("unhealthy: {why}"), r).await;
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command, reply: Reply) {
+        match cmd {
+            Command::Recycle { instance, reason } => self.recycle(&instance, reason, reply).await,
+            Command::Restart { .. } => {
+                if self.rolling.is_some() {
+                    let _ = reply.send(Err(format!(
+                        "{}: a restart is already rolling",
+                        self.app.name
+                    )));
+                    return;
+                }
+                let order: Vec<u32> = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| !s.removing && s.current.is_some())
+                    .map(|(n, _)| *n)
+                    .collect();
+                if order.is_empty() {
+                    let _ = reply.send(Err(format!(
+                        "{}: no running instance to restart",
+                        self.app.name
+                    )));
+                    return;
+                }
+                let total = order.len();
+                self.rolling = Some((order, reply, total));
+                self.roll_on(Ok(String::new())).await;
+            }
+            Command::Scale { instances, .. } => {
+                let _ = reply.send(self.scale(instances).await);
+            }
+            Command::Shutdown => {
+                self.shutdown = Some(reply);
+                self.pool.set_peers(Vec::new());
+                for n in self.slots.keys().copied().collect::<Vec<_>>() {
+                    let slot = self.slots.get_mut(&n).expect("key");
+                    slot.backoff = false;
+                    let procs: Vec<Proc> = slot
+                        .current
+                        .take()
+                        .into_iter()
+                        .chain(slot.replacement.take().map(|(p, _)| p))
+                        .collect();
+                    for p in procs {
+                        self.retire(n, p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next step of a rolling restart: recycle the next instance, or report.
+    async fn roll_on(&mut self, outcome: Result<String, String>) {
+        let Some((mut order, reply, total)) = self.rolling.take() else {
+            return;
+        };
+        if let Err(e) = outcome {
+            let _ = reply.send(Err(format!("restart of {} stopped: {e}", self.app.name)));
+            return;
+        }
+        if order.is_empty() {
+            let _ = reply.send(Ok(format!(
+                "{}: {total} instances restarted",
+                self.app.name
+            )));
+            return;
+        }
+        let n = order.remove(0);
+        let id = format!("{}#{n}", self.app.name);
+        self.rolling = Some((order, reply, total));
+        let (r, w) = oneshot::channel();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let outcome = w.await.unwrap_or_else(|_| Err("recycle abandoned".into()));
+            let _ = tx.send(Msg::RecycleDone { outcome });
+        });
+        self.recycle(&id, "restart".into(), r).await;
+    }
+
+    /// Overlapping recycle: start the replacement; when it is ready, move traffic,
+    /// then drain and stop the old process (see `ready`).
+    async fn recycle(&mut self, instance: &str, reason: String, reply: Reply) {
+        let n = instance
+            .rsplit_once('#')
+            .and_then(|(_, k)| k.parse::<u32>().ok())
+            .filter(|n| self.slots.get(n).is_some_and(|s| !s.removing));
+        let Some(n) = n else {
+            let _ = reply.send(Err(format!("unknown instance {instance:?}")));
+            return;
+        };
+        let slot = &self.slots[&n];
+        if slot.replacement.is_some() {
+            self.recycle_waiters.entry(n).or_default().push(reply);
+            return;
+        }
+        if !slot.current.as_ref().is_some_and(|p| p.ready) {
+            let state = slot_state(slot);
+            let _ = reply.send(Err(format!(
+                "{instance} is {state}, not ready: nothing to recycle"
+            )));
+            return;
+        }
+        self.events.emit(
+            Event::new("instance_recycling", &self.app.name)
+                .instance(instance)
+                .pid(slot.current.as_ref().and_then(|p| p.pid).unwrap_or(0))
+                .field("reason", reason.clone()),
+        );
+        let p = self.spawn_proc(n).await;
+        let slot = self.slots.get_mut(&n).expect("checked");
+        slot.replacement = Some((p, reason));
+        slot.restarts += 1;
+        self.recycle_waiters.entry(n).or_default().push(reply);
+    }
+
+    fn finish_recycle(&mut self, n: u32, outcome: Result<String, String>) {
+        for w in self.recycle_waiters.remove(&n).unwrap_or_default() {
+            let _ = w.send(outcome.clone());
+        }
+    }
+
+    async fn scale(&mut self, instances: u32) -> Result<String, String> {
+        if instances == 0 {
+            return Err("scale: at least 1 instance".into());
+        }
+        let from = self.target;
+        self.target = instances;
+        let active: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.removing)
+            .map(|(n, _)| *n)
+            .collect();
+        if (active.len() as u32) < instances {
+            let mut n = 1;
+            let mut added = 0;
+            while (active.len() as u32) + added < instances {
+                if !self.slots.contains_key(&n) {
+                    self.slots.insert(n, self.new_slot(n));
+                    self.start_current(n).await;
+                    added += 1;
+                }
+                n += 1;
+            }
+        } else {
+            for n in active.iter().rev().take(active.len() - instances as usize) {
+                let slot = self.slots.get_mut(n).expect("active");
+                slot.removing = true;
+                slot.backoff = false;
+                let procs: Vec<Proc> = slot
+                    .current
+                    .take()
+                    .into_iter()
+                    .chain(slot.replacement.take().map(|(p, _)| p))
+                    .collect();
+                for p in procs {
+                    self.retire(*n, p);
+                }
+                self.finish_recycle(*n, Err("the instance was scaled away".into()));
+                self.drop_removed(*n);
+            }
+            self.publish();
+        }
+        self.events.emit(
+            Event::new("scaled", &self.app.name)
+                .field("from", from)
+                .field("to", instances),
+        );
+        Ok(format!(
+            "{}: scaled from {from} to {instances} instances",
+            self.app.name
+        ))
+    }
+
+    /// Take `p` out of rotation, let its in-flight requests finish (up to
+    /// `shutdown_grace`), then SIGTERM its group, then SIGKILL.
+    fn retire(&mut self, n: u32, mut p: Proc) {
+        p.stopping = true;
+        let _ = p.cancel.send(true);
+        p.peer.set_draining(true);
+        let Some(slot) = self.slots.get_mut(&n) else {
+            return;
+        };
+        self.events.emit(
+            Event::new("instance_draining", &self.app.name)
+                .instance(&slot.id)
+                .pid(p.pid.unwrap_or(0))
+                .field("inflight", p.peer.outstanding()),
+        );
+        let grace = self.app.shutdown_grace;
+        let (peer, pid, mut exited) = (p.peer.clone(), p.pid, p.exited.clone());
+        slot.retiring.push(p);
+        tokio::spawn(async move {
+            let Some(pid) = pid else { return };
+            let deadline = tokio::time::Instant::now() + grace;
+            while peer.outstanding() > 0
+                && tokio::time::Instant::now() < deadline
+                && !*exited.borrow()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if *exited.borrow() {
+                return;
+            }
+            process::signal_group(pid, libc::SIGTERM);
+            let wait = TERM_WAIT.min(grace.max(Duration::from_secs(1)));
+            let _ = tokio::time::timeout(wait, exited.wait_for(|e| *e)).await;
+            if !*exited.borrow() {
+                process::signal_group(pid, libc::SIGKILL);
+            }
+        });
+        self.publish();
+    }
+
+    fn drop_removed(&mut self, n: u32) {
+        if let Some(s) = self.slots.get(&n) {
+            if s.removing && s.current.is_none() && s.replacement.is_none() && s.retiring.is_empty()
+            {
+                self.slots.remove(&n);
+            }
+        }
+    }
+
+    fn all_stopped(&self) -> bool {
+        self.slots
+            .values()
+            .all(|s| s.current.is_none() && s.replacement.is_none() && s.retiring.is_empty())
+    }
+
+    /// Put the ready instances into the pool; say why the app cannot serve when none is.
+    fn publish(&self) {
+        let peers: Vec<Arc<Peer>> = self
+            .slots
+            .values()
+            .filter_map(|s| s.current.as_ref())
+            .filter(|p| p.ready && !p.stopping)
+            .map(|p| p.peer.clone())
+            .collect();
+        let none_ready = peers.is_empty();
+        self.pool.set_peers(peers);
+        let looping = self
+            .slots
+            .values()
+            .filter(|s| s.fast_exits >= CRASH_LOOP_AFTER)
+            .collect::<Vec<_>>();
+        let reason = (none_ready && !looping.is_empty() && self.shutdown.is_none()).then(|| {
+            let s = looping[0];
+            format!(
+                "{} is in a crash loop ({} fast exits in a row); last: {}",
+                self.app.name,
+                s.fast_exits,
+                s.last_exit.as_deref().unwrap_or("unknown")
+            )
+        });
+        self.pool.set_unavailable_reason(reason);
+    }
+
+    /// Update what status readers see.
+    fn refresh(&self) {
+        let slots: Vec<SlotView> = self
+            .slots
+            .values()
+            .map(|s| {
+                let p = s.current.as_ref();
+                SlotView {
+                    id: s.id.clone(),
+                    pid: p.and_then(|p| p.pid),
+                    port: p.map(|p| p.port).unwrap_or(0),
+                    state: slot_state(s),
+                    started: p.map(|p| p.started),
+                    restarts: s.restarts,
+                    last_exit: s.last_exit.clone(),
+                    peer: p.map(|p| p.peer.clone()),
+                }
+            })
+            .collect();
+        let ready = slots.iter().filter(|s| s.state == "ready").count();
+        let looping = self
+            .slots
+            .values()
+            .any(|s| s.fast_exits >= CRASH_LOOP_AFTER);
+        let state = if self.shutdown.is_some() {
+            "stopping"
+        } else if ready == 0 && looping {
+            "crash_loop"
+        } else if ready == 0 {
+            "starting"
+        } else {
+            "running"
+        };
+        let reason = (state == "crash_loop").then(|| {
+            self.slots
+                .values()
+                .find(|s| s.fast_exits >= CRASH_LOOP_AFTER)
+                .and_then(|s| s.last_exit.clone())
+                .unwrap_or_default()
+        });
+        let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
+        *v = AppView {
+            name: self.app.name.clone(),
+            state,
+            target: self.target,
+            reason,
+            slots,
+        };
+    }
+}
+
+fn slot_state(s: &Slot) -> &'static str {
+    match &s.current {
+        Some(p) if p.stopping => "draining",
+        Some(p) if p.ready && !p.peer.is_healthy() => "unhealthy",
+        Some(p) if p.ready => "ready",
+        Some(_) => "starting",
+        None if s.backoff && s.fast_exits >= CRASH_LOOP_AFTER => "crash_loop",
+        None if s.backoff => "backoff",
+        None if s.last_exit.is_some() => "crashed",
+        None => "stopped",
+    }
+}
+
+/// One readiness or health check: GET the path (2xx/3xx), or connect when there is none.
+async fn check(
+    pool: &Pool,
+    peer: &Peer,
+    path: Option<&str>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let probe = async {
+        match path {
+            Some(path) => match pool
+                .connector
+                .probe_get(&peer.id, &peer.target, false, path)
+                .await
+            {
+                Ok(s) if (200..400).contains(&s) => Ok(()),
+                Ok(s) => Err(format!("GET {path} answered {s}")),
+                Err(e) => Err(format!("GET {path}: {}", e.context)),
+            },
+            None => {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], peer.target.port()));
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("connect {addr}: {e}"))
+            }
+        }
+    };
+    tokio::time::timeout(timeout, probe)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+}
+
+/// A process is gone: kill what is left of its group, free its port, stop its checks.
+fn finish_proc(p: &Proc, ports: &Ports) {
+    if let Some(pid) = p.pid {
+        process::signal_group(pid, libc::SIGKILL);
+    }
+    let _ = p.cancel.send(true);
+    if p.port != 0 {
+        ports.release(p.port);
+    }
+}
+
+fn describe_end(how: &Ended) -> String {
+    match how {
+        Ended::Status(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("exited with code {c}"),
+            (_, Some(sig)) => format!("killed by signal {sig} ({})", process::signal_name(sig)),
+            _ => "ended".into(),
+        },
+        Ended::SpawnFailed(e) => e.clone(),
+    }
+}
+
+/// `web#2 (pid 4242) exited with code 1 after 0.3s: ModuleNotFoundError: ...`.
+fn exit_reason(id: &str, p: &Proc, how: &Ended) -> String {
+    let mut s = format!(
+        "{id} (pid {}) {} after {:.1}s",
+        p.pid.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+        describe_end(how),
+        p.started.elapsed().as_secs_f64()
+    );
+    if let Some(why) = &p.failed_start {
+        s.push_str(&format!(" ({why})"));
+    }
+    let tail = p.tail.lock().unwrap_or_else(|x| x.into_inner());
+    if let Some(last) = tail.iter().rev().find(|l| !l.trim().is_empty()) {
+        s.push_str(": ");
+        s.push_str(last.trim());
+    }
+    s
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
