@@ -2,12 +2,16 @@
 # Profile healgate's CPU per request: nginx backend (:19001, same config as
 # ../shared/bench/compare.sh) + healgate (:19104) on CPU 0, wrk on CPU 1.
 #
-#   bench/profile.sh [BIN]          BIN defaults to /tmp/healgate-bench-bin
+#   bench/profile.sh [BIN]              BIN defaults to /tmp/healgate-bench-bin
+#   MODE=dhat bench/profile.sh [BIN]    allocation profile under valgrind's DHAT
 #
-# Env: DURATION (perf window, 15), STRACE_S (strace window, 5), SCHED (rr|other, rr),
-#      OUT (result dir, /tmp/healgate-profile), FREQ (perf sampling Hz, 1999).
-# Produces in $OUT: perf.data (dwarf call graphs), perf-self.txt, perf-children.txt,
-# strace.txt (syscall counts over STRACE_S s), wrk-*.txt, cpu.txt (µs/req without perf).
+# Env: MODE (perf|dhat, perf), DURATION (load window, 15), STRACE_S (strace window, 5),
+#      SCHED (rr|other, rr), OUT (result dir, /tmp/healgate-profile), FREQ (perf Hz, 1999).
+# MODE=perf writes to $OUT: perf.data (dwarf call graphs), perf-self.txt,
+#   perf-children.txt, strace.txt (syscall counts over STRACE_S s), wrk-*.txt,
+#   cpu.txt (gateway µs/req over 10 s without any tracer).
+# MODE=dhat writes $OUT/dhat.json (open with valgrind's dh_view.html) and wrk-dhat.txt:
+#   the gateway runs under `valgrind --tool=dhat` for DURATION s of load, then gets TERM.
 # Every process it starts is killed by PID on exit.
 set -euo pipefail
 BIN=${1:-/tmp/healgate-bench-bin}
@@ -17,6 +21,7 @@ STRACE_S=${STRACE_S:-5}
 SCHED=${SCHED:-rr}
 OUT=${OUT:-/tmp/healgate-profile}
 FREQ=${FREQ:-1999}
+MODE=${MODE:-perf}
 mkdir -p "$OUT"
 T=$(mktemp -d /dev/shm/hgprof.XXXXXX)
 PIDS=()   # long-lived: backend, gateway
@@ -36,7 +41,7 @@ PRIO=()
 mkdir -p "$T/www" "$T/backend"
 head -c 768 /dev/urandom | base64 -w0 >"$T/www/1k"
 head -c 49152 /dev/urandom | base64 -w0 >"$T/www/64k"
-chmod 755 "$T/www"; chmod 644 "$T/www/"*
+chmod 755 "$T" "$T/www"; chmod 644 "$T/www/"*
 cat >"$T/backend/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -68,7 +73,12 @@ for port in 19001 19104; do
 done
 taskset -c 0 "${PRIO[@]}" nginx -e "$T/backend/error.log" -p "$T/backend" -c "$T/backend/nginx.conf" &
 PIDS+=($!)
-taskset -c 0 "${PRIO[@]}" "$BIN" run -c "$HERE/healgate.toml" 2>"$OUT/gateway.stderr" &
+if [[ $MODE == dhat ]]; then
+  taskset -c 0 valgrind --tool=dhat --dhat-out-file="$OUT/dhat.json" \
+    "$BIN" run -c "$HERE/healgate.toml" 2>"$OUT/gateway.stderr" &
+else
+  taskset -c 0 "${PRIO[@]}" "$BIN" run -c "$HERE/healgate.toml" 2>"$OUT/gateway.stderr" &
+fi
 GW=$!; PIDS+=($GW)
 for _ in $(seq 100); do
   curl -fs -o /dev/null http://127.0.0.1:19104/1k && break; sleep 0.2
@@ -81,12 +91,30 @@ wrk_run() {  # wrk_run <seconds> <outfile>
 }
 reqs() { awk '/requests in/{print $1}' "$1"; }
 ticks() { awk '{print $14+$15}' "/proc/$GW/stat"; }   # utime+stime, clock ticks
+uticks() { awk '{print $14}' "/proc/$GW/stat"; }      # utime only
+
+if [[ $MODE == dhat ]]; then
+  wrk_run "$DURATION" "$OUT/wrk-dhat.txt"
+  kill -TERM "$GW"; wait "$GW" || true; PIDS=("${PIDS[0]}")
+  echo "dhat: $(reqs "$OUT/wrk-dhat.txt") requests (+1 check request); see $OUT/dhat.json"
+  exit 0
+fi
 
 # 1. warm-up, then CPU per request without any tracer attached.
 wrk_run 3 "$OUT/wrk-warmup.txt"
-t0=$(ticks); wrk_run 10 "$OUT/wrk-plain.txt"; t1=$(ticks)
+t0=$(ticks); u0=$(uticks); wrk_run 10 "$OUT/wrk-plain.txt"; t1=$(ticks); u1=$(uticks)
 n=$(reqs "$OUT/wrk-plain.txt"); hz=$(getconf CLK_TCK)
-echo "plain: $n requests, gateway CPU $(( (t1-t0)*1000000/hz/n )) us/req" | tee "$OUT/cpu.txt"
+echo "plain: $n requests, gateway CPU $(( (t1-t0)*1000000/hz/n )) us/req" \
+     "(user $(( (u1-u0)*1000000/hz/n )), sys $(( (t1-t0-u1+u0)*1000000/hz/n )))" | tee "$OUT/cpu.txt"
+
+# 1b. syscalls per request under full load: kernel tracepoint counters (cheap, unlike strace).
+EV=$(printf 'syscalls:sys_enter_%s,' writev write sendto sendmsg recvfrom read readv epoll_wait epoll_ctl futex accept4 setsockopt)
+taskset -c 1 perf stat -x, -e "${EV%,}" -p "$GW" -o "$OUT/syscalls.csv" -- sleep 5 >/dev/null 2>&1 &
+AUX=$!
+sleep 0.2
+wrk_run 5 "$OUT/wrk-syscalls.txt"
+wait "$AUX" || true; AUX=
+echo "requests in the window: $(reqs "$OUT/wrk-syscalls.txt") (window ends ~0.2 s after wrk)" >>"$OUT/syscalls.csv"
 
 # 2. perf with DWARF call graphs over DURATION s of load.
 taskset -c 1 perf record -F "$FREQ" --call-graph dwarf,16384 -o "$OUT/perf.data" -p "$GW" -- sleep "$DURATION" \

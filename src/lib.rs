@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo_app;
+pub mod diagnose;
 pub mod observe;
 pub mod proxy;
 pub mod run;

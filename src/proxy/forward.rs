@@ -37,6 +37,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// instance died (the reset is often seen just before the exit is reaped).
 const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(300);
 
+/// Longest wait for the crash lane before a crash retry goes ahead anyway.
+const CRASH_LANE_WAIT: Duration = Duration::from_secs(5);
+
 /// What the request path knows about one request, for its log line and error pages.
 struct Ctx {
     start: Instant,
@@ -51,6 +54,8 @@ struct Ctx {
     attempts: u32,
     /// Attempts that ended with the instance crashing by itself.
     crash_retries: u32,
+    /// The peer of the last attempt, to measure a gateway-made error against.
+    last_peer: Option<Arc<crate::upstream::Peer>>,
 }
 
 /// Phase driver: one client request in, one response out.
@@ -81,6 +86,7 @@ pub async fn handle(
         upstream: None,
         attempts: 0,
         crash_retries: 0,
+        last_peer: None,
     };
     if let Err(e) = accept(&gw, &req) {
         ctx.accept = req.headers().get(header::ACCEPT).cloned();
@@ -124,6 +130,8 @@ pub async fn handle(
     pool.note_request();
     let mut tried = 0u64;
     let mut req = Some(req);
+    // Held while a request retried after a crash is in flight (see `Pool::crash_lane`).
+    let mut crash_lane: Option<tokio::sync::OwnedSemaphorePermit> = None;
     loop {
         let Some(this) = req.take() else {
             unreachable!("a request is always in hand at the top of the loop")
@@ -139,6 +147,7 @@ pub async fn handle(
         };
         tried |= 1u64.checked_shl(peer_index(&lease)).unwrap_or(0);
         ctx.upstream = Some(lease.peer.id.clone());
+        ctx.last_peer = Some(lease.peer.clone());
         let accept = this.headers().get(header::ACCEPT).cloned();
         let accept_language = this.headers().get(header::ACCEPT_LANGUAGE).cloned();
         match attempt(&lease, this, idempotent).await {
@@ -146,6 +155,7 @@ pub async fn handle(
                 return respond(&gw, ctx, res, lease, conn);
             }
             Err((mut err, back)) => {
+                crash_lane.take();
                 let stale = err.cause == Cause::ConnectionTerminated && back.is_some();
                 if !stale {
                     lease.pool.record_failure(&lease.peer, &err);
@@ -161,7 +171,13 @@ pub async fn handle(
                     if let Some(exit) = lease.peer.exit_notice(EXIT_NOTICE_WAIT).await {
                         err.context = format!("{} while the request was in flight", exit.reason);
                         if exit.self_inflicted {
-                            poison_guard = ctx.crash_retries > 0;
+                            // Alone on the instance when it crashed, or in flight during a
+                            // second crash: this request is the likely cause.
+                            poison_guard = exit.inflight <= 1 || ctx.crash_retries > 0;
+                            if exit.inflight <= 1 {
+                                err.context
+                                    .push_str(" (the only request in flight: not retried)");
+                            }
                             ctx.crash_retries += 1;
                         }
                     }
@@ -191,11 +207,26 @@ pub async fn handle(
                 match retry {
                     Some(r) => {
                         tracing::debug!("attempt {} failed ({err}); retrying", ctx.attempts);
+                        if ctx.crash_retries > 0 && crash_lane.is_none() {
+                            let lane = pool.crash_lane.clone().acquire_owned();
+                            crash_lane = tokio::time::timeout(CRASH_LANE_WAIT, lane)
+                                .await
+                                .ok()
+                                .and_then(Result::ok);
+                        }
                         req = Some(r);
                     }
                     None => {
                         ctx.accept = accept;
                         ctx.accept_language = accept_language;
+                        if let Some(p) = &ctx.last_peer {
+                            p.stats.record(
+                                err.cause.status().as_u16(),
+                                ctx.start.elapsed(),
+                                &ctx.path,
+                                Some(err.cause.proxy_status()),
+                            );
+                        }
                         return gw.error_response(&ctx_view(&ctx), err);
                     }
                 }
@@ -461,6 +492,7 @@ fn respond(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    let path = lease.peer.stats.wants_path().then(|| ctx.path.clone());
     let record = gw.access.enabled().then(|| AccessRecord {
         ts: String::new(),
         request_id: ctx.request_id.to_str().unwrap_or("").to_owned(),
@@ -477,8 +509,11 @@ fn respond(
         error: None,
         details: None,
     });
+    let status = parts.status.as_u16();
     let done = Box::new(Completion {
         gw: gw.clone(),
+        status,
+        path,
         lease,
         conn: Some(conn),
         keep_alive,
@@ -634,6 +669,9 @@ pub enum ProxyBody {
 /// (or not), the peer's lease ends, the access log line is written.
 pub struct Completion {
     gw: Arc<Gateway>,
+    status: u16,
+    /// The request path, kept only when the peer's rules filter by path.
+    path: Option<String>,
     lease: Lease,
     conn: Option<Conn>,
     keep_alive: Option<Duration>,
@@ -654,6 +692,14 @@ enum End {
 impl Completion {
     fn finish(mut self: Box<Self>, end: End) {
         let pool = &self.lease.pool;
+        let error =
+            matches!(end, End::UpstreamFailed(_)).then(|| Cause::ResponseIncomplete.proxy_status());
+        self.lease.peer.stats.record(
+            self.status,
+            self.start.elapsed(),
+            self.path.as_deref().unwrap_or(""),
+            error,
+        );
         match &end {
             End::Complete => {
                 pool.record_success(&self.lease.peer);

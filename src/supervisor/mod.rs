@@ -10,17 +10,22 @@
 //! `crashed → backoff → starting`. Slot ids (`web#1`, `web#2` ...) are stable across
 //! restarts and recycles.
 
+pub mod autoheal;
 pub mod control;
 pub mod output;
 pub mod process;
+pub mod sampler;
 
-use crate::config::App;
+use crate::config::{Action, App};
 use crate::observe::events::{Event, Events};
+use crate::upstream::stats::PeerStats;
 use crate::upstream::{ExitNotice, Peer, Pool};
 use control::{AppStatus, Command, Envelope, Handle, InstanceStatus};
 use output::{Output, Tail};
 use process::{Ports, Spec};
+use sampler::{Sample, Sampler};
 use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashSet, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -80,7 +85,14 @@ enum Msg {
     RecycleDone {
         outcome: Result<String, String>,
     },
+    /// Time to sample the instances and evaluate AutoHeal and autoscale.
+    Tick,
+    /// The actions of an AutoHeal firing finished.
+    AutohealDone,
 }
+
+/// How often instances are sampled and rules evaluated.
+const TICK: Duration = Duration::from_millis(500);
 
 /// One running process of a slot.
 struct Proc {
@@ -98,6 +110,8 @@ struct Proc {
     tail: Tail,
     /// Why it did not become ready, when that is why it is being killed.
     failed_start: Option<String>,
+    /// The last measurement of its process tree.
+    sample: Option<Sample>,
 }
 
 /// A stable instance id and what runs under it.
@@ -115,6 +129,8 @@ struct Slot {
     backoff: bool,
     health_fails: u32,
     health_oks: u32,
+    /// Since when health checks fail (for the `unhealthy` trigger).
+    failing_since: Option<Instant>,
 }
 
 /// What status readers see of a slot.
@@ -128,6 +144,7 @@ struct SlotView {
     restarts: u32,
     last_exit: Option<String>,
     peer: Option<Arc<Peer>>,
+    sample: Option<Sample>,
 }
 
 #[derive(Clone)]
@@ -154,6 +171,20 @@ struct Actor {
     rolling: Option<(Vec<u32>, Reply, usize)>,
     shutdown: Option<Reply>,
     view: Arc<RwLock<AppView>>,
+    diagnostics_dir: PathBuf,
+    sampler: Sampler,
+    /// When AutoHeal recycled an instance of this app (for `max_recycles`).
+    recycles: VecDeque<Instant>,
+    /// (process generation, rule) pairs that fired or were suppressed: once each.
+    fired: HashSet<(u64, usize)>,
+    suppressed: HashSet<(u64, usize)>,
+    held: HashMap<(u64, usize), autoheal::Held>,
+    /// An AutoHeal recycle is under way (one at a time per app).
+    healing: bool,
+    /// `healgate scale` overrides autoscale until the next reload.
+    manual_scale: bool,
+    last_scale: Instant,
+    last_busy: Instant,
 }
 
 /// Start supervising `apps` (each with the pool its routes point at). Returns the
@@ -179,8 +210,22 @@ pub fn start(
         }));
         views.push((view.clone(), pool.clone()));
         actors.insert(app.name.clone(), tx.clone());
+        let target = match &app.autoscale {
+            Some(a) => app.instances.clamp(a.min, a.max),
+            None => app.instances,
+        };
         let actor = Actor {
-            target: app.instances,
+            target,
+            diagnostics_dir: data_dir.join("diagnostics"),
+            sampler: Sampler::default(),
+            recycles: VecDeque::new(),
+            fired: HashSet::new(),
+            suppressed: HashSet::new(),
+            held: HashMap::new(),
+            healing: false,
+            manual_scale: false,
+            last_scale: Instant::now(),
+            last_busy: Instant::now(),
             logs_dir: data_dir.join("logs").join("apps").join(&app.name),
             app,
             pool,
@@ -258,7 +303,10 @@ fn app_status(v: &AppView, pool: &Pool) -> AppStatus {
         .slots
         .iter()
         .map(|s| {
-            let (memory_bytes, cpu_s) = s.pid.and_then(process::stats).unwrap_or((0, 0.0));
+            let (memory_bytes, cpu_s) = match &s.sample {
+                Some(x) => (x.rss, x.cpu_s),
+                None => s.pid.and_then(process::stats).unwrap_or((0, 0.0)),
+            };
             InstanceStatus {
                 id: s.id.clone(),
                 pid: s.pid,
@@ -291,6 +339,17 @@ impl Actor {
             self.start_current(n).await;
         }
         self.refresh();
+        let ticker = self.tx.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(TICK);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                t.tick().await;
+                if ticker.send(Msg::Tick).is_err() {
+                    return;
+                }
+            }
+        });
         while let Some(msg) = rx.recv().await {
             match msg {
                 Msg::Command(cmd, reply) => self.command(cmd, reply).await,
@@ -308,6 +367,8 @@ impl Actor {
                 }
                 Msg::Health { slot, gen, ok } => self.health(slot, gen, ok).await,
                 Msg::RecycleDone { outcome } => self.roll_on(outcome).await,
+                Msg::Tick => self.tick().await,
+                Msg::AutohealDone => self.healing = false,
             }
             self.refresh();
             if self.shutdown.is_some() && self.all_stopped() {
@@ -333,6 +394,7 @@ impl Actor {
             backoff: false,
             health_fails: 0,
             health_oks: 0,
+            failing_since: None,
         }
     }
 
@@ -429,7 +491,8 @@ impl Actor {
                 .pid(pid.unwrap_or(0))
                 .field("port", port),
         );
-        let peer = Arc::new(Peer::instance(&id, port));
+        let stats = PeerStats::with_windows(autoheal::windows(self.app.autoheal.as_ref()));
+        let peer = Arc::new(Peer::instance(&id, port, stats));
         self.watch_ready(n, gen, &peer, exited.clone());
         Proc {
             gen,
@@ -443,6 +506,7 @@ impl Actor {
             cancel,
             tail,
             failed_start: None,
+            sample: None,
         }
     }
 
@@ -460,13 +524,14 @@ impl Actor {
             pid: None,
             port,
             started: Instant::now(),
-            peer: Arc::new(Peer::instance(id, port)),
+            peer: Arc::new(Peer::instance(id, port, PeerStats::default())),
             ready: false,
             stopping: false,
             exited,
             cancel,
             tail,
             failed_start: None,
+            sample: None,
         }
     }
 
@@ -648,6 +713,7 @@ impl Actor {
             p.peer.mark_exited(ExitNotice {
                 reason: format!("{id} (pid {}) was stopped", p.pid.unwrap_or(0)),
                 self_inflicted: false,
+                inflight: 0,
             });
             self.events.emit(
                 Event::new("instance_stopped", &app)
@@ -688,6 +754,7 @@ impl Actor {
         p.peer.mark_exited(ExitNotice {
             reason: reason.clone(),
             self_inflicted,
+            inflight: 0,
         });
         if p.stopping {
             self.events.emit(
@@ -794,6 +861,7 @@ impl Actor {
         match ok {
             Ok(()) => {
                 slot.health_fails = 0;
+                slot.failing_since = None;
                 slot.health_oks += 1;
                 if !peer.is_healthy() && slot.health_oks >= h.healthy_after {
                     self.pool.set_health(&peer, true, "health check passed");
@@ -802,6 +870,7 @@ impl Actor {
             Err(why) => {
                 slot.health_oks = 0;
                 slot.health_fails += 1;
+                slot.failing_since.get_or_insert_with(Instant::now);
                 if peer.is_healthy() && slot.health_fails >= h.unhealthy_after {
                     self.pool.set_health(&peer, false, &why);
                 }
@@ -844,7 +913,10 @@ impl Actor {
                 self.roll_on(Ok(String::new())).await;
             }
             Command::Scale { instances, .. } => {
-                let _ = reply.send(self.scale(instances).await);
+                if self.app.autoscale.is_some() {
+                    self.manual_scale = true;
+                }
+                let _ = reply.send(self.scale(instances, "requested").await);
             }
             Command::Shutdown => {
                 self.shutdown = Some(reply);
@@ -936,7 +1008,7 @@ impl Actor {
         }
     }
 
-    async fn scale(&mut self, instances: u32) -> Result<String, String> {
+    async fn scale(&mut self, instances: u32, reason: &str) -> Result<String, String> {
         if instances == 0 {
             return Err("scale: at least 1 instance".into());
         }
@@ -978,15 +1050,237 @@ impl Actor {
             }
             self.publish();
         }
+        self.last_scale = Instant::now();
         self.events.emit(
             Event::new("scaled", &self.app.name)
                 .field("from", from)
-                .field("to", instances),
+                .field("to", instances)
+                .field("reason", reason),
         );
         Ok(format!(
             "{}: scaled from {from} to {instances} instances",
             self.app.name
         ))
+    }
+
+    /// Every [`TICK`]: measure every instance's process tree, then evaluate AutoHeal
+    /// rules and autoscale.
+    async fn tick(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let roots: Vec<u32> = self
+            .slots
+            .values()
+            .filter_map(|s| s.current.as_ref()?.pid)
+            .collect();
+        let samples = self.sampler.sample(&roots);
+        for s in self.slots.values_mut() {
+            if let Some(p) = s.current.as_mut() {
+                p.sample = p.pid.and_then(|pid| samples.get(&pid).copied());
+            }
+        }
+        self.autoheal();
+        self.autoscale().await;
+    }
+
+    /// Evaluate every rule on every ready instance old enough (`min_uptime`); fire
+    /// the first that holds, within the guard rails: one recycle at a time per app,
+    /// `max_recycles` per window, each rule once per process.
+    fn autoheal(&mut self) {
+        let Some(ah) = self.app.autoheal.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let recycling = self.healing || self.slots.values().any(|s| s.replacement.is_some());
+        let mut firing: Option<(u32, autoheal::Firing)> = None;
+        'slots: for (n, slot) in &self.slots {
+            let Some(p) = slot.current.as_ref().filter(|p| p.ready && !p.stopping) else {
+                continue;
+            };
+            if p.started.elapsed() < ah.min_uptime || slot.replacement.is_some() {
+                continue;
+            }
+            for idx in 0..ah.rules.len() {
+                if self.fired.contains(&(p.gen, idx)) {
+                    continue;
+                }
+                let held = self.held.entry((p.gen, idx)).or_default();
+                if let Some(f) = autoheal::check(
+                    &ah,
+                    idx,
+                    &p.peer,
+                    p.sample.as_ref(),
+                    slot.failing_since,
+                    held,
+                    now,
+                ) {
+                    if recycling && ah.rules[idx].actions.contains(&Action::Recycle) {
+                        continue; // one recycle at a time: evaluated again next tick
+                    }
+                    firing = Some((*n, f));
+                    break 'slots;
+                }
+            }
+        }
+        let Some((n, f)) = firing else { return };
+        let slot = &self.slots[&n];
+        let p = slot.current.as_ref().expect("chosen above");
+        let (id, gen, pid, peer) = (slot.id.clone(), p.gen, p.pid.unwrap_or(0), p.peer.clone());
+        let actions = ah.rules[f.rule].actions.clone();
+        if actions.contains(&Action::Recycle) {
+            let (limit, within) = ah.max_recycles;
+            while self
+                .recycles
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > within)
+            {
+                self.recycles.pop_front();
+            }
+            if self.recycles.len() >= limit as usize {
+                if self.suppressed.insert((gen, f.rule)) {
+                    self.events.emit(
+                        Event::new("autoheal_suppressed", &self.app.name)
+                            .instance(&id)
+                            .pid(pid)
+                            .field("rule", f.rule)
+                            .field("trigger", f.trigger.clone())
+                            .field("measured", f.measured.clone())
+                            .field("threshold", f.threshold.clone())
+                            .field(
+                                "reason",
+                                format!("max_recycles reached: {limit} within {within:?}"),
+                            ),
+                    );
+                }
+                return;
+            }
+            self.recycles.push_back(now);
+            self.healing = true;
+        }
+        self.fired.insert((gen, f.rule));
+        autoheal::reset(&ah, f.rule, &peer);
+        let names: Vec<String> = actions.iter().map(action_name).collect();
+        self.events.emit(
+            Event::new("autoheal_fired", &self.app.name)
+                .instance(&id)
+                .pid(pid)
+                .field("rule", f.rule)
+                .field("trigger", f.trigger.clone())
+                .field("measured", f.measured.clone())
+                .field("threshold", f.threshold.clone())
+                .field("actions", names),
+        );
+        let reason = format!(
+            "autoheal rule {}: {} (measured {}, threshold {})",
+            f.rule, f.trigger, f.measured, f.threshold
+        );
+        self.run_actions(id, pid, actions, reason);
+    }
+
+    /// Run a firing's actions in order, each reported by an `autoheal_action` event.
+    fn run_actions(&self, id: String, pid: u32, actions: Vec<Action>, reason: String) {
+        let (tx, events, app, dir) = (
+            self.tx.clone(),
+            self.events.clone(),
+            self.app.name.clone(),
+            self.diagnostics_dir.clone(),
+        );
+        tokio::spawn(async move {
+            for action in actions {
+                let ev = Event::new("autoheal_action", &app)
+                    .instance(&id)
+                    .pid(pid)
+                    .field("action", action_name(&action));
+                let ev = match action {
+                    Action::Log => ev.field("outcome", "logged"),
+                    Action::Diagnose => {
+                        let (d, i, r) = (dir.clone(), id.clone(), reason.clone());
+                        let captured = tokio::task::spawn_blocking(move || {
+                            crate::diagnose::capture::capture_process(&d, &i, pid, &r)
+                        })
+                        .await;
+                        match captured {
+                            Ok(Ok(path)) => ev
+                                .field("outcome", "captured")
+                                .field("path", path.display().to_string()),
+                            Ok(Err(e)) => ev.field("outcome", format!("capture failed: {e}")),
+                            Err(e) => ev.field("outcome", format!("capture failed: {e}")),
+                        }
+                    }
+                    Action::Recycle => {
+                        let (r, w) = oneshot::channel();
+                        let cmd = Command::Recycle {
+                            instance: id.clone(),
+                            reason: reason.clone(),
+                        };
+                        if tx.send(Msg::Command(cmd, r)).is_err() {
+                            return;
+                        }
+                        match w.await {
+                            Ok(Ok(m)) => ev.field("outcome", m),
+                            Ok(Err(e)) => ev.field("outcome", format!("recycle failed: {e}")),
+                            Err(_) => ev.field("outcome", "recycle abandoned"),
+                        }
+                    }
+                    Action::Command(argv) => {
+                        let argv: Vec<String> = argv
+                            .iter()
+                            .map(|a| {
+                                a.replace("{pid}", &pid.to_string())
+                                    .replace("{instance}", &id)
+                            })
+                            .collect();
+                        ev.field("outcome", run_operator_command(&argv).await)
+                    }
+                };
+                events.emit(ev);
+            }
+            let _ = tx.send(Msg::AutohealDone);
+        });
+    }
+
+    /// Between `min` and `max`: enough instances for the in-flight requests and the
+    /// queue at `target_inflight` each (and for CPU when `target_cpu` is set). Out at
+    /// once; in only after `cooldown` without a need for the current count.
+    async fn autoscale(&mut self) {
+        let Some(a) = self.app.autoscale.clone() else {
+            return;
+        };
+        if self.manual_scale || self.rolling.is_some() {
+            return;
+        }
+        let procs: Vec<&Proc> = self
+            .slots
+            .values()
+            .filter(|s| !s.removing)
+            .filter_map(|s| s.current.as_ref())
+            .collect();
+        let inflight: u32 = procs.iter().map(|p| p.peer.outstanding()).sum();
+        let queued = self.pool.queued() as u32;
+        let per = a.target_inflight.max(1);
+        let mut desired = (inflight + queued).div_ceil(per);
+        if let Some(cpu) = a.target_cpu {
+            let total: f64 = procs
+                .iter()
+                .filter_map(|p| p.sample.map(|s| s.cpu_pct))
+                .sum();
+            desired = desired.max((total / cpu.max(1.0)).ceil() as u32);
+        }
+        let desired = desired.clamp(a.min, a.max);
+        let now = Instant::now();
+        if desired >= self.target {
+            self.last_busy = now;
+        }
+        let why =
+            format!("autoscale: {inflight} in flight + {queued} queued, target {per} per instance");
+        if desired > self.target
+            || (desired < self.target
+                && now.duration_since(self.last_busy) >= a.cooldown
+                && now.duration_since(self.last_scale) >= a.cooldown)
+        {
+            let _ = self.scale(desired, &why).await;
+        }
     }
 
     /// Take `p` out of rotation, let its in-flight requests finish (up to
@@ -1088,6 +1382,7 @@ impl Actor {
                     restarts: s.restarts,
                     last_exit: s.last_exit.clone(),
                     peer: p.map(|p| p.peer.clone()),
+                    sample: p.and_then(|p| p.sample),
                 }
             })
             .collect();
@@ -1211,4 +1506,32 @@ fn exit_reason(id: &str, p: &Proc, how: &Ended) -> String {
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
+}
+
+fn action_name(a: &Action) -> String {
+    match a {
+        Action::Recycle => "recycle".into(),
+        Action::Log => "log".into(),
+        Action::Diagnose => "diagnose".into(),
+        Action::Command(argv) => format!("command {}", argv.join(" ")),
+    }
+}
+
+/// Run an operator's command (an AutoHeal action) for at most a minute.
+async fn run_operator_command(argv: &[String]) -> String {
+    let Some((prog, args)) = argv.split_first() else {
+        return "empty command".into();
+    };
+    let child = tokio::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    match tokio::time::timeout(Duration::from_secs(60), child).await {
+        Ok(Ok(s)) => format!("exited with {s}"),
+        Ok(Err(e)) => format!("could not run {prog:?}: {e}"),
+        Err(_) => "killed after 60s".into(),
+    }
 }

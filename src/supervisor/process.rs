@@ -133,7 +133,8 @@ pub fn stats(pid: u32) -> Option<(u64, f64)> {
     Some((rss_pages * page_size(), (utime + stime) as f64 / tick))
 }
 
-fn clock_ticks() -> f64 {
+/// Clock ticks per second (for /proc CPU times).
+pub fn clock_ticks() -> f64 {
     // SAFETY: sysconf reads a constant.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
@@ -143,7 +144,8 @@ fn clock_ticks() -> f64 {
     }
 }
 
-fn page_size() -> u64 {
+/// The memory page size in bytes.
+pub fn page_size() -> u64 {
     // SAFETY: sysconf reads a constant.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if p > 0 {

@@ -8,6 +8,7 @@
 pub mod conn;
 pub mod dns;
 pub mod health;
+pub mod stats;
 pub mod tls;
 
 use crate::config::{Eject, Queue, Retry};
@@ -42,6 +43,8 @@ pub struct Peer {
     pub conns: IdlePool,
     /// An instance the supervisor runs (its exits are reported through `mark_exited`).
     pub supervised: bool,
+    /// Requests measured on this peer.
+    pub stats: stats::PeerStats,
     exit: std::sync::Mutex<Option<Arc<ExitNotice>>>,
     exit_notify: Notify,
 }
@@ -54,6 +57,8 @@ pub struct ExitNotice {
     /// It ended by itself (an exit code, SIGSEGV, SIGABRT ...), so a request in flight
     /// may be the cause; false for SIGKILL/SIGTERM from outside.
     pub self_inflicted: bool,
+    /// Requests in flight on it when the exit was seen (filled in by `mark_exited`).
+    pub inflight: u32,
 }
 
 impl Peer {
@@ -71,15 +76,18 @@ impl Peer {
             ejections: AtomicU32::new(0),
             conns: IdlePool::default(),
             supervised: false,
+            stats: stats::PeerStats::default(),
             exit: std::sync::Mutex::new(None),
             exit_notify: Notify::new(),
         }
     }
 
-    /// A peer for an instance the supervisor runs on `127.0.0.1:port`.
-    pub fn instance(id: &str, port: u16) -> Peer {
+    /// A peer for an instance the supervisor runs on `127.0.0.1:port`, measured with
+    /// `stats` (which carries the app's AutoHeal windows).
+    pub fn instance(id: &str, port: u16, stats: stats::PeerStats) -> Peer {
         Peer {
             supervised: true,
+            stats,
             ..Peer::new(
                 id,
                 Target::addr(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
@@ -89,7 +97,8 @@ impl Peer {
     }
 
     /// The supervisor saw this instance's process end.
-    pub fn mark_exited(&self, notice: ExitNotice) {
+    pub fn mark_exited(&self, mut notice: ExitNotice) {
+        notice.inflight = self.outstanding();
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(notice));
         self.draining.store(true, Ordering::Relaxed);
         self.conns.clear();
@@ -160,6 +169,9 @@ pub struct Pool {
     epoch: Instant,
     /// Why the pool has no peer, when the supervisor knows (e.g. a crash loop).
     unavailable_reason: RwLock<Option<String>>,
+    /// Requests retried after an instance crashed by itself go one at a time, so a
+    /// request that crashes instances cannot take others down with it.
+    pub crash_lane: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why [`Pool::pick`] found no peer.
@@ -191,6 +203,7 @@ impl Pool {
             events,
             epoch: Instant::now(),
             unavailable_reason: RwLock::new(None),
+            crash_lane: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
