@@ -6,6 +6,7 @@
 #   MODE=dhat bench/profile.sh [BIN]    allocation profile under valgrind's DHAT
 #
 # Env: MODE (perf|dhat, perf), DURATION (load window, 15), STRACE_S (strace window, 5),
+#      URLPATH (/1k or /64k, /1k), H2 (1 = h2load with h2c prior knowledge, 0 = wrk),
 #      SCHED (rr|other, rr), OUT (result dir, /tmp/healgate-profile), FREQ (perf Hz, 1999).
 # MODE=perf writes to $OUT: perf.data (dwarf call graphs), perf-self.txt,
 #   perf-children.txt, strace.txt (syscall counts over STRACE_S s), wrk-*.txt,
@@ -22,6 +23,8 @@ SCHED=${SCHED:-rr}
 OUT=${OUT:-/tmp/healgate-profile}
 FREQ=${FREQ:-1999}
 MODE=${MODE:-perf}
+URLPATH=${URLPATH:-/1k}
+H2=${H2:-0}
 mkdir -p "$OUT"
 T=$(mktemp -d /dev/shm/hgprof.XXXXXX)
 PIDS=()   # long-lived: backend, gateway
@@ -85,11 +88,17 @@ for _ in $(seq 100); do
 done
 curl -fs http://127.0.0.1:19104/1k | cmp - "$T/www/1k"
 
-wrk_run() {  # wrk_run <seconds> <outfile>
-  taskset -c 1 "${PRIO[@]}" wrk -t1 -c50 -d"$1"s --latency http://127.0.0.1:19104/1k >"$2" 2>&1 &
+wrk_run() {  # wrk_run <seconds> <outfile>: the load (wrk, or h2load when H2=1)
+  if [[ $H2 == 1 ]]; then
+    taskset -c 1 "${PRIO[@]}" h2load -t1 -c50 -m1 -D"$1" "http://127.0.0.1:19104$URLPATH" >"$2" 2>&1 &
+  else
+    taskset -c 1 "${PRIO[@]}" wrk -t1 -c50 -d"$1"s --latency "http://127.0.0.1:19104$URLPATH" >"$2" 2>&1 &
+  fi
   CUR=$!; wait "$CUR"; CUR=
 }
-reqs() { awk '/requests in/{print $1}' "$1"; }
+reqs() {  # completed requests in a wrk or h2load output
+  awk '/requests in/{print $1} /^requests:/{for(i=1;i<=NF;i++) if($(i+1) ~ /^succeeded/) print $i}' "$1"
+}
 ticks() { awk '{print $14+$15}' "/proc/$GW/stat"; }   # utime+stime, clock ticks
 uticks() { awk '{print $14}' "/proc/$GW/stat"; }      # utime only
 

@@ -78,6 +78,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read the config file of a running gateway and apply what changed (also SIGHUP).
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Restart every instance of an app (rolling, overlapping: no dropped requests).
     Restart {
         /// The app, as named in the config.
@@ -150,12 +155,32 @@ impl Target {
                 p
             }
         };
-        let checked = load_config(&path)?;
-        Ok(Resolved {
-            data_dir: checked.config.gateway.data_dir,
-            admin_listen: checked.config.admin.listen,
-            token: checked.config.admin.token,
-        })
+        match config::load(&path) {
+            Ok(checked) => Ok(Resolved {
+                data_dir: checked.config.gateway.data_dir,
+                admin_listen: checked.config.admin.listen,
+                token: checked.config.admin.token,
+            }),
+            Err(invalid) if path.exists() => {
+                // The running gateway still has the last valid version: reach it anyway.
+                let n = invalid.errors().count();
+                eprintln!(
+                    "healgate: note: {} has {n} problem{} (see `healgate check`); reaching the running gateway anyway",
+                    path.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                let (data_dir, admin_listen, token) = config::control_target(&path);
+                Ok(Resolved {
+                    data_dir,
+                    admin_listen,
+                    token,
+                })
+            }
+            Err(invalid) => {
+                eprintln!("{invalid}");
+                Err(ExitCode::FAILURE)
+            }
+        }
     }
 }
 
@@ -172,21 +197,6 @@ impl Resolved {
     }
 }
 
-/// Load and check a config file; an invalid one is printed with every problem.
-fn load_config(path: &Path) -> Result<config::Checked, ExitCode> {
-    match config::load(path) {
-        Ok(checked) => {
-            print_warnings(&checked);
-            Ok(checked)
-        }
-        Err(invalid) => {
-            eprintln!("{invalid}");
-            eprintln!("healgate: {} is invalid", path.display());
-            Err(ExitCode::FAILURE)
-        }
-    }
-}
-
 /// Parse the command line and run the command. Exit codes: 0 ok, 1 failure or
 /// invalid input, 2 usage error.
 pub fn main() -> ExitCode {
@@ -195,7 +205,7 @@ pub fn main() -> ExitCode {
         Command::Run { config } => match config::load(&config) {
             Ok(checked) => {
                 print_warnings(&checked);
-                crate::run::run(checked.config)
+                crate::run::run(checked.config, &config)
             }
             Err(invalid) => {
                 eprintln!("{invalid}");
@@ -231,6 +241,7 @@ pub fn main() -> ExitCode {
             data_dir,
         } => crate::run::demo(listen, admin, data_dir),
         Command::Status { target, json } => with_target(&target, |g| status(g, json)),
+        Command::Reload { target } => with_target(&target, |g| command(g, "/api/v1/reload", None)),
         Command::Restart { app, target } => with_target(&target, |g| {
             let path = format!("/api/v1/apps/{}/restart", client::encode_segment(&app));
             command(g, &path, None)

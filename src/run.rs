@@ -5,17 +5,19 @@ use crate::config::Config;
 use crate::observe::access::AccessLog;
 use crate::observe::events::{Event, Events};
 use crate::observe::jsonl::JsonlWriter;
-use crate::proxy::{server, Gateway};
+use crate::proxy::{server, Gateway, Pools};
 use crate::{admin, supervisor};
+use std::collections::HashMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Run the gateway in the foreground until SIGTERM or SIGINT. Exit 0 after a clean
 /// shutdown, 1 when it cannot start.
-pub fn run(cfg: Config) -> ExitCode {
-    run_with(cfg, false)
+pub fn run(cfg: Config, path: &Path) -> ExitCode {
+    run_with(cfg, Some(path.to_owned()), false)
 }
 
 /// `healgate demo`: the gateway with three instances of the built-in demo app, no
@@ -32,10 +34,14 @@ pub fn demo(
             return ExitCode::FAILURE;
         }
     };
-    run_with(crate::config::demo(data_dir, listen, admin, &exe), true)
+    run_with(
+        crate::config::demo(data_dir, listen, admin, &exe),
+        None,
+        true,
+    )
 }
 
-fn run_with(cfg: Config, demo: bool) -> ExitCode {
+fn run_with(cfg: Config, path: Option<PathBuf>, demo: bool) -> ExitCode {
     init_tracing();
     let workers = match cfg.gateway.workers {
         0 => std::thread::available_parallelism()
@@ -74,7 +80,7 @@ fn run_with(cfg: Config, demo: bool) -> ExitCode {
         Ok(w) => w,
         Err(e) => return fail(&e),
     };
-    let result = rt.block_on(serve(&cfg, access.as_ref(), &events_log, demo));
+    let result = rt.block_on(serve(&cfg, path, access.as_ref(), &events_log, demo));
     // Every task is stopped with the runtime; then every queued log line is written.
     drop(rt);
     if let Some(a) = access {
@@ -89,6 +95,7 @@ fn run_with(cfg: Config, demo: bool) -> ExitCode {
 
 async fn serve(
     cfg: &Config,
+    path: Option<PathBuf>,
     access: Option<&JsonlWriter>,
     events_log: &JsonlWriter,
     demo: bool,
@@ -97,8 +104,8 @@ async fn serve(
         .map(|w| AccessLog::new(w.sender()))
         .unwrap_or_default();
     let events = Events::new(Some(events_log.sender()));
-    let built = Gateway::from_config(cfg, access, &events)?;
-    let gw = Arc::new(built.gateway);
+    let pools = Pools::build(cfg, &events, None)?;
+    let gw = Arc::new(Gateway::new(cfg, access, pools.router())?);
     let data_dir = &cfg.gateway.data_dir;
     let token = admin::token(data_dir, cfg.admin.token.as_deref())?;
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
@@ -114,22 +121,28 @@ async fn serve(
     admin::write_admin_file(data_dir, admin_addr)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    for c in built.checks {
-        tasks.push(tokio::spawn(crate::upstream::health::run(
-            c.pool,
-            c.health,
-            stop_rx.clone(),
-        )));
-    }
-    let (supervisor, supervisor_task) = supervisor::start(built.apps, events.clone(), data_dir);
+    let (supervisor, supervisor_task) =
+        supervisor::start(pools.apps.clone(), events.clone(), data_dir);
+    let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<admin::ReloadRequest>();
     let admin_state = Arc::new(admin::AdminState {
         token,
         supervisor: Some(supervisor.clone()),
         events: events.clone(),
         started: std::time::Instant::now(),
+        reload: Some(reload_tx),
     });
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx.clone()));
+    let mut live = Live {
+        path,
+        config: cfg.clone(),
+        health: HashMap::new(),
+        pools,
+        gw: gw.clone(),
+        supervisor: supervisor.clone(),
+        events: events.clone(),
+        stop: stop_rx.clone(),
+    };
+    live.start_health_checks();
     events.emit(Event::new("gateway_started", "healgate").field("pid", std::process::id()));
     let serving = tokio::spawn(server::serve(
         gw,
@@ -138,7 +151,26 @@ async fn serve(
         cfg.gateway.shutdown_grace,
         stop_rx,
     ));
-    let signal = wait_for_signal().await;
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = Signals::new()?;
+    let signal = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                match live.reload().await {
+                    Ok(m) => tracing::info!("SIGHUP: {m}"),
+                    Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays:\n{e}"),
+                }
+            }
+            Some(reply) = reload_rx.recv() => {
+                let _ = reply.send(live.reload().await);
+            }
+        }
+    };
     tracing::info!("{signal}: shutting down");
     // Stop accepting and let in-flight requests finish, then stop the instances.
     let _ = stop_tx.send(true);
@@ -151,13 +183,182 @@ async fn serve(
         Err(e) => tracing::warn!("stopping instances: {e}"),
     }
     let _ = supervisor_task.await;
-    for t in tasks {
+    for (_, t) in live.health.drain() {
         t.abort();
     }
     let _ = admin_task.await;
     admin::remove_admin_file(data_dir);
     events.emit(Event::new("gateway_stopped", "healgate").field("signal", signal));
     Ok(())
+}
+
+/// What a reload changes: the running config, its pools, their health checks.
+struct Live {
+    path: Option<PathBuf>,
+    config: Config,
+    pools: Pools,
+    /// Health-check tasks by pool (its address).
+    health: HashMap<usize, tokio::task::JoinHandle<()>>,
+    gw: Arc<Gateway>,
+    supervisor: supervisor::control::Handle,
+    events: Events,
+    stop: watch::Receiver<bool>,
+}
+
+impl Live {
+    /// Run health checks for every upstream pool that has none running; stop those of
+    /// pools that are gone.
+    fn start_health_checks(&mut self) {
+        let mut keep = HashMap::new();
+        for (up, pool) in &self.pools.upstreams {
+            let key = Arc::as_ptr(pool) as usize;
+            match self.health.remove(&key) {
+                Some(t) => {
+                    keep.insert(key, t);
+                }
+                None => {
+                    if let Some(h) = &up.health {
+                        let t = tokio::spawn(crate::upstream::health::run(
+                            pool.clone(),
+                            h.clone(),
+                            self.stop.clone(),
+                        ));
+                        keep.insert(key, t);
+                    }
+                }
+            }
+        }
+        for (_, t) in self.health.drain() {
+            t.abort();
+        }
+        self.health = keep;
+    }
+
+    /// Re-read the config file. An invalid file is refused with the same messages as
+    /// `healgate check` and nothing changes. A valid one is applied as a diff: new and
+    /// changed apps are (re)configured (changed ones roll), removed ones drain and
+    /// stop, unchanged apps and upstreams keep their pools and connections, and the
+    /// routing table is swapped at once.
+    async fn reload(&mut self) -> Result<String, String> {
+        let Some(path) = self.path.clone() else {
+            return Err("this gateway runs without a config file (demo): nothing to reload".into());
+        };
+        let new = match crate::config::load(&path) {
+            Ok(c) => c.config,
+            Err(invalid) => {
+                let problems: Vec<String> =
+                    invalid.problems.iter().map(|p| p.to_string()).collect();
+                self.events
+                    .emit(Event::new("config_rejected", "healgate").field("problems", problems));
+                return Err(invalid.to_string());
+            }
+        };
+        let mut notes = Vec::new();
+        let mut effective = new.clone();
+        if new.gateway != self.config.gateway {
+            notes.push(
+                "[gateway] changed: listeners, timeouts and limits apply after a restart"
+                    .to_owned(),
+            );
+            effective.gateway = self.config.gateway.clone();
+        }
+        if new.admin != self.config.admin {
+            notes.push("[admin] changed: applies after a restart".to_owned());
+            effective.admin = self.config.admin.clone();
+        }
+        if new.errors != self.config.errors {
+            notes.push("[errors] changed: applies after a restart".to_owned());
+            effective.errors = self.config.errors.clone();
+        }
+        let pools =
+            Pools::build(&effective, &self.events, Some(&self.pools)).map_err(|e| e.to_string())?;
+        let (mut added, mut changed, mut unchanged, mut removed) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (app, pool) in &pools.apps {
+            let old = self.pools.apps.iter().find(|(a, _)| a.name == app.name);
+            match old {
+                Some((a, p)) if a == app && Arc::ptr_eq(p, pool) => {
+                    unchanged.push(app.name.clone());
+                    continue;
+                }
+                Some(_) => changed.push(app.name.clone()),
+                None => added.push(app.name.clone()),
+            }
+            let cmd = supervisor::control::Command::Configure {
+                app: Box::new(app.clone()),
+                pool: pool.clone(),
+            };
+            if let Err(e) = self.supervisor.send(cmd).await {
+                notes.push(format!("{}: {e}", app.name));
+            }
+        }
+        for (app, _) in &self.pools.apps {
+            if !pools.apps.iter().any(|(a, _)| a.name == app.name) {
+                removed.push(app.name.clone());
+                let sup = self.supervisor.clone();
+                let name = app.name.clone();
+                tokio::spawn(async move {
+                    let _ = sup
+                        .send(supervisor::control::Command::Remove { app: name })
+                        .await;
+                });
+            }
+        }
+        for (up, pool) in &pools.upstreams {
+            match self.pools.upstreams.iter().find(|(u, _)| u.name == up.name) {
+                Some((_, p)) if Arc::ptr_eq(p, pool) => unchanged.push(up.name.clone()),
+                Some(_) => changed.push(up.name.clone()),
+                None => added.push(up.name.clone()),
+            }
+        }
+        for (up, _) in &self.pools.upstreams {
+            if !pools.upstreams.iter().any(|(u, _)| u.name == up.name) {
+                removed.push(up.name.clone());
+            }
+        }
+        self.gw.set_router(pools.router());
+        self.pools = pools;
+        self.config = effective;
+        self.start_health_checks();
+        self.events.emit(
+            Event::new("config_reloaded", "healgate")
+                .field("added", added.clone())
+                .field("changed", changed.clone())
+                .field("removed", removed.clone())
+                .field("unchanged", unchanged.clone())
+                .field("notes", notes.clone()),
+        );
+        let mut msg = format!(
+            "reloaded {}: {} added, {} changed, {} removed, {} unchanged",
+            path.display(),
+            added.len(),
+            changed.len(),
+            removed.len(),
+            unchanged.len()
+        );
+        for n in notes {
+            msg.push_str(&format!("\nnote: {n}"));
+        }
+        Ok(msg)
+    }
+}
+
+/// The signals the gateway acts on, registered once: TERM/INT stop, HUP reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
 }
 
 /// Print where the gateway listens (tests and scripts read these lines).
@@ -197,21 +398,6 @@ fn listeners_announced(
     }
     let _ = out.flush();
     Ok(listeners)
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }
 
 fn fail(e: &std::io::Error) -> ExitCode {

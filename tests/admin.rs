@@ -58,6 +58,7 @@ impl Admin {
             supervisor,
             events: events.clone(),
             started: Instant::now() - Duration::from_secs(90),
+            reload: None,
         });
         let (stop, stop_rx) = watch::channel(false);
         let served = rt.spawn(admin::serve(listener, state, stop_rx));
@@ -131,6 +132,9 @@ async fn fake_supervisor(
                 Err(format!("unknown app {app:?}"))
             }
             Command::Shutdown => Ok("stopping".to_owned()),
+            Command::Configure { .. } | Command::Remove { .. } => {
+                Err("not sent by admin".to_owned())
+            }
         };
         received.lock().unwrap().push(command);
         let _ = reply.send(answer);
@@ -603,12 +607,23 @@ fn cli_verbs_drive_the_running_gateway() {
         err.contains("no gateway is running") && err.contains(&unused.to_string()),
         "{err}"
     );
-    // An invalid config: its problems, exit 1.
+    // An invalid config: a note that it has problems, then the running gateway is
+    // reached with what can be read of it (here its data_dir, with no admin.json).
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[admin]\nlisten = \"nowhere\"\n").unwrap();
+    std::fs::write(
+        &bad,
+        format!(
+            "[gateway]\ndata_dir = \"{}\"\nlistn = 1\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
     let (code, _, err) = common::healgate(&["status", "-c", &bad.display().to_string()]);
     assert_eq!(code, 1);
-    assert!(err.contains("admin.listen"), "{err}");
+    assert!(
+        err.contains("has 1 problem") && err.contains("no gateway is running"),
+        "{err}"
+    );
 }
 
 #[test]

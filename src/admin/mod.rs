@@ -14,6 +14,7 @@
 //! | `GET /api/v1/events?since=N` | `{"events":[{"seq":N,"event":{...}}], "last":N}`: events after `N` (default 0), oldest first; poll again with `since=last` |
 //! | `POST /api/v1/apps/{app}/restart` | a rolling restart of every instance of `app` |
 //! | `POST /api/v1/apps/{app}/scale` | body `{"instances":N}`: run `N` instances of `app` |
+//! | `POST /api/v1/reload` | re-read the config file and apply the difference; 422 with the `check` messages when the file is invalid |
 //! | `POST /api/v1/instances/{id}/recycle` | an overlapping recycle of instance `id` (`web#2`, sent as `web%232`; `web-2` works too); optional body `{"reason":"..."}` |
 //!
 //! Command routes answer `200 {"ok":true,"message":..}` when the supervisor accepted
@@ -63,7 +64,12 @@ pub struct AdminState {
     pub events: Events,
     /// When the gateway started (for `uptime_s`).
     pub started: Instant,
+    /// Where `POST /api/v1/reload` sends its request; `None` when reload is not offered.
+    pub reload: Option<tokio::sync::mpsc::UnboundedSender<ReloadRequest>>,
 }
+
+/// A reload request: the reply carries the outcome (the `check` messages on refusal).
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
 
 /// The admin token: `configured` (from the config file or env `HEALGATE_ADMIN_TOKEN`,
 /// already resolved by config) when given, else the one in `data_dir/admin.token`, else

@@ -24,6 +24,7 @@ enum Route {
     Restart(String),
     Scale(String),
     Recycle(String),
+    Reload,
 }
 
 impl Route {
@@ -38,7 +39,7 @@ impl Route {
         const POST: &[Method] = &[Method::POST];
         match self {
             Route::Index | Route::Healthz | Route::Status | Route::Events => GET,
-            Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) => POST,
+            Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) | Route::Reload => POST,
         }
     }
 }
@@ -67,6 +68,7 @@ fn route(path: &str) -> Result<Route, NoRoute> {
         ["healthz"] => Ok(Route::Healthz),
         ["api", "v1", "status"] => Ok(Route::Status),
         ["api", "v1", "events"] => Ok(Route::Events),
+        ["api", "v1", "reload"] => Ok(Route::Reload),
         ["api", "v1", "apps", app, "restart"] => Ok(Route::Restart(named(app)?)),
         ["api", "v1", "apps", app, "scale"] => Ok(Route::Scale(named(app)?)),
         ["api", "v1", "instances", id, "recycle"] => Ok(Route::Recycle(instance_id(&named(id)?))),
@@ -200,6 +202,29 @@ where
         Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
         Route::Status => status(state),
         Route::Events => events(state, query.as_deref()),
+        Route::Reload => {
+            let Some(tx) = &state.reload else {
+                return error(StatusCode::NOT_FOUND, "this gateway does not offer reload");
+            };
+            let (reply, outcome) = tokio::sync::oneshot::channel();
+            if tx.send(reply).is_err() {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the gateway is shutting down",
+                );
+            }
+            match outcome.await {
+                Ok(Ok(m)) => json_response(StatusCode::OK, &json!({"ok": true, "message": m})),
+                Ok(Err(why)) => json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({"ok": false, "error": why}),
+                ),
+                Err(_) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the gateway is shutting down",
+                ),
+            }
+        }
         Route::Restart(app) => {
             // A restart takes no body; any body is ignored.
             let command = Command::Restart { app: app.clone() };

@@ -220,3 +220,35 @@ pub fn demo(data_dir: PathBuf, listen: SocketAddr, admin: SocketAddr, self_exe: 
         }],
     }
 }
+
+/// Where a running gateway's control API is, read leniently from a config file that
+/// may have problems elsewhere (so `healgate status` and `reload` still reach the
+/// gateway that runs the previous, valid version): `(data_dir, admin.listen,
+/// admin.token)`, with the defaults for anything missing or unreadable.
+pub fn control_target(path: &Path) -> (PathBuf, SocketAddr, Option<String>) {
+    let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+    let mut data_dir = Gateway::default().data_dir;
+    let mut listen = Admin::default().listen;
+    let mut token = std::env::var("HEALGATE_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if let Some(doc) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| toml_edit::Document::parse(t).ok())
+    {
+        let get = |table: &str, key: &str| doc.get(table)?.get(key)?.as_str().map(str::to_owned);
+        if let Some(d) = get("gateway", "data_dir") {
+            data_dir = PathBuf::from(d);
+        }
+        if let Some(a) = get("admin", "listen").and_then(|a| a.parse().ok()) {
+            listen = a;
+        }
+        if let Some(t) = get("admin", "token") {
+            token = Some(t);
+        }
+    }
+    if data_dir.is_relative() {
+        data_dir = base.join(data_dir);
+    }
+    (data_dir, listen, token)
+}

@@ -12,7 +12,7 @@ pub mod pages;
 pub mod route;
 pub mod server;
 
-use crate::config::{Config, Health, Limits};
+use crate::config::{self, App, Config, Limits, Upstream};
 use crate::observe::access::AccessLog;
 use crate::observe::events::Events;
 use crate::upstream::conn::Connector;
@@ -40,125 +40,148 @@ pub struct Gateway {
     own_hosts: Vec<String>,
 }
 
-/// A pool with active health checks to run.
-pub struct Checked {
-    pub pool: Arc<Pool>,
-    pub health: Health,
+/// Every pool a config asks for, with the config each was built from.
+#[derive(Default, Clone)]
+pub struct Pools {
+    pub upstreams: Vec<(Upstream, Arc<Pool>)>,
+    pub apps: Vec<(App, Arc<Pool>)>,
 }
 
-/// What [`Gateway::from_config`] builds besides the gateway itself.
-pub struct Built {
-    pub gateway: Gateway,
-    /// Upstream pools with active health checks.
-    pub checks: Vec<Checked>,
-    /// Each app with the (empty) pool its routes point at, for the supervisor to fill.
-    pub apps: Vec<(crate::config::App, Arc<Pool>)>,
+impl Pools {
+    /// Build the pools of `cfg`, reusing from `previous` every pool whose settings did
+    /// not change (its connections, health verdicts and queue stay as they are).
+    pub fn build(cfg: &Config, events: &Events, previous: Option<&Pools>) -> io::Result<Pools> {
+        let g = &cfg.gateway;
+        let mut pools = Pools::default();
+        for up in &cfg.upstreams {
+            let reused = previous
+                .and_then(|p| p.upstreams.iter().find(|(u, _)| u == up))
+                .map(|(_, pool)| pool.clone());
+            let pool = match reused {
+                Some(p) => p,
+                None => upstream_pool(up, g, events)?,
+            };
+            pools.upstreams.push((up.clone(), pool));
+        }
+        for app in &cfg.apps {
+            let same_pool = |a: &App| {
+                a.name == app.name
+                    && a.max_concurrency == app.max_concurrency
+                    && a.queue == app.queue
+                    && a.retry == app.retry
+            };
+            let reused = previous
+                .and_then(|p| p.apps.iter().find(|(a, _)| same_pool(a)))
+                .map(|(_, pool)| pool.clone());
+            let pool = reused.unwrap_or_else(|| app_pool(app, g, events));
+            pools.apps.push((app.clone(), pool));
+        }
+        Ok(pools)
+    }
+
+    /// The routing table over these pools.
+    pub fn router(&self) -> Router {
+        let mut routes = Vec::new();
+        let named = self
+            .upstreams
+            .iter()
+            .map(|(u, p)| (&u.routes, p))
+            .chain(self.apps.iter().map(|(a, p)| (&a.routes, p)));
+        for (r, pool) in named {
+            for prefix in &r.prefixes {
+                routes.push(Route {
+                    name: pool.name.clone(),
+                    host: r.host.clone(),
+                    prefix: prefix.clone(),
+                    strip_prefix: r.strip_prefix,
+                    pool: pool.clone(),
+                });
+            }
+        }
+        Router::new(routes)
+    }
+}
+
+/// The pool of an `[[upstream]]`: its servers as peers, DNS, TLS.
+pub fn upstream_pool(up: &Upstream, g: &config::Gateway, events: &Events) -> io::Result<Arc<Pool>> {
+    let peers = up
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Arc::new(Peer::new(
+                &format!("{}#{}", up.name, i + 1),
+                Target::new(&s.host, s.port),
+                s.tls,
+            ))
+        })
+        .collect();
+    let tls = if up.servers.iter().any(|s| s.tls) {
+        Some(
+            Tls::new(&up.tls)
+                .map_err(|e| io::Error::new(e.kind(), format!("upstream {}: {e}", up.name)))?,
+        )
+    } else {
+        None
+    };
+    let connector = Connector {
+        resolver: Resolver::new(&up.dns, g.timeouts.dns),
+        tls,
+        connect_timeout: g.timeouts.connect,
+        dns_timeout: g.timeouts.dns,
+        dns_refresh: up.dns.refresh,
+        response_header_limit: g.limits.response_header,
+        idle_limit: g.timeouts.upstream_idle,
+    };
+    let settings = PoolSettings {
+        max_concurrency: up.max_concurrency,
+        queue: up.queue.clone(),
+        retry: up.retry.clone(),
+        eject: up.eject.clone(),
+        response_header_timeout: g.timeouts.response_header,
+        wait_for_peers: false,
+    };
+    Ok(Arc::new(Pool::new(
+        &up.name,
+        peers,
+        settings,
+        connector,
+        events.clone(),
+    )))
+}
+
+/// The (empty) pool of an `[[app]]`, for the supervisor to publish instances into.
+pub fn app_pool(app: &App, g: &config::Gateway, events: &Events) -> Arc<Pool> {
+    let connector = Connector {
+        resolver: Resolver::System,
+        tls: None,
+        connect_timeout: g.timeouts.connect,
+        dns_timeout: g.timeouts.dns,
+        dns_refresh: std::time::Duration::from_secs(30),
+        response_header_limit: g.limits.response_header,
+        idle_limit: g.timeouts.upstream_idle,
+    };
+    let settings = PoolSettings {
+        max_concurrency: app.max_concurrency,
+        queue: app.queue.clone(),
+        retry: app.retry.clone(),
+        eject: config::Eject::default(),
+        response_header_timeout: g.timeouts.response_header,
+        wait_for_peers: true,
+    };
+    Arc::new(Pool::new(
+        &app.name,
+        Vec::new(),
+        settings,
+        connector,
+        events.clone(),
+    ))
 }
 
 impl Gateway {
-    /// Build the gateway and its upstream pools from a checked config.
-    pub fn from_config(cfg: &Config, access: AccessLog, events: &Events) -> io::Result<Built> {
+    /// The gateway for `cfg`, routing over `router`.
+    pub fn new(cfg: &Config, access: AccessLog, router: Router) -> io::Result<Gateway> {
         let g = &cfg.gateway;
-        let mut routes = Vec::new();
-        let mut checks = Vec::new();
-        for up in &cfg.upstreams {
-            let peers = up
-                .servers
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    Arc::new(Peer::new(
-                        &format!("{}#{}", up.name, i + 1),
-                        Target::new(&s.host, s.port),
-                        s.tls,
-                    ))
-                })
-                .collect();
-            let tls =
-                if up.servers.iter().any(|s| s.tls) {
-                    Some(Tls::new(&up.tls).map_err(|e| {
-                        io::Error::new(e.kind(), format!("upstream {}: {e}", up.name))
-                    })?)
-                } else {
-                    None
-                };
-            let connector = Connector {
-                resolver: Resolver::new(&up.dns, g.timeouts.dns),
-                tls,
-                connect_timeout: g.timeouts.connect,
-                dns_timeout: g.timeouts.dns,
-                dns_refresh: up.dns.refresh,
-                response_header_limit: g.limits.response_header,
-                idle_limit: g.timeouts.upstream_idle,
-            };
-            let settings = PoolSettings {
-                max_concurrency: up.max_concurrency,
-                queue: up.queue.clone(),
-                retry: up.retry.clone(),
-                eject: up.eject.clone(),
-                response_header_timeout: g.timeouts.response_header,
-                wait_for_peers: false,
-            };
-            let pool = Arc::new(Pool::new(
-                &up.name,
-                peers,
-                settings,
-                connector,
-                events.clone(),
-            ));
-            if let Some(h) = &up.health {
-                checks.push(Checked {
-                    pool: pool.clone(),
-                    health: h.clone(),
-                });
-            }
-            for prefix in &up.routes.prefixes {
-                routes.push(Route {
-                    name: pool.name.clone(),
-                    host: up.routes.host.clone(),
-                    prefix: prefix.clone(),
-                    strip_prefix: up.routes.strip_prefix,
-                    pool: pool.clone(),
-                });
-            }
-        }
-        let mut apps = Vec::new();
-        for app in &cfg.apps {
-            let connector = Connector {
-                resolver: Resolver::System,
-                tls: None,
-                connect_timeout: g.timeouts.connect,
-                dns_timeout: g.timeouts.dns,
-                dns_refresh: std::time::Duration::from_secs(30),
-                response_header_limit: g.limits.response_header,
-                idle_limit: g.timeouts.upstream_idle,
-            };
-            let settings = PoolSettings {
-                max_concurrency: app.max_concurrency,
-                queue: app.queue.clone(),
-                retry: app.retry.clone(),
-                eject: crate::config::Eject::default(),
-                response_header_timeout: g.timeouts.response_header,
-                wait_for_peers: true,
-            };
-            let pool = Arc::new(Pool::new(
-                &app.name,
-                Vec::new(),
-                settings,
-                connector,
-                events.clone(),
-            ));
-            for prefix in &app.routes.prefixes {
-                routes.push(Route {
-                    name: pool.name.clone(),
-                    host: app.routes.host.clone(),
-                    prefix: prefix.clone(),
-                    strip_prefix: app.routes.strip_prefix,
-                    pool: pool.clone(),
-                });
-            }
-            apps.push((app.clone(), pool));
-        }
         let pages = pages::Pages::new(
             cfg.errors.support_url.clone(),
             cfg.errors.details,
@@ -172,20 +195,16 @@ impl Gateway {
             "127.0.0.1".to_owned(),
             "::1".to_owned(),
         ]);
-        Ok(Built {
-            gateway: Gateway {
-                router: RwLock::new(Arc::new(Router::new(routes))),
-                pages,
-                access,
-                limits: g.limits.clone(),
-                details: cfg.errors.details,
-                via_h1: HeaderValue::from_str(&format!("1.1 {via_token}")).expect("ascii"),
-                via_h2: HeaderValue::from_str(&format!("2 {via_token}")).expect("ascii"),
-                via_token,
-                own_hosts,
-            },
-            checks,
-            apps,
+        Ok(Gateway {
+            router: RwLock::new(Arc::new(router)),
+            pages,
+            access,
+            limits: g.limits.clone(),
+            details: cfg.errors.details,
+            via_h1: HeaderValue::from_str(&format!("1.1 {via_token}")).expect("ascii"),
+            via_h2: HeaderValue::from_str(&format!("2 {via_token}")).expect("ascii"),
+            via_token,
+            own_hosts,
         })
     }
 

@@ -16,6 +16,14 @@ pub enum Command {
     Scale { app: String, instances: u32 },
     /// Stop every instance (gateway shutdown).
     Shutdown,
+    /// Start an app, or apply a reloaded config to a running one (with the pool its
+    /// routes point at now).
+    Configure {
+        app: Box<crate::config::App>,
+        pool: Arc<crate::upstream::Pool>,
+    },
+    /// Drain and stop every instance of an app that left the config.
+    Remove { app: String },
 }
 
 /// A command with its reply channel.

@@ -89,6 +89,8 @@ enum Msg {
     Tick,
     /// The actions of an AutoHeal firing finished.
     AutohealDone,
+    /// A reloaded config for this app, and the pool its routes now point at.
+    Update(Box<App>, Arc<Pool>, Reply),
 }
 
 /// How often instances are sampled and rules evaluated.
@@ -171,6 +173,8 @@ struct Actor {
     rolling: Option<(Vec<u32>, Reply, usize)>,
     shutdown: Option<Reply>,
     view: Arc<RwLock<AppView>>,
+    /// The pool before the last reload: still served by requests queued in it.
+    previous_pool: Option<Arc<Pool>>,
     diagnostics_dir: PathBuf,
     sampler: Sampler,
     /// When AutoHeal recycled an instance of this app (for `max_recycles`).
@@ -194,81 +198,85 @@ pub fn start(
     events: Events,
     data_dir: &Path,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
-    let output = Output::start();
-    let ports = Arc::new(Ports::default());
+    let ctx = Spawner {
+        output: Output::start(),
+        ports: Arc::new(Ports::default()),
+        events,
+        data_dir: data_dir.to_owned(),
+        views: Arc::default(),
+    };
     let mut actors: HashMap<String, mpsc::UnboundedSender<Msg>> = HashMap::new();
-    let mut views: Vec<(Arc<RwLock<AppView>>, Arc<Pool>)> = Vec::new();
     let mut tasks = Vec::new();
     for (app, pool) in apps {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let view = Arc::new(RwLock::new(AppView {
-            name: app.name.clone(),
-            state: "starting",
-            target: app.instances,
-            reason: None,
-            slots: Vec::new(),
-        }));
-        views.push((view.clone(), pool.clone()));
-        actors.insert(app.name.clone(), tx.clone());
-        let target = match &app.autoscale {
-            Some(a) => app.instances.clamp(a.min, a.max),
-            None => app.instances,
-        };
-        let actor = Actor {
-            target,
-            diagnostics_dir: data_dir.join("diagnostics"),
-            sampler: Sampler::default(),
-            recycles: VecDeque::new(),
-            fired: HashSet::new(),
-            suppressed: HashSet::new(),
-            held: HashMap::new(),
-            healing: false,
-            manual_scale: false,
-            last_scale: Instant::now(),
-            last_busy: Instant::now(),
-            logs_dir: data_dir.join("logs").join("apps").join(&app.name),
-            app,
-            pool,
-            events: events.clone(),
-            output: output.clone(),
-            ports: ports.clone(),
-            tx,
-            slots: BTreeMap::new(),
-            next_gen: 0,
-            recycle_waiters: HashMap::new(),
-            rolling: None,
-            shutdown: None,
-            view,
-        };
-        tasks.push(tokio::spawn(actor.run(rx)));
+        let name = app.name.clone();
+        let (tx, task) = ctx.spawn(app, pool);
+        actors.insert(name, tx);
+        tasks.push(task);
     }
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Envelope>();
-    let out = output.clone();
+    let views = ctx.views.clone();
     let router = tokio::spawn(async move {
         while let Some(Envelope { command, reply }) = ctl_rx.recv().await {
             match command {
                 Command::Shutdown => {
-                    let mut waits = Vec::new();
-                    for tx in actors.values() {
-                        let (r, w) = oneshot::channel();
-                        if tx.send(Msg::Command(Command::Shutdown, r)).is_ok() {
-                            waits.push(w);
-                        }
-                    }
+                    let waits: Vec<_> = actors
+                        .values()
+                        .filter_map(|tx| {
+                            let (r, w) = oneshot::channel();
+                            tx.send(Msg::Command(Command::Shutdown, r))
+                                .is_ok()
+                                .then_some(w)
+                        })
+                        .collect();
                     for w in waits {
                         let _ = w.await;
                     }
-                    out.flush();
+                    ctx.output.flush();
                     let _ = reply.send(Ok("all instances stopped".into()));
                     break;
                 }
+                Command::Configure { app, pool } => match actors.get(&app.name) {
+                    Some(tx) => {
+                        ctx.set_pool(&app.name, &pool);
+                        if let Err(mpsc::error::SendError(Msg::Update(_, _, r))) =
+                            tx.send(Msg::Update(app, pool, reply))
+                        {
+                            let _ = r.send(Err("the app is stopped".into()));
+                        }
+                    }
+                    None => {
+                        let name = app.name.clone();
+                        let (tx, task) = ctx.spawn(*app, pool);
+                        actors.insert(name.clone(), tx);
+                        tasks.push(task);
+                        let _ = reply.send(Ok(format!("{name}: started")));
+                    }
+                },
+                Command::Remove { app } => match actors.remove(&app) {
+                    Some(tx) => {
+                        let (r, w) = oneshot::channel();
+                        let _ = tx.send(Msg::Command(Command::Shutdown, r));
+                        let views = ctx.views.clone();
+                        tokio::spawn(async move {
+                            let outcome = w.await.unwrap_or_else(|_| Ok(format!("{app}: stopped")));
+                            views
+                                .write()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .retain(|(n, _, _)| *n != app);
+                            let _ = reply.send(outcome);
+                        });
+                    }
+                    None => {
+                        let _ = reply.send(Err(format!("unknown app {app:?}")));
+                    }
+                },
                 cmd => {
                     let app = match &cmd {
                         Command::Restart { app } | Command::Scale { app, .. } => app.clone(),
                         Command::Recycle { instance, .. } => {
                             instance.split('#').next().unwrap_or("").to_owned()
                         }
-                        Command::Shutdown => unreachable!(),
+                        _ => String::new(),
                     };
                     match actors.get(&app) {
                         Some(tx) => {
@@ -291,11 +299,95 @@ pub fn start(
     });
     let status = Arc::new(move || {
         views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(v, pool)| app_status(&v.read().unwrap_or_else(|p| p.into_inner()), pool))
+            .map(|(_, v, pool)| app_status(&v.read().unwrap_or_else(|p| p.into_inner()), pool))
             .collect()
     });
     (Handle::new(ctl_tx, status), router)
+}
+
+/// Status views of every app: (name, view, the pool it publishes into).
+type Views = Arc<RwLock<Vec<(String, Arc<RwLock<AppView>>, Arc<Pool>)>>>;
+
+/// What every app actor shares, and how one is started.
+struct Spawner {
+    output: Output,
+    ports: Arc<Ports>,
+    events: Events,
+    data_dir: PathBuf,
+    views: Views,
+}
+
+impl Spawner {
+    fn spawn(
+        &self,
+        app: App,
+        pool: Arc<Pool>,
+    ) -> (mpsc::UnboundedSender<Msg>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let view = Arc::new(RwLock::new(AppView {
+            name: app.name.clone(),
+            state: "starting",
+            target: app.instances,
+            reason: None,
+            slots: Vec::new(),
+        }));
+        self.views.write().unwrap_or_else(|p| p.into_inner()).push((
+            app.name.clone(),
+            view.clone(),
+            pool.clone(),
+        ));
+        let actor = Actor {
+            target: initial_target(&app),
+            diagnostics_dir: self.data_dir.join("diagnostics"),
+            sampler: Sampler::default(),
+            recycles: VecDeque::new(),
+            fired: HashSet::new(),
+            suppressed: HashSet::new(),
+            held: HashMap::new(),
+            healing: false,
+            manual_scale: false,
+            last_scale: Instant::now(),
+            last_busy: Instant::now(),
+            logs_dir: self.data_dir.join("logs").join("apps").join(&app.name),
+            app,
+            pool,
+            previous_pool: None,
+            events: self.events.clone(),
+            output: self.output.clone(),
+            ports: self.ports.clone(),
+            tx: tx.clone(),
+            slots: BTreeMap::new(),
+            next_gen: 0,
+            recycle_waiters: HashMap::new(),
+            rolling: None,
+            shutdown: None,
+            view,
+        };
+        (tx, tokio::spawn(actor.run(rx)))
+    }
+
+    fn set_pool(&self, app: &str, pool: &Arc<Pool>) {
+        for (n, _, p) in self
+            .views
+            .write()
+            .unwrap_or_else(|x| x.into_inner())
+            .iter_mut()
+        {
+            if n == app {
+                *p = pool.clone();
+            }
+        }
+    }
+}
+
+fn initial_target(app: &App) -> u32 {
+    match &app.autoscale {
+        Some(a) => app.instances.clamp(a.min, a.max),
+        None => app.instances,
+    }
 }
 
 fn app_status(v: &AppView, pool: &Pool) -> AppStatus {
@@ -369,6 +461,9 @@ impl Actor {
                 Msg::RecycleDone { outcome } => self.roll_on(outcome).await,
                 Msg::Tick => self.tick().await,
                 Msg::AutohealDone => self.healing = false,
+                Msg::Update(app, pool, reply) => {
+                    let _ = reply.send(self.update(*app, pool).await);
+                }
             }
             self.refresh();
             if self.shutdown.is_some() && self.all_stopped() {
@@ -918,6 +1013,9 @@ impl Actor {
                 }
                 let _ = reply.send(self.scale(instances, "requested").await);
             }
+            Command::Configure { .. } | Command::Remove { .. } => {
+                let _ = reply.send(Err("handled by the supervisor, not an app".into()));
+            }
             Command::Shutdown => {
                 self.shutdown = Some(reply);
                 self.pool.set_peers(Vec::new());
@@ -1061,6 +1159,57 @@ impl Actor {
             "{}: scaled from {from} to {instances} instances",
             self.app.name
         ))
+    }
+
+    /// Apply a reloaded config: a changed command, environment or health check rolls
+    /// every instance (overlapping); a changed count scales; rules and limits apply
+    /// from now on. A manual scale stops overriding autoscale.
+    async fn update(&mut self, app: App, pool: Arc<Pool>) -> Result<String, String> {
+        let old = std::mem::replace(&mut self.app, app);
+        if !Arc::ptr_eq(&pool, &self.pool) {
+            self.previous_pool = Some(std::mem::replace(&mut self.pool, pool));
+            self.publish();
+        }
+        self.manual_scale = false;
+        let new = self.app.clone();
+        let roll = old.command != new.command
+            || old.cwd != new.cwd
+            || old.env != new.env
+            || old.health != new.health
+            || old.startup_timeout != new.startup_timeout;
+        let mut did = Vec::new();
+        if new.autoscale.is_none() && old.instances != new.instances {
+            self.scale(new.instances, "config reloaded").await?;
+            did.push(format!("scaled to {}", new.instances));
+        } else if let Some(a) = &new.autoscale {
+            let t = self.target.clamp(a.min, a.max);
+            if t != self.target {
+                self.scale(t, "config reloaded: autoscale bounds").await?;
+                did.push(format!("scaled to {t}"));
+            }
+        }
+        if roll {
+            let (r, w) = oneshot::channel();
+            self.command(
+                Command::Restart {
+                    app: self.app.name.clone(),
+                },
+                r,
+            )
+            .await;
+            let events = self.events.clone();
+            let name = self.app.name.clone();
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = w.await {
+                    events.emit(Event::new("reload_restart_failed", &name).field("reason", e));
+                }
+            });
+            did.push("rolling restart with the new command".into());
+        }
+        if did.is_empty() {
+            did.push("settings updated".into());
+        }
+        Ok(format!("{}: {}", self.app.name, did.join(", ")))
     }
 
     /// Every [`TICK`]: measure every instance's process tree, then evaluate AutoHeal
@@ -1348,6 +1497,9 @@ impl Actor {
             .map(|p| p.peer.clone())
             .collect();
         let none_ready = peers.is_empty();
+        if let Some(prev) = &self.previous_pool {
+            prev.set_peers(peers.clone());
+        }
         self.pool.set_peers(peers);
         let looping = self
             .slots

@@ -174,6 +174,14 @@ pub struct Pool {
     pub crash_lane: Arc<tokio::sync::Semaphore>,
 }
 
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why [`Pool::pick`] found no peer.
 enum Pick {
     Peer(Arc<Peer>),
