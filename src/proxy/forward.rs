@@ -45,8 +45,10 @@ struct Ctx {
     start: Instant,
     request_id: HeaderValue,
     method: http::Method,
-    host: Option<String>,
-    path: String,
+    /// The Host header (or the authority of an h2 / absolute-form request), as sent.
+    host: Option<HeaderValue>,
+    /// The request target as received (path and query are read from it).
+    uri: Uri,
     accept: Option<HeaderValue>,
     accept_language: Option<HeaderValue>,
     route: Option<Arc<str>>,
@@ -58,11 +60,43 @@ struct Ctx {
     last_peer: Option<Arc<crate::upstream::Peer>>,
 }
 
+impl Ctx {
+    fn path(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    fn host_str(&self) -> &str {
+        self.host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// The client side of one connection, computed once per connection.
+pub struct Client {
+    pub addr: SocketAddr,
+    /// The client's address as an `X-Forwarded-For` value.
+    pub forwarded_for: HeaderValue,
+}
+
+impl Client {
+    /// The client at `addr`.
+    pub fn new(addr: SocketAddr) -> Client {
+        let ip = addr.ip().to_canonical().to_string();
+        Client {
+            addr,
+            forwarded_for: HeaderValue::from_str(&ip)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
+}
+
 /// Phase driver: one client request in, one response out.
 pub async fn handle(
     gw: Arc<Gateway>,
     req: Request<Incoming>,
-    client: SocketAddr,
+    client: &Client,
 ) -> Response<ProxyBody> {
     // accept: request id, loop check, header limits.
     let request_id = match req.headers().get(&X_REQUEST_ID) {
@@ -73,13 +107,11 @@ pub async fn handle(
         start: Instant::now(),
         request_id,
         method: req.method().clone(),
-        host: headers::request_host(&req),
-        path: req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_owned(),
+        host: match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => req.headers().get(header::HOST).cloned(),
+        },
+        uri: req.uri().clone(),
         accept: None,
         accept_language: None,
         route: None,
@@ -97,19 +129,20 @@ pub async fn handle(
     // route
     let absolute_form = req.version() < Version::HTTP_2 && req.uri().authority().is_some();
     let router = gw.router();
-    let explicit_only = absolute_form && !gw.is_own_host(ctx.host.as_deref());
-    let Some(route) = router.find(ctx.host.as_deref(), req.uri().path(), explicit_only) else {
+    let host_key = ctx.host.as_ref().and_then(headers::routing_host);
+    let explicit_only = absolute_form && !gw.is_own_host(host_key.as_deref());
+    let Some(route) = router.find(host_key.as_deref(), req.uri().path(), explicit_only) else {
         ctx.accept = req.headers().get(header::ACCEPT).cloned();
         ctx.accept_language = req.headers().get(header::ACCEPT_LANGUAGE).cloned();
         let why = if explicit_only {
             format!(
                 "absolute-form request for {} is not proxied (no open proxy)",
-                ctx.host.as_deref().unwrap_or("?")
+                host_key.as_deref().unwrap_or("?")
             )
         } else {
             format!(
                 "no route for {}{}",
-                ctx.host.as_deref().unwrap_or(""),
+                host_key.as_deref().unwrap_or(""),
                 req.uri().path()
             )
         };
@@ -145,7 +178,7 @@ pub async fn handle(
             Ok(l) => l,
             Err(e) => return gw.error_response(&ctx_view_with(&ctx, this.headers()), e),
         };
-        tried |= 1u64.checked_shl(peer_index(&lease)).unwrap_or(0);
+        tried |= 1u64.checked_shl(lease.index).unwrap_or(0);
         ctx.upstream = Some(lease.peer.id.clone());
         ctx.last_peer = Some(lease.peer.clone());
         let accept = this.headers().get(header::ACCEPT).cloned();
@@ -223,7 +256,7 @@ pub async fn handle(
                             p.stats.record(
                                 err.cause.status().as_u16(),
                                 ctx.start.elapsed(),
-                                &ctx.path,
+                                ctx.path(),
                                 Some(err.cause.proxy_status()),
                             );
                         }
@@ -285,7 +318,7 @@ fn prepare(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &Ctx,
-    client: SocketAddr,
+    client: &Client,
     route: &super::route::Route,
 ) -> Result<Request<ReqBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
@@ -296,31 +329,37 @@ fn prepare(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let path = upstream_path(route, pq);
-    parts.uri = Uri::try_from(path.as_ref())
-        .map_err(|e| ProxyError::new(Cause::BadRequest, format!("bad request target: {e}")))?;
+    // Origin-form as received needs no rewrite; absolute-form, h2 and strip_prefix do.
+    if route.strip_prefix || parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = upstream_path(route, pq);
+        parts.uri = Uri::try_from(path.as_ref())
+            .map_err(|e| ProxyError::new(Cause::BadRequest, format!("bad request target: {e}")))?;
+    }
     let version = parts.version;
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
+    // Room for what is added below, in one growth.
+    h.reserve(6);
     if let Some(host) = &original_host {
-        h.insert(header::HOST, host.clone());
+        if !h.contains_key(header::HOST) {
+            h.insert(header::HOST, host.clone());
+        }
         if !h.contains_key(&X_FORWARDED_HOST) {
             h.insert(X_FORWARDED_HOST.clone(), host.clone());
         }
     }
-    let ip = client.ip().to_canonical().to_string();
     let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+        Some(prev) => HeaderValue::from_str(&format!(
+            "{prev}, {}",
+            client.forwarded_for.to_str().unwrap_or("")
+        ))
+        .ok(),
+        None => Some(client.forwarded_for.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !h.contains_key(&X_FORWARDED_PROTO) {
@@ -348,14 +387,6 @@ fn clone_parts(req: &Request<ReqBody>) -> http::request::Parts {
     parts.version = req.version();
     parts.headers = req.headers().clone();
     parts
-}
-
-fn peer_index(lease: &Lease) -> u32 {
-    let peers = lease.pool.peers();
-    peers
-        .iter()
-        .position(|p| Arc::ptr_eq(p, &lease.peer))
-        .unwrap_or(64) as u32
 }
 
 /// connect → send → receive, on one peer. On failure, the request comes back when it
@@ -492,18 +523,18 @@ fn respond(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-    let path = lease.peer.stats.wants_path().then(|| ctx.path.clone());
+    let path = lease.peer.stats.wants_path().then(|| ctx.path().to_owned());
     let record = gw.access.enabled().then(|| AccessRecord {
         ts: String::new(),
         request_id: ctx.request_id.to_str().unwrap_or("").to_owned(),
         method: ctx.method.as_str().to_owned(),
-        host: ctx.host.unwrap_or_default(),
-        path: ctx.path,
+        host: ctx.host_str().to_owned(),
+        path: ctx.path().to_owned(),
         status: parts.status.as_u16(),
         bytes: 0,
         duration_ms: 0.0,
-        route: ctx.route,
-        upstream: ctx.upstream,
+        route: ctx.route.clone(),
+        upstream: ctx.upstream.clone(),
         attempts: ctx.attempts,
         source: Source::Upstream,
         error: None,
@@ -548,8 +579,8 @@ fn ctx_view(ctx: &Ctx) -> View<'_> {
     View {
         request_id: &ctx.request_id,
         method: &ctx.method,
-        host: ctx.host.as_deref(),
-        path: &ctx.path,
+        host: ctx.host.as_ref().and_then(|h| h.to_str().ok()),
+        path: ctx.path(),
         accept: ctx.accept.as_ref(),
         accept_language: ctx.accept_language.as_ref(),
         route: ctx.route.as_ref(),

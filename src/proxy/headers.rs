@@ -19,6 +19,20 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (cheap comparisons of
+    // standard names) instead of a hash lookup per hop-by-hop header.
+    let hop = |k: &HeaderName| {
+        *k == header::CONNECTION
+            || *k == KEEP_ALIVE
+            || *k == PROXY_CONNECTION
+            || *k == header::TE
+            || *k == header::TRAILER
+            || *k == header::TRANSFER_ENCODING
+            || *k == header::UPGRADE
+    };
+    if !h.keys().any(hop) {
+        return;
+    }
     if let Some(conn) = h.get(header::CONNECTION).cloned() {
         if let Ok(list) = conn.to_str() {
             for name in list.split(',') {
@@ -106,16 +120,15 @@ pub fn keep_alive_exhausted(h: &HeaderMap) -> bool {
         })
 }
 
-/// The host a request is for: the URI's authority, else `Host`; lowercase, no port.
-pub fn request_host<B>(req: &http::Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host().to_owned(),
-        None => {
-            let h = req.headers().get(header::HOST)?.to_str().ok()?;
-            strip_port(h).to_owned()
-        }
-    };
-    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+/// The routing key of a `Host` value: no port, no trailing dot, lowercase (borrowed
+/// unless it had to be lowercased).
+pub fn routing_host(h: &HeaderValue) -> Option<std::borrow::Cow<'_, str>> {
+    let raw = strip_port(h.to_str().ok()?).trim_end_matches('.');
+    Some(if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        raw.to_ascii_lowercase().into()
+    } else {
+        raw.into()
+    })
 }
 
 fn strip_port(h: &str) -> &str {

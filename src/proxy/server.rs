@@ -156,9 +156,11 @@ async fn connection(
         prefix,
         inner: stream,
     });
+    let client = Arc::new(forward::Client::new(addr));
     let svc = service_fn(move |req| {
         let gw = gw.clone();
-        async move { Ok::<_, Infallible>(forward::handle(gw, req, addr).await) }
+        let client = client.clone();
+        async move { Ok::<_, Infallible>(forward::handle(gw, req, &client).await) }
     });
     let conn = builder.serve_connection(io, svc);
     let conn = watcher.watch(conn.into_owned());

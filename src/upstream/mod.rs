@@ -184,7 +184,8 @@ impl std::fmt::Debug for Pool {
 
 /// Why [`Pool::pick`] found no peer.
 enum Pick {
-    Peer(Arc<Peer>),
+    /// A peer and its index in the pool's list.
+    Peer(Arc<Peer>, u32),
     /// Peers exist but all are at `max_concurrency` (or starting): wait.
     Busy,
     /// No peer can take requests; the text says why.
@@ -267,8 +268,8 @@ impl Pool {
                     && has_room(p)
                     && !(avoid_tried && was_tried(i))
             };
-            if let Some(p) = p2c(&peers, ok) {
-                return Pick::Peer(p);
+            if let Some((i, p)) = p2c(&peers, ok) {
+                return Pick::Peer(p, i as u32);
             }
         }
         // None free. Busy peers in rotation mean: wait for a slot.
@@ -280,12 +281,13 @@ impl Pool {
         }
         // All peers in rotation are passively ejected: try the one whose cool-down
         // ends first rather than fail without trying (its real error is more useful).
-        if let Some(p) = peers
+        if let Some((i, p)) = peers
             .iter()
-            .filter(|p| in_rotation(p) && has_room(p))
-            .min_by_key(|p| p.ejected_until_ms.load(Ordering::Relaxed))
+            .enumerate()
+            .filter(|(_, p)| in_rotation(p) && has_room(p))
+            .min_by_key(|(_, p)| p.ejected_until_ms.load(Ordering::Relaxed))
         {
-            return Pick::Peer(p.clone());
+            return Pick::Peer(p.clone(), i as u32);
         }
         let reason = self
             .unavailable_reason
@@ -303,13 +305,20 @@ impl Pool {
 
     /// A lease on a peer: now, or after waiting in the bounded FIFO queue.
     pub async fn acquire(self: &Arc<Self>, tried: u64) -> Result<Lease, ProxyError> {
+        // Fast path: a free peer, without registering as a waiter.
+        match self.pick(tried) {
+            Pick::Peer(peer, index) => return Ok(Lease::new(self.clone(), peer, index)),
+            Pick::Unavailable(why) => return Err(ProxyError::new(Cause::NoHealthyPeer, why)),
+            Pick::Busy => {}
+        }
         let mut slot: Option<QueueSlot<'_>> = None;
         let mut deadline = None;
         loop {
+            // Registered before looking again, so a slot freed in between wakes us.
             let mut notified = pin!(self.wakeup.notified());
             notified.as_mut().enable();
             match self.pick(tried) {
-                Pick::Peer(peer) => return Ok(Lease::new(self.clone(), peer)),
+                Pick::Peer(peer, index) => return Ok(Lease::new(self.clone(), peer, index)),
                 Pick::Unavailable(why) => return Err(ProxyError::new(Cause::NoHealthyPeer, why)),
                 Pick::Busy => {
                     if slot.is_none() {
@@ -454,21 +463,14 @@ fn describe_unavailable(name: &str, peers: &[Arc<Peer>]) -> String {
 
 /// Two random candidates among those `ok` accepts; the one with fewer outstanding
 /// requests wins. No allocation: two passes over the list.
-fn p2c(peers: &[Arc<Peer>], ok: impl Fn(usize, &Peer) -> bool) -> Option<Arc<Peer>> {
+fn p2c(peers: &[Arc<Peer>], ok: impl Fn(usize, &Peer) -> bool) -> Option<(usize, Arc<Peer>)> {
     let n = peers.iter().enumerate().filter(|(i, p)| ok(*i, p)).count();
     if n == 0 {
         return None;
     }
-    let nth = |k: usize| {
-        peers
-            .iter()
-            .enumerate()
-            .filter(|(i, p)| ok(*i, p))
-            .nth(k)
-            .map(|(_, p)| p)
-    };
+    let nth = |k: usize| peers.iter().enumerate().filter(|(i, p)| ok(*i, p)).nth(k);
     if n == 1 {
-        return nth(0).cloned();
+        return nth(0).map(|(i, p)| (i, p.clone()));
     }
     let a = (rand_u64() % n as u64) as usize;
     let mut b = (rand_u64() % (n as u64 - 1)) as usize;
@@ -476,14 +478,12 @@ fn p2c(peers: &[Arc<Peer>], ok: impl Fn(usize, &Peer) -> bool) -> Option<Arc<Pee
         b += 1;
     }
     let (pa, pb) = (nth(a)?, nth(b)?);
-    Some(
-        if pb.outstanding() < pa.outstanding() {
-            pb
-        } else {
-            pa
-        }
-        .clone(),
-    )
+    let (i, p) = if pb.1.outstanding() < pa.1.outstanding() {
+        pb
+    } else {
+        pa
+    };
+    Some((i, p.clone()))
 }
 
 /// A fast thread-local xorshift generator, seeded from the std hasher's random keys.
@@ -520,12 +520,14 @@ impl Drop for QueueSlot<'_> {
 pub struct Lease {
     pub pool: Arc<Pool>,
     pub peer: Arc<Peer>,
+    /// The peer's index in the pool's list when it was picked.
+    pub index: u32,
 }
 
 impl Lease {
-    fn new(pool: Arc<Pool>, peer: Arc<Peer>) -> Lease {
+    fn new(pool: Arc<Pool>, peer: Arc<Peer>, index: u32) -> Lease {
         peer.outstanding.fetch_add(1, Ordering::AcqRel);
-        Lease { pool, peer }
+        Lease { pool, peer, index }
     }
 }
 
@@ -586,8 +588,8 @@ mod tests {
         let peers = vec![peer("a#1"), peer("a#2")];
         peers[0].outstanding.store(5, Ordering::Relaxed);
         for _ in 0..100 {
-            let p = p2c(&peers, |_, _| true).unwrap();
-            assert_eq!(&*p.id, "a#2");
+            let (i, p) = p2c(&peers, |_, _| true).unwrap();
+            assert_eq!((i, &*p.id), (1, "a#2"));
         }
     }
 
@@ -596,7 +598,7 @@ mod tests {
         let peers = vec![peer("a#1"), peer("a#2"), peer("a#3")];
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            seen.insert(p2c(&peers, |_, _| true).unwrap().id.clone());
+            seen.insert(p2c(&peers, |_, _| true).unwrap().1.id.clone());
         }
         assert_eq!(seen.len(), 3);
     }
