@@ -3,9 +3,7 @@
 
 mod common;
 
-use common::{eventually, get, Gateway, KeepAlive};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use common::{eventually, get, Gateway, KeepAlive, Load};
 use std::time::{Duration, Instant};
 
 fn app(instances: u32, extra: &str) -> String {
@@ -28,62 +26,6 @@ fn ready(gw: &Gateway, n: usize) -> Vec<(String, u32)> {
         (p.len() == n).then_some(p)
     })
     .unwrap_or_else(|| panic!("{n} ready: {}", gw.status()))
-}
-
-/// GETs on keep-alive connections until stopped; failures kept.
-struct Load {
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicUsize>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: std::net::SocketAddr, threads: usize, path: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    let mut c = KeepAlive::new(addr);
-                    let deadline = Instant::now() + Duration::from_secs(120);
-                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                        match c.send("GET", path, b"") {
-                            Ok((200, _, _)) => {}
-                            Ok((s, h, _)) => failures.lock().unwrap().push(format!("{s} {h:?}")),
-                            Err(e) => failures.lock().unwrap().push(format!("transport: {e}")),
-                        }
-                        done.fetch_add(1, Ordering::SeqCst);
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            done,
-            failures,
-            threads,
-        }
-    }
-
-    fn wait_for(&self, more: usize) {
-        let target = self.done.load(Ordering::SeqCst) + more;
-        eventually(Duration::from_secs(30), || {
-            (self.done.load(Ordering::SeqCst) >= target).then_some(())
-        })
-        .expect("load progresses");
-    }
-
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let f = self.failures.lock().unwrap().clone();
-        (self.done.load(Ordering::SeqCst), f)
-    }
 }
 
 #[test]
@@ -112,7 +54,7 @@ fn memory_rule_recycles_the_leaking_instance_within_3s_without_failures() {
     })
     .expect("the leaking instance is recycled");
     load.wait_for(200);
-    let (done, failures) = load.finish();
+    let (done, failures, _) = load.finish();
     assert!(
         failures.is_empty(),
         "{} of {done} failed: {:?}",
@@ -293,7 +235,7 @@ fn autoscale_grows_to_max_under_load_and_shrinks_to_min_after_cooldown() {
         (gw.ready_pids("web").len() == 3).then_some(())
     });
     load.wait_for(40);
-    let (done, failures) = load.finish();
+    let (done, failures, _) = load.finish();
     assert!(grown.is_some(), "grew to max: {}", gw.status());
     assert!(
         failures.is_empty(),

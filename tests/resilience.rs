@@ -5,7 +5,7 @@ mod common;
 
 use common::upstreams;
 use common::{get, Gateway, KeepAlive};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,41 +75,6 @@ fn keep_alive_race_gives_no_gateway_errors() {
     );
 }
 
-/// GETs on `threads` keep-alive connections until `stop`; returns (ok, failed).
-fn load(
-    addr: std::net::SocketAddr,
-    threads: usize,
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicUsize>,
-) -> Vec<std::thread::JoinHandle<(usize, usize)>> {
-    (0..threads)
-        .map(|_| {
-            let stop = stop.clone();
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let mut c = KeepAlive::new(addr);
-                let (mut ok, mut failed) = (0, 0);
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    match c.send("GET", "/", b"") {
-                        Ok((200, _, _)) => ok += 1,
-                        Ok((s, h, b)) => {
-                            eprintln!("failed: {s} {h:?} {}", String::from_utf8_lossy(&b));
-                            failed += 1
-                        }
-                        Err(e) => {
-                            eprintln!("transport error: {e}");
-                            failed += 1
-                        }
-                    }
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-                (ok, failed)
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn a_server_stopped_under_load_fails_no_get_and_comes_back() {
     let a = upstreams::DemoApp::start();
@@ -121,13 +86,8 @@ fn a_server_stopped_under_load_fails_no_get_and_comes_back() {
         &[a.addr.to_string(), b.addr.to_string()],
         extra,
     ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let workers = load(gw.addr, 4, stop.clone(), done.clone());
-    common::eventually(Duration::from_secs(10), || {
-        (done.load(Ordering::SeqCst) > 200).then_some(())
-    })
-    .expect("load runs");
+    let load = common::Load::start(gw.addr, 4, "/");
+    load.wait_for(200);
 
     b.stop();
     let ejected = common::eventually(Duration::from_secs(10), || {
@@ -136,13 +96,9 @@ fn a_server_stopped_under_load_fails_no_get_and_comes_back() {
             .find(|e| e["kind"] == "instance_ejected" && e["instance"] == "api#2")
     });
     assert!(ejected.is_some(), "the stopped server is ejected");
-    let before = done.load(Ordering::SeqCst);
-    common::eventually(Duration::from_secs(10), || {
-        (done.load(Ordering::SeqCst) > before + 200).then_some(())
-    })
-    .expect("load goes on while one server is down");
+    load.wait_for(200);
 
-    let _b2 = upstreams::DemoApp::start_on(b_port);
+    let b2 = upstreams::DemoApp::start_on(b_port);
     let readmitted = common::eventually(Duration::from_secs(10), || {
         gw.jsonl("events.jsonl")
             .into_iter()
@@ -152,33 +108,22 @@ fn a_server_stopped_under_load_fails_no_get_and_comes_back() {
         readmitted.is_some(),
         "the server is readmitted when it comes back"
     );
-    // Traffic reaches it again.
-    let served_by_b = common::eventually(Duration::from_secs(10), || {
-        let entries = gw.jsonl("access.jsonl");
-        let after = entries
-            .iter()
-            .position(|e| e["upstream"] == "api#1")
-            .unwrap_or(0);
-        entries[after..]
-            .iter()
-            .rev()
-            .take(200)
-            .any(|e| e["upstream"] == "api#2" && e["status"] == 200)
-            .then_some(())
+    // Traffic reaches the new process again.
+    let b2_pid = b2.child.id();
+    let served_by_b2 = common::eventually(Duration::from_secs(10), || {
+        load.wait_for(20);
+        load.pids().contains(&b2_pid).then_some(())
     });
-    stop.store(true, Ordering::SeqCst);
-    let (mut ok, mut failed) = (0, 0);
-    for w in workers {
-        let (o, f) = w.join().unwrap();
-        ok += o;
-        failed += f;
-    }
+    let (done, failures, _) = load.finish();
     assert!(
-        served_by_b.is_some(),
+        served_by_b2.is_some(),
         "requests reach the readmitted server"
     );
-    assert!(ok > 400, "{ok} requests");
-    assert_eq!(failed, 0, "no GET failed while a server went away");
+    assert!(done > 400, "{done} requests");
+    assert!(
+        failures.is_empty(),
+        "no GET failed while a server went away: {failures:?}"
+    );
 }
 
 #[test]
@@ -322,4 +267,39 @@ fn h2c_prior_knowledge_is_served() {
     assert_eq!(version, http::Version::HTTP_2);
     assert_eq!(status, 200);
     assert_eq!(&body[..], b"over h2");
+}
+
+#[test]
+fn idle_keep_alive_connections_close_but_slow_requests_do_not() {
+    let up = upstreams::slow(Duration::from_millis(2500));
+    let cfg = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n[gateway.timeouts]\nclient_idle = \"1s\"\n\n{}",
+        upstream_config("app", &[up.addr.to_string()], "")
+    );
+    let gw = Gateway::start(&cfg);
+    // A request slower than the idle timeout completes: the connection is busy.
+    let mut c = KeepAlive::new(gw.addr);
+    let (status, _, body) = c.send("GET", "/slow", b"").unwrap();
+    assert_eq!((status, &body[..]), (200, &b"slow"[..]));
+    // Then, idle after its response, the gateway closes it within two idle periods.
+    use std::io::{Read, Write};
+    let mut raw = std::net::TcpStream::connect(gw.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"slow") {
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the response");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let t0 = Instant::now();
+    let n = raw.read(&mut buf).unwrap_or(usize::MAX);
+    let waited = t0.elapsed();
+    assert_eq!(n, 0, "closed by the gateway (read returned {n})");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(4500),
+        "{waited:?}"
+    );
 }

@@ -3,10 +3,8 @@
 
 mod common;
 
-use common::{eventually, get, Gateway, KeepAlive};
+use common::{eventually, get, Gateway, Load};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn demo_app(name: &str, instances: u32, extra: &str) -> String {
@@ -22,79 +20,6 @@ fn wait_ready(gw: &Gateway, app: &str, n: usize) -> Vec<(String, u32)> {
         (pids.len() == n).then_some(pids)
     })
     .unwrap_or_else(|| panic!("{app}: {n} instances ready; status {}", gw.status()))
-}
-
-/// A steady GET load: the statuses and pids seen, until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicUsize>,
-    failures: Arc<Mutex<Vec<String>>>,
-    pids: Arc<Mutex<HashSet<u32>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: std::net::SocketAddr, threads: usize, path: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let pids = Arc::new(Mutex::new(HashSet::new()));
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, done, failures, pids) =
-                    (stop.clone(), done.clone(), failures.clone(), pids.clone());
-                std::thread::spawn(move || {
-                    let mut c = KeepAlive::new(addr);
-                    let deadline = Instant::now() + Duration::from_secs(120);
-                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                        match c.send("GET", path, b"") {
-                            Ok((200, h, _)) => {
-                                if let Some((_, p)) =
-                                    h.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-pid"))
-                                {
-                                    pids.lock().unwrap().insert(p.parse().unwrap_or(0));
-                                }
-                            }
-                            Ok((s, h, b)) => failures.lock().unwrap().push(format!(
-                                "{s} {h:?} {}",
-                                String::from_utf8_lossy(&b)
-                                    .chars()
-                                    .take(300)
-                                    .collect::<String>()
-                            )),
-                            Err(e) => failures.lock().unwrap().push(format!("transport: {e}")),
-                        }
-                        done.fetch_add(1, Ordering::SeqCst);
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            done,
-            failures,
-            pids,
-            threads,
-        }
-    }
-
-    fn wait_for(&self, more: usize) {
-        let target = self.done.load(Ordering::SeqCst) + more;
-        eventually(Duration::from_secs(30), || {
-            (self.done.load(Ordering::SeqCst) >= target).then_some(())
-        })
-        .expect("the load makes progress");
-    }
-
-    fn finish(self) -> (usize, Vec<String>, HashSet<u32>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let f = self.failures.lock().unwrap().clone();
-        let p = self.pids.lock().unwrap().clone();
-        (self.done.load(Ordering::SeqCst), f, p)
-    }
 }
 
 fn events(gw: &Gateway, kind: &str) -> Vec<serde_json::Value> {

@@ -78,6 +78,12 @@ pub struct Client {
     pub addr: SocketAddr,
     /// The client's address as an `X-Forwarded-For` value.
     pub forwarded_for: HeaderValue,
+    /// Requests started on this connection (the idle watchdog's clock).
+    pub started: std::sync::atomic::AtomicU64,
+    /// Requests whose response header is not yet sent.
+    pub waiting: std::sync::atomic::AtomicU32,
+    /// Writes to the client (a streaming response is not idle).
+    pub writes: std::sync::atomic::AtomicU64,
 }
 
 impl Client {
@@ -88,6 +94,9 @@ impl Client {
             addr,
             forwarded_for: HeaderValue::from_str(&ip)
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            started: Default::default(),
+            waiting: Default::default(),
+            writes: Default::default(),
         }
     }
 }

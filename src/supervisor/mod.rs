@@ -1229,6 +1229,16 @@ impl Actor {
                 p.sample = p.pid.and_then(|pid| samples.get(&pid).copied());
             }
         }
+        // Forget rule state of processes that are gone.
+        let live: HashSet<u64> = self
+            .slots
+            .values()
+            .flat_map(|s| s.current.iter().chain(s.replacement.iter().map(|(p, _)| p)))
+            .map(|p| p.gen)
+            .collect();
+        self.fired.retain(|(g, _)| live.contains(g));
+        self.suppressed.retain(|(g, _)| live.contains(g));
+        self.held.retain(|(g, _), _| live.contains(g));
         self.autoheal();
         self.autoscale().await;
     }

@@ -4,12 +4,14 @@
 
 pub mod upstreams;
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A directory removed when dropped.
@@ -492,4 +494,84 @@ pub fn healgate(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A steady GET load on keep-alive connections: failures and the pids (X-Pid) that
+/// answered, until stopped (or two minutes).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    pids: Arc<Mutex<HashSet<u32>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: std::net::SocketAddr, threads: usize, path: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let pids = Arc::new(Mutex::new(HashSet::new()));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, done, failures, pids) =
+                    (stop.clone(), done.clone(), failures.clone(), pids.clone());
+                std::thread::spawn(move || {
+                    let mut c = KeepAlive::new(addr);
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        match c.send("GET", path, b"") {
+                            Ok((200, h, _)) => {
+                                if let Some((_, p)) =
+                                    h.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-pid"))
+                                {
+                                    pids.lock().unwrap().insert(p.parse().unwrap_or(0));
+                                }
+                            }
+                            Ok((s, h, b)) => failures.lock().unwrap().push(format!(
+                                "{s} {h:?} {}",
+                                String::from_utf8_lossy(&b)
+                                    .chars()
+                                    .take(300)
+                                    .collect::<String>()
+                            )),
+                            Err(e) => failures.lock().unwrap().push(format!("transport: {e}")),
+                        }
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            done,
+            failures,
+            pids,
+            threads,
+        }
+    }
+
+    pub fn wait_for(&self, more: usize) {
+        let target = self.done.load(Ordering::SeqCst) + more;
+        eventually(Duration::from_secs(30), || {
+            (self.done.load(Ordering::SeqCst) >= target).then_some(())
+        })
+        .expect("the load makes progress");
+    }
+
+    /// The pids that answered so far.
+    pub fn pids(&self) -> HashSet<u32> {
+        self.pids.lock().unwrap().clone()
+    }
+
+    /// Stop; (requests done, failures, pids that answered).
+    pub fn finish(self) -> (usize, Vec<String>, HashSet<u32>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let f = self.failures.lock().unwrap().clone();
+        let p = self.pids.lock().unwrap().clone();
+        (self.done.load(Ordering::SeqCst), f, p)
+    }
 }
