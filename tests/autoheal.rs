@@ -55,12 +55,7 @@ fn memory_rule_recycles_the_leaking_instance_within_3s_without_failures() {
     .expect("the leaking instance is recycled");
     load.wait_for(200);
     let (done, failures, _) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} of {done} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
+    common::assert_none_failed(done, &failures);
     assert_eq!(fired["pid"], leaker);
     assert_eq!(fired["threshold"], 64u64 << 20);
     assert!(fired["measured"].as_u64().unwrap() > 64 << 20, "{fired}");
@@ -237,12 +232,7 @@ fn autoscale_grows_to_max_under_load_and_shrinks_to_min_after_cooldown() {
     load.wait_for(40);
     let (done, failures, _) = load.finish();
     assert!(grown.is_some(), "grew to max: {}", gw.status());
-    assert!(
-        failures.is_empty(),
-        "{} of {done} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
+    common::assert_none_failed(done, &failures);
     let shrunk = eventually(Duration::from_secs(20), || {
         (gw.ready_pids("web").len() == 1
             && gw.status()["apps"][0]["instances"]

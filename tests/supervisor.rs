@@ -51,12 +51,7 @@ fn kill_9_of_an_instance_under_load_fails_nothing() {
         load.wait_for(50);
     }
     let (done, failures, _) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} of {done} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    common::assert_none_failed(done, &failures);
     assert!(done > 1000, "{done} requests");
     assert_ne!(after[&victim_id], victim_pid);
     let exit = events(&gw, "instance_exited")
@@ -76,12 +71,7 @@ fn crash_under_load_fails_only_the_crashing_request() {
     let r = get(gw.addr, "/crash", &[]);
     load.wait_for(300);
     let (done, failures, _) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} of {done} other requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    common::assert_none_failed(done, &failures);
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.proxy_error().as_deref(), Some("connection_terminated"));
     let entry = gw.access_entry(r.header("x-request-id").unwrap());
@@ -153,12 +143,7 @@ fn rolling_restart_under_load_changes_every_pid_and_fails_nothing() {
     assert_eq!(code, 0, "{out}{err}");
     load.wait_for(300);
     let (done, failures, _) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} of {done} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    common::assert_none_failed(done, &failures);
     let after: HashSet<u32> = wait_ready(&gw, "web", 3)
         .into_iter()
         .map(|(_, p)| p)

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
@@ -109,7 +109,7 @@ impl Pages {
         let lang = negotiate_language(page.accept_language);
         let title = title(lang, page.status);
         let message = meaning(lang, page.error);
-        let time = rfc3339(page.now);
+        let time = crate::observe::time::rfc3339(page.now);
         let cause = if self.details { page.details } else { None };
         let content_language = HeaderValue::from_static(lang.code());
 
@@ -531,46 +531,6 @@ fn negotiate_language(header: Option<&HeaderValue>) -> Lang {
 }
 
 // ---------------------------------------------------------------------------
-// Time
-
-/// Format as RFC 3339 UTC with second precision, e.g. `2026-11-22T04:21:04Z`.
-fn rfc3339(t: SystemTime) -> String {
-    let secs: i64 = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2),
-        Err(e) => {
-            let d = e.duration();
-            let whole = i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
-            -whole - i64::from(d.subsec_nanos() > 0)
-        }
-    };
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
-/// Days since 1970-01-01 -> (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
-    let d = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    // d and m are small positive numbers by construction.
-    (y, m as u32, d as u32)
-}
-
-// ---------------------------------------------------------------------------
 // Texts: en, fr, sv, nl, de, es (in `Lang` order)
 
 type Tr = [&'static str; 6];
@@ -904,7 +864,7 @@ fn retry_hint(lang: Lang, secs: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
@@ -1205,27 +1165,6 @@ mod tests {
         // An empty dir is fine.
         let empty = TempDir::new("empty");
         assert!(Pages::new(None, false, Some(&empty.0)).is_ok());
-    }
-
-    #[test]
-    fn time_formatting() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(at(1_795_321_264)), "2026-11-22T04:21:04Z");
-        assert_eq!(rfc3339(at(951_868_799)), "2000-02-29T23:59:59Z");
-        assert_eq!(
-            rfc3339(at(951_868_799) + Duration::from_millis(999)),
-            "2000-02-29T23:59:59Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
-            "1969-12-31T23:59:59Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH - Duration::from_millis(500)),
-            "1969-12-31T23:59:59Z"
-        );
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-719_468), (0, 3, 1));
     }
 
     #[test]

@@ -707,38 +707,18 @@ impl Actor {
             return;
         };
         if slot.current.as_ref().is_some_and(|p| p.gen == gen) {
-            let p = slot.current.as_mut().expect("checked");
-            p.ready = true;
-            let (pid, port) = (p.pid.unwrap_or(0), p.port);
-            let id = slot.id.clone();
-            self.events.emit(
-                Event::new("instance_ready", &self.app.name)
-                    .instance(&id)
-                    .pid(pid)
-                    .field("port", port)
-                    .field("startup_ms", took.as_millis() as u64),
-            );
-            self.watch_health(n, self.slots[&n].current.as_ref().expect("checked"));
-            self.publish();
+            slot.current.as_mut().expect("checked").ready = true;
+            self.serve_current(n, took);
             return;
         }
         if slot.replacement.as_ref().is_some_and(|(p, _)| p.gen == gen) {
             let (mut new, reason) = slot.replacement.take().expect("checked");
             new.ready = true;
+            let new_pid = new.pid.unwrap_or(0);
             let old = slot.current.replace(new);
             let id = slot.id.clone();
-            let new = slot.current.as_ref().expect("just set");
-            let (new_pid, new_port) = (new.pid.unwrap_or(0), new.port);
-            self.events.emit(
-                Event::new("instance_ready", &self.app.name)
-                    .instance(&id)
-                    .pid(new_pid)
-                    .field("port", new_port)
-                    .field("startup_ms", took.as_millis() as u64),
-            );
-            self.watch_health(n, self.slots[&n].current.as_ref().expect("just set"));
             // Traffic moves to the new process before the old one drains.
-            self.publish();
+            self.serve_current(n, took);
             let old_pid = old.as_ref().and_then(|o| o.pid).unwrap_or(0);
             if let Some(old) = old {
                 self.retire(n, old);
@@ -753,6 +733,22 @@ impl Actor {
             let msg = format!("{id} recycled: pid {old_pid} → pid {new_pid}");
             self.finish_recycle(n, Ok(msg));
         }
+    }
+
+    /// Slot `n`'s current process just became ready: say so, watch its health, and
+    /// put it into the pool.
+    fn serve_current(&self, n: u32, took: Duration) {
+        let slot = &self.slots[&n];
+        let p = slot.current.as_ref().expect("a ready process");
+        self.events.emit(
+            Event::new("instance_ready", &self.app.name)
+                .instance(&slot.id)
+                .pid(p.pid.unwrap_or(0))
+                .field("port", p.port)
+                .field("startup_ms", took.as_millis() as u64),
+        );
+        self.watch_health(n, p);
+        self.publish();
     }
 
     fn not_ready(&mut self, n: u32, gen: u64, why: String) {

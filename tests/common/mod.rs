@@ -575,3 +575,13 @@ impl Load {
         (self.done.load(Ordering::SeqCst), f, p)
     }
 }
+
+/// Fail with the first few failures of a load, if there were any.
+pub fn assert_none_failed(done: usize, failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} of {done} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
