@@ -377,6 +377,9 @@ fn render_status(status: &Value) -> String {
         "MEMORY",
         "CPU",
         "IN-FLIGHT",
+        "REQUESTS",
+        "5XX",
+        "P99",
         "RESTARTS",
         "LAST EXIT",
     ])];
@@ -415,6 +418,14 @@ fn render_status(status: &Value) -> String {
                 memory,
                 cpu,
                 field(inst, "inflight"),
+                requests_field(inst, "total"),
+                inst.pointer("/requests/by_class/5xx")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+                    .to_string(),
+                inst.pointer("/requests/p99_ms")
+                    .and_then(Value::as_u64)
+                    .map_or_else(|| "-".to_owned(), |ms| format!("≤{ms}ms")),
                 field(inst, "restarts"),
                 field(inst, "last_exit"),
             ]);
@@ -426,6 +437,13 @@ fn render_status(status: &Value) -> String {
         s.push_str(&table(&inst_rows));
     }
     s
+}
+
+fn requests_field(inst: &Value, key: &str) -> String {
+    inst.get("requests")
+        .and_then(|r| r.get(key))
+        .and_then(Value::as_u64)
+        .map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
 
 /// The last `n` events of an `/api/v1/events` answer, one line each.

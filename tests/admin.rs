@@ -153,6 +153,10 @@ fn snapshot() -> Vec<AppStatus> {
         inflight: n,
         restarts: n - 1,
         last_exit: (n == 2).then(|| "exit code 1".to_owned()),
+        cpu_pct: 2.5,
+        threads: 3,
+        open_files: 12,
+        requests: Default::default(),
     };
     vec![AppStatus {
         name: "web".to_owned(),

@@ -333,6 +333,21 @@ fn app_output_is_captured_per_instance() {
     })
     .expect("the request line in the instance log");
     let line = text.lines().find(|l| l.contains("GET /slow?ms=5")).unwrap();
+    // The instance's measurements are in the status.
+    let inst = eventually(Duration::from_secs(5), || {
+        let st = gw.status();
+        let i = st["apps"][0]["instances"][0].clone();
+        (i["threads"].as_u64() > Some(0)).then_some(i)
+    })
+    .expect("sampled");
+    assert!(inst["requests"]["total"].as_u64().unwrap() >= 1, "{inst}");
+    assert!(
+        inst["requests"]["by_class"]["2xx"].as_u64().unwrap() >= 1,
+        "{inst}"
+    );
+    assert!(inst["requests"]["p50_ms"].as_u64().is_some(), "{inst}");
+    assert!(inst["open_files"].as_u64().unwrap() >= 3, "{inst}");
+    assert!(inst["memory_bytes"].as_u64().unwrap() > 1 << 20, "{inst}");
     assert!(
         line.starts_with("20") && line.contains(" stdout | "),
         "{line}"

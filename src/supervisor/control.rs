@@ -51,6 +51,26 @@ pub struct InstanceStatus {
     pub restarts: u32,
     /// How the previous process of this slot ended, if it did.
     pub last_exit: Option<String>,
+    /// CPU use over the last sampling tick, percent of one core (process tree).
+    pub cpu_pct: f64,
+    /// Threads and open files of the process tree.
+    pub threads: u64,
+    pub open_files: u64,
+    /// Requests the current process answered (or failed), by status class and by
+    /// gateway-made Proxy-Status error, with response-time percentiles (bucket bounds).
+    pub requests: RequestStats,
+}
+
+/// Request measurements of one instance's current process.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RequestStats {
+    pub total: u64,
+    /// `"2xx": n` and so on.
+    pub by_class: std::collections::BTreeMap<String, u64>,
+    /// `"connection_terminated": n` and so on.
+    pub errors: std::collections::BTreeMap<String, u64>,
+    pub p50_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
 }
 
 /// What `healgate status` shows of one app.

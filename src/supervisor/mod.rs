@@ -390,6 +390,28 @@ fn initial_target(app: &App) -> u32 {
     }
 }
 
+fn request_stats(st: &PeerStats) -> control::RequestStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let by_class = st
+        .by_class
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("{}xx", i + 1), c.load(Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    control::RequestStats {
+        total: st.requests.load(Relaxed),
+        by_class,
+        errors: st
+            .errors()
+            .into_iter()
+            .map(|(k, n)| (k.to_owned(), n))
+            .collect(),
+        p50_ms: st.quantile_ms(0.5),
+        p99_ms: st.quantile_ms(0.99),
+    }
+}
+
 fn app_status(v: &AppView, pool: &Pool) -> AppStatus {
     let instances: Vec<InstanceStatus> = v
         .slots
@@ -410,6 +432,17 @@ fn app_status(v: &AppView, pool: &Pool) -> AppStatus {
                 inflight: s.peer.as_ref().map(|p| p.outstanding()).unwrap_or(0),
                 restarts: s.restarts,
                 last_exit: s.last_exit.clone(),
+                cpu_pct: s
+                    .sample
+                    .map(|x| (x.cpu_pct * 10.0).round() / 10.0)
+                    .unwrap_or(0.0),
+                threads: s.sample.map(|x| x.threads).unwrap_or(0),
+                open_files: s.sample.map(|x| x.open_files).unwrap_or(0),
+                requests: s
+                    .peer
+                    .as_ref()
+                    .map(|p| request_stats(&p.stats))
+                    .unwrap_or_default(),
             }
         })
         .collect();
