@@ -303,3 +303,20 @@ fn idle_keep_alive_connections_close_but_slow_requests_do_not() {
         "{waited:?}"
     );
 }
+
+#[test]
+fn a_client_that_leaves_early_is_still_logged() {
+    let up = upstreams::slow(Duration::from_millis(3000));
+    let gw = Gateway::start(&upstream_config("app", &[up.addr.to_string()], ""));
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"GET /leaving HTTP/1.1\r\nHost: x\r\nX-Request-Id: leaves-early\r\n\r\n")
+        .unwrap();
+    common::eventually(Duration::from_secs(5), || (up.hits() == 1).then_some(()))
+        .expect("request in flight");
+    drop(s);
+    let entry = gw.access_entry("leaves-early");
+    assert_eq!(entry["status"], 499, "{entry}");
+    assert_eq!(entry["path"], "/leaving");
+    assert_eq!(entry["upstream"], "app#1");
+}

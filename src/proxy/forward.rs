@@ -107,12 +107,12 @@ pub async fn handle(
     req: Request<Incoming>,
     client: &Client,
 ) -> Response<ProxyBody> {
-    // accept: request id, loop check, header limits.
+    // accept: request id.
     let request_id = match req.headers().get(&X_REQUEST_ID) {
         Some(v) if headers::valid_request_id(v) => v.clone(),
         _ => headers::new_request_id(),
     };
-    let mut ctx = Ctx {
+    let ctx = Ctx {
         start: Instant::now(),
         request_id,
         method: req.method().clone(),
@@ -129,7 +129,59 @@ pub async fn handle(
         crash_retries: 0,
         last_peer: None,
     };
-    if let Err(e) = accept(&gw, &req) {
+    let mut pending = Pending {
+        gw: gw.clone(),
+        ctx,
+        answered: false,
+    };
+    let res = run(&gw, req, client, &mut pending.ctx).await;
+    pending.answered = true;
+    res
+}
+
+/// A request being handled. If the client goes away before it is answered, hyper
+/// drops the handler; this still writes its access-log line (status 499, as nginx
+/// logs it), so no request goes unlogged.
+struct Pending {
+    gw: Arc<Gateway>,
+    ctx: Ctx,
+    answered: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.answered || !self.gw.access.enabled() {
+            return;
+        }
+        let ctx = &self.ctx;
+        self.gw.access.write(&AccessRecord {
+            ts: crate::observe::time::rfc3339_millis(SystemTime::now()),
+            request_id: ctx.request_id.to_str().unwrap_or("").to_owned(),
+            method: ctx.method.as_str().to_owned(),
+            host: ctx.host_str().to_owned(),
+            path: ctx.path().to_owned(),
+            status: 499,
+            bytes: 0,
+            duration_ms: ms(ctx.start.elapsed()),
+            route: ctx.route.clone(),
+            upstream: ctx.upstream.clone(),
+            attempts: ctx.attempts,
+            source: Source::Gateway,
+            error: None,
+            details: Some("the client closed the connection before the response".into()),
+        });
+    }
+}
+
+/// The phases, for one request whose context the caller keeps.
+async fn run(
+    gw: &Arc<Gateway>,
+    req: Request<Incoming>,
+    client: &Client,
+    ctx: &mut Ctx,
+) -> Response<ProxyBody> {
+    // accept: loop check, header limits.
+    if let Err(e) = accept(gw, &req) {
         ctx.accept = req.headers().get(header::ACCEPT).cloned();
         ctx.accept_language = req.headers().get(header::ACCEPT_LANGUAGE).cloned();
         return gw.error_response(&ctx_view(&ctx), e);
@@ -517,7 +569,7 @@ pub fn classify_hyper(e: hyper::Error, id: &str) -> ProxyError {
 /// written when the body ends.
 fn respond(
     gw: &Arc<Gateway>,
-    ctx: Ctx,
+    ctx: &Ctx,
     res: Response<Incoming>,
     lease: Lease,
     conn: Conn,
