@@ -184,7 +184,7 @@ async fn run(
     if let Err(e) = accept(gw, &req) {
         ctx.accept = req.headers().get(header::ACCEPT).cloned();
         ctx.accept_language = req.headers().get(header::ACCEPT_LANGUAGE).cloned();
-        return gw.error_response(&ctx_view(&ctx), e);
+        return gw.error_response(&ctx_view(ctx), e);
     }
 
     // route
@@ -207,13 +207,13 @@ async fn run(
                 req.uri().path()
             )
         };
-        return gw.error_response(&ctx_view(&ctx), ProxyError::new(Cause::NoRoute, why));
+        return gw.error_response(&ctx_view(ctx), ProxyError::new(Cause::NoRoute, why));
     };
     ctx.route = Some(route.name.clone());
     let pool = route.pool.clone();
-    let req = match prepare(&gw, req, &ctx, client, route) {
+    let req = match prepare(gw, req, ctx, client, route) {
         Ok(r) => r,
-        Err(e) => return gw.error_response(&ctx_view(&ctx), e),
+        Err(e) => return gw.error_response(&ctx_view(ctx), e),
     };
     drop(router);
 
@@ -237,7 +237,7 @@ async fn run(
             (idempotent && replayable && ctx.attempts < max_attempts).then(|| clone_parts(&this));
         let lease = match pool.acquire(tried).await {
             Ok(l) => l,
-            Err(e) => return gw.error_response(&ctx_view_with(&ctx, this.headers()), e),
+            Err(e) => return gw.error_response(&ctx_view_with(ctx, this.headers()), e),
         };
         tried |= 1u64.checked_shl(lease.index).unwrap_or(0);
         ctx.upstream = Some(lease.peer.id.clone());
@@ -246,7 +246,7 @@ async fn run(
         let accept_language = this.headers().get(header::ACCEPT_LANGUAGE).cloned();
         match attempt(&lease, this, idempotent).await {
             Ok((res, conn)) => {
-                return respond(&gw, ctx, res, lease, conn);
+                return respond(gw, ctx, res, lease, conn);
             }
             Err((mut err, back)) => {
                 crash_lane.take();
@@ -321,7 +321,7 @@ async fn run(
                                 Some(err.cause.proxy_status()),
                             );
                         }
-                        return gw.error_response(&ctx_view(&ctx), err);
+                        return gw.error_response(&ctx_view(ctx), err);
                     }
                 }
             }
