@@ -331,7 +331,20 @@ async fn run(
 
 /// The accept phase's checks. `Err` becomes a gateway-made response.
 fn accept(gw: &Gateway, req: &Request<Incoming>) -> Result<(), ProxyError> {
-    if headers::via_contains(req.headers(), &gw.via_token) {
+    // One pass over the header section: its size, Via, and the framing headers.
+    let mut size = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let (mut looped, mut te, mut cl) = (false, false, 0);
+    for (k, v) in req.headers() {
+        size += k.as_str().len() + v.len() + 4;
+        if *k == header::VIA {
+            looped |= headers::via_names(v, &gw.via_token);
+        } else if *k == header::TRANSFER_ENCODING {
+            te = true;
+        } else if *k == header::CONTENT_LENGTH {
+            cl += 1;
+        }
+    }
+    if looped {
         return Err(ProxyError::new(
             Cause::Loop,
             format!(
@@ -340,8 +353,6 @@ fn accept(gw: &Gateway, req: &Request<Incoming>) -> Result<(), ProxyError> {
             ),
         ));
     }
-    let size = header_section_size(req.headers())
-        + req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     if size > gw.limits.request_header {
         return Err(ProxyError::new(
             Cause::RequestHeaderTooLarge,
@@ -351,14 +362,13 @@ fn accept(gw: &Gateway, req: &Request<Incoming>) -> Result<(), ProxyError> {
             ),
         ));
     }
-    let h = req.headers();
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+    if te && cl > 0 {
         return Err(ProxyError::new(
             Cause::BadRequest,
             "both Transfer-Encoding and Content-Length (ambiguous framing)",
         ));
     }
-    if h.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+    if cl > 1 {
         return Err(ProxyError::new(
             Cause::BadRequest,
             "more than one Content-Length",
@@ -405,27 +415,24 @@ fn prepare(
     // Room for what is added below, in one growth.
     h.reserve(6);
     if let Some(host) = &original_host {
-        if !h.contains_key(header::HOST) {
-            h.insert(header::HOST, host.clone());
+        h.entry(header::HOST).or_insert_with(|| host.clone());
+        h.entry(X_FORWARDED_HOST.clone())
+            .or_insert_with(|| host.clone());
+    }
+    match h.entry(X_FORWARDED_FOR.clone()) {
+        http::header::Entry::Vacant(e) => {
+            e.insert(client.forwarded_for.clone());
         }
-        if !h.contains_key(&X_FORWARDED_HOST) {
-            h.insert(X_FORWARDED_HOST.clone(), host.clone());
+        http::header::Entry::Occupied(mut e) => {
+            let prev = e.get().to_str().unwrap_or("");
+            let ip = client.forwarded_for.to_str().unwrap_or("");
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {ip}")) {
+                e.insert(v);
+            }
         }
     }
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!(
-            "{prev}, {}",
-            client.forwarded_for.to_str().unwrap_or("")
-        ))
-        .ok(),
-        None => Some(client.forwarded_for.clone()),
-    };
-    if let Some(v) = xff {
-        h.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
+    h.entry(X_FORWARDED_PROTO.clone())
+        .or_insert_with(|| HeaderValue::from_static("http"));
     let via = if version == Version::HTTP_2 {
         &gw.via_h2
     } else {
@@ -575,11 +582,7 @@ fn respond(
     conn: Conn,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = res.into_parts();
-    let keep_alive = if headers::keep_alive_exhausted(&parts.headers) {
-        Some(Duration::ZERO)
-    } else {
-        headers::keep_alive_timeout(&parts.headers)
-    };
+    let keep_alive = headers::keep_alive(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
     parts
         .headers

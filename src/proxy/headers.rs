@@ -84,40 +84,37 @@ pub fn new_request_id() -> HeaderValue {
 
 /// Whether `Via` already names this gateway (`token`): the request is looping.
 pub fn via_contains(h: &HeaderMap, token: &str) -> bool {
-    h.get_all(header::VIA).iter().any(|v| {
-        v.to_str()
-            .map(|s| {
-                s.split(',')
-                    .any(|hop| hop.split_whitespace().nth(1) == Some(token))
-            })
-            .unwrap_or(false)
-    })
+    h.get_all(header::VIA).iter().any(|v| via_names(v, token))
 }
 
-/// `timeout=N` of a `Keep-Alive` response header.
-pub fn keep_alive_timeout(h: &HeaderMap) -> Option<Duration> {
-    let v = h.get(&KEEP_ALIVE)?.to_str().ok()?;
-    v.split(',').find_map(|p| {
-        let (k, val) = p.trim().split_once('=')?;
-        if k.trim().eq_ignore_ascii_case("timeout") {
-            val.trim().parse::<u64>().ok().map(Duration::from_secs)
-        } else {
-            None
-        }
-    })
-}
-
-/// Whether the upstream said `Keep-Alive: max=1` or similar: no further requests.
-pub fn keep_alive_exhausted(h: &HeaderMap) -> bool {
-    h.get(&KEEP_ALIVE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',').any(|p| {
-                p.trim()
-                    .split_once('=')
-                    .is_some_and(|(k, n)| k.trim().eq_ignore_ascii_case("max") && n.trim() == "1")
-            })
+/// Whether one `Via` value names `token` as a hop.
+pub fn via_names(v: &HeaderValue, token: &str) -> bool {
+    v.to_str()
+        .map(|s| {
+            s.split(',')
+                .any(|hop| hop.split_whitespace().nth(1) == Some(token))
         })
+        .unwrap_or(false)
+}
+
+/// What the upstream's `Keep-Alive` header says of reusing the connection: `timeout=N`
+/// as a duration, zero for `max=1` (no further request), `None` without the header.
+pub fn keep_alive(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(&KEEP_ALIVE)?.to_str().ok()?;
+    let mut timeout = None;
+    for p in v.split(',') {
+        let Some((k, val)) = p.trim().split_once('=') else {
+            continue;
+        };
+        let (k, val) = (k.trim(), val.trim());
+        if k.eq_ignore_ascii_case("max") && val == "1" {
+            return Some(Duration::ZERO);
+        }
+        if k.eq_ignore_ascii_case("timeout") {
+            timeout = val.parse::<u64>().ok().map(Duration::from_secs);
+        }
+    }
+    timeout
 }
 
 /// The routing key of a `Host` value: no port, no trailing dot, lowercase (borrowed
@@ -172,8 +169,11 @@ mod tests {
     fn keep_alive_values() {
         let mut h = HeaderMap::new();
         h.insert("keep-alive", HeaderValue::from_static("timeout=5, max=1"));
-        assert_eq!(keep_alive_timeout(&h), Some(Duration::from_secs(5)));
-        assert!(keep_alive_exhausted(&h));
+        assert_eq!(keep_alive(&h), Some(Duration::ZERO), "max=1: no reuse");
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5, max=100"));
+        assert_eq!(keep_alive(&h), Some(Duration::from_secs(5)));
+        h.remove("keep-alive");
+        assert_eq!(keep_alive(&h), None);
     }
 
     #[test]
