@@ -128,13 +128,10 @@ pub fn check(
             within,
             ..
         } => {
-            let w = &peer.stats.windows[window_of(ah, idx)?];
-            w.full(now).then_some(())?;
-            fire(
-                format!("slow_requests {count} slower than {slower_than:?} within {within:?}"),
-                json!(w.hits(now)),
-                json!(*count),
-            )
+            let trigger =
+                format!("slow_requests {count} slower than {slower_than:?} within {within:?}");
+            let hits = full_window(ah, idx, peer, now)?;
+            fire(trigger, json!(hits), json!(*count))
         }
         Trigger::Status {
             codes,
@@ -142,13 +139,9 @@ pub fn check(
             within,
             ..
         } => {
-            let w = &peer.stats.windows[window_of(ah, idx)?];
-            w.full(now).then_some(())?;
-            fire(
-                format!("status {}-{} x{count} within {within:?}", codes.0, codes.1),
-                json!(w.hits(now)),
-                json!(*count),
-            )
+            let trigger = format!("status {}-{} x{count} within {within:?}", codes.0, codes.1);
+            let hits = full_window(ah, idx, peer, now)?;
+            fire(trigger, json!(hits), json!(*count))
         }
         Trigger::Unhealthy { for_ } => {
             let since = failing_since?;
@@ -161,6 +154,12 @@ pub fn check(
             )
         }
     }
+}
+
+/// The hits in rule `idx`'s window when it holds its count, else `None`.
+fn full_window(ah: &Autoheal, idx: usize, peer: &Peer, now: Instant) -> Option<usize> {
+    let w = peer.stats.windows.get(window_of(ah, idx)?)?;
+    w.full(now).then(|| w.hits(now))
 }
 
 /// Forget what rule `idx` counted on this peer (after it fired).

@@ -1049,17 +1049,7 @@ impl Actor {
                 self.shutdown = Some(reply);
                 self.pool.set_peers(Vec::new());
                 for n in self.slots.keys().copied().collect::<Vec<_>>() {
-                    let slot = self.slots.get_mut(&n).expect("key");
-                    slot.backoff = false;
-                    let procs: Vec<Proc> = slot
-                        .current
-                        .take()
-                        .into_iter()
-                        .chain(slot.replacement.take().map(|(p, _)| p))
-                        .collect();
-                    for p in procs {
-                        self.retire(n, p);
-                    }
+                    self.stop_slot(n);
                 }
             }
         }
@@ -1160,18 +1150,8 @@ impl Actor {
             }
         } else {
             for n in active.iter().rev().take(active.len() - instances as usize) {
-                let slot = self.slots.get_mut(n).expect("active");
-                slot.removing = true;
-                slot.backoff = false;
-                let procs: Vec<Proc> = slot
-                    .current
-                    .take()
-                    .into_iter()
-                    .chain(slot.replacement.take().map(|(p, _)| p))
-                    .collect();
-                for p in procs {
-                    self.retire(*n, p);
-                }
+                self.slots.get_mut(n).expect("active").removing = true;
+                self.stop_slot(*n);
                 self.finish_recycle(*n, Err("the instance was scaled away".into()));
                 self.drop_removed(*n);
             }
@@ -1468,6 +1448,23 @@ impl Actor {
                 && now.duration_since(self.last_scale) >= a.cooldown)
         {
             let _ = self.scale(desired, &why).await;
+        }
+    }
+
+    /// Retire every process of slot `n` (current and replacement); no restart follows.
+    fn stop_slot(&mut self, n: u32) {
+        let Some(slot) = self.slots.get_mut(&n) else {
+            return;
+        };
+        slot.backoff = false;
+        let procs: Vec<Proc> = slot
+            .current
+            .take()
+            .into_iter()
+            .chain(slot.replacement.take().map(|(p, _)| p))
+            .collect();
+        for p in procs {
+            self.retire(n, p);
         }
     }
 
