@@ -7,7 +7,7 @@ use crate::upstream::stats::{Matcher, Window};
 use crate::upstream::Peer;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A rule that fired.
 #[derive(Debug, Clone)]
@@ -181,19 +181,11 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// How long a rule's window is, for reports.
-pub fn window_len(t: &Trigger) -> Option<Duration> {
-    match t {
-        Trigger::SlowRequests { within, .. } | Trigger::Status { within, .. } => Some(*within),
-        Trigger::CpuAbove { for_, .. } | Trigger::Unhealthy { for_ } => Some(*for_),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Action, AutohealRule};
+    use std::time::Duration;
 
     fn ah(rules: Vec<Trigger>) -> Autoheal {
         Autoheal {

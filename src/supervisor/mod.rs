@@ -1307,18 +1307,10 @@ impl Actor {
             }
             if self.recycles.len() >= limit as usize {
                 if self.suppressed.insert((gen, f.rule)) {
+                    let why = format!("max_recycles reached: {limit} within {within:?}");
                     self.events.emit(
-                        Event::new("autoheal_suppressed", &self.app.name)
-                            .instance(&id)
-                            .pid(pid)
-                            .field("rule", f.rule)
-                            .field("trigger", f.trigger.clone())
-                            .field("measured", f.measured.clone())
-                            .field("threshold", f.threshold.clone())
-                            .field(
-                                "reason",
-                                format!("max_recycles reached: {limit} within {within:?}"),
-                            ),
+                        self.firing_event("autoheal_suppressed", &id, pid, &f)
+                            .field("reason", why),
                     );
                 }
                 return;
@@ -1330,13 +1322,7 @@ impl Actor {
         autoheal::reset(&ah, f.rule, &peer);
         let names: Vec<String> = actions.iter().map(action_name).collect();
         self.events.emit(
-            Event::new("autoheal_fired", &self.app.name)
-                .instance(&id)
-                .pid(pid)
-                .field("rule", f.rule)
-                .field("trigger", f.trigger.clone())
-                .field("measured", f.measured.clone())
-                .field("threshold", f.threshold.clone())
+            self.firing_event("autoheal_fired", &id, pid, &f)
                 .field("actions", names),
         );
         let reason = format!(
@@ -1344,6 +1330,18 @@ impl Actor {
             f.rule, f.trigger, f.measured, f.threshold
         );
         self.run_actions(id, pid, actions, reason);
+    }
+
+    /// An event about a rule firing on instance `id`: the rule, its trigger, the
+    /// measured value and the threshold.
+    fn firing_event(&self, kind: &'static str, id: &str, pid: u32, f: &autoheal::Firing) -> Event {
+        Event::new(kind, &self.app.name)
+            .instance(id)
+            .pid(pid)
+            .field("rule", f.rule)
+            .field("trigger", f.trigger.clone())
+            .field("measured", f.measured.clone())
+            .field("threshold", f.threshold.clone())
     }
 
     /// Run a firing's actions in order, each reported by an `autoheal_action` event.

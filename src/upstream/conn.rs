@@ -97,14 +97,6 @@ impl IdlePool {
         }
     }
 
-    /// The idle time the peer was seen closing connections after, if any.
-    pub fn learned_idle(&self) -> Option<Duration> {
-        match self.learned_idle_ms.load(Ordering::Relaxed) {
-            u64::MAX => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
-    }
-
     /// An idle connection fit for a request (`idempotent` or not), if there is one.
     pub fn checkout(&self, idempotent: bool, configured: Duration) -> Option<Conn> {
         let now = Instant::now();
@@ -183,11 +175,6 @@ impl IdlePool {
         for e in drained {
             e.conn.retire();
         }
-    }
-
-    /// How many idle connections are kept.
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|i| i.len()).unwrap_or(0)
     }
 }
 

@@ -415,11 +415,6 @@ impl Pool {
         );
     }
 
-    /// Whether `peer` is out of rotation by passive ejection now.
-    pub fn peer_ejected(&self, peer: &Peer) -> bool {
-        self.is_ejected(peer, self.now_ms())
-    }
-
     /// Active health verdict for `peer`, with events on change.
     pub fn set_health(&self, peer: &Peer, healthy: bool, why: &str) {
         if peer.healthy.swap(healthy, Ordering::Relaxed) != healthy {
