@@ -11,6 +11,7 @@ use healgate::supervisor::control::{AppStatus, Command, Envelope, Handle, Instan
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -24,6 +25,8 @@ const TOKEN: &str = "test-token-0123456789";
 struct Admin {
     rt: tokio::runtime::Runtime,
     addr: SocketAddr,
+    /// Unique per fixture, so a port reused by a parallel test is told apart.
+    token: String,
     events: Events,
     received: Arc<Mutex<Vec<Command>>>,
     stop: watch::Sender<bool>,
@@ -52,9 +55,11 @@ impl Admin {
             rt.spawn(fake_supervisor(rx, received.clone()));
             Handle::new(tx, Arc::new(snapshot))
         });
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let token = format!("{TOKEN}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let events = Events::new(None);
         let state = Arc::new(AdminState {
-            token: TOKEN.to_owned(),
+            token: token.clone(),
             supervisor,
             events: events.clone(),
             started: Instant::now() - Duration::from_secs(90),
@@ -65,6 +70,7 @@ impl Admin {
         Admin {
             rt,
             addr,
+            token,
             events,
             received,
             stop,
@@ -74,7 +80,7 @@ impl Admin {
 
     /// One request with the right token.
     fn call(&self, method: &str, path: &str, body: &str) -> Resp {
-        self.call_as(Some(TOKEN), method, path, body)
+        self.call_as(Some(&self.token), method, path, body)
     }
 
     fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: &str) -> Resp {
@@ -208,7 +214,7 @@ fn every_api_route_needs_the_token() {
         a.addr,
         "GET",
         "/api/v1/status",
-        &[("Authorization", &format!("bearer {TOKEN}"))],
+        &[("Authorization", &format!("bearer {}", a.token))],
         b"",
     )
     .unwrap();
@@ -413,7 +419,21 @@ fn serve_stops_when_shutdown_turns_true() {
     a.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), served).await })
         .expect("serve did not return within 5s of shutdown")
         .unwrap();
-    assert!(std::net::TcpStream::connect(a.addr).is_err());
+    // The port is closed. Another test may bind the freed port at once, so a
+    // connection that does open must at least not be this server (its token).
+    if std::net::TcpStream::connect(a.addr).is_ok() {
+        let answered = request(
+            a.addr,
+            "GET",
+            "/api/v1/status",
+            &[("Authorization", &format!("Bearer {}", a.token))],
+            b"",
+        );
+        assert!(
+            answered.map_or(true, |r| r.status != 200),
+            "the stopped admin API still answers"
+        );
+    }
 }
 
 #[test]
@@ -445,7 +465,7 @@ fn token_is_generated_once_with_mode_0600() {
 /// A data dir as a running gateway leaves it: `admin.token` and `admin.json`.
 fn gateway_files(a: &Admin, tag: &str) -> TempDir {
     let dir = TempDir::new(tag);
-    std::fs::write(dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    std::fs::write(dir.path().join("admin.token"), format!("{}\n", a.token)).unwrap();
     admin::write_admin_file(dir.path(), a.addr).unwrap();
     dir
 }
