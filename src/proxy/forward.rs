@@ -19,7 +19,7 @@ use super::headers::{
 use super::route::upstream_path;
 use super::Gateway;
 use crate::observe::access::{AccessRecord, Source};
-use crate::upstream::conn::{Conn, ReqBody};
+use crate::upstream::h1::{Connection, Head, UpstreamBody};
 use crate::upstream::Lease;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -211,46 +211,40 @@ async fn run(
     };
     ctx.route = Some(route.name.clone());
     let pool = route.pool.clone();
-    let req = match prepare(gw, req, ctx, client, route) {
+    let (parts, mut body) = match prepare(gw, req, ctx, client, route) {
         Ok(r) => r,
         Err(e) => return gw.error_response(&ctx_view(ctx), e),
     };
     drop(router);
 
-    // pick peer → connect → send → receive, retried while safe.
+    // pick peer → connect → send → receive, retried while safe. The request head is
+    // only read by an attempt, so a retry sends the same one again without a copy;
+    // the body can go again only if no byte of it left.
     let idempotent = is_idempotent(&ctx.method);
-    let replayable = req.body().is_end_stream();
+    let bodiless = body.is_end_stream();
     let max_attempts = pool.settings.retry.attempts.max(1);
     pool.note_request();
     let mut tried = 0u64;
-    let mut req = Some(req);
     // Held while a request retried after a crash is in flight (see `Pool::crash_lane`).
     let mut crash_lane: Option<tokio::sync::OwnedSemaphorePermit> = None;
     loop {
-        let Some(this) = req.take() else {
-            unreachable!("a request is always in hand at the top of the loop")
-        };
         ctx.attempts += 1;
-        // Keep what is needed to replay a bodiless idempotent request that fails
-        // after it was written.
-        let replay =
-            (idempotent && replayable && ctx.attempts < max_attempts).then(|| clone_parts(&this));
         let lease = match pool.acquire(tried).await {
             Ok(l) => l,
-            Err(e) => return gw.error_response(&ctx_view_with(ctx, this.headers()), e),
+            Err(e) => return gw.error_response(&ctx_view_with(ctx, &parts.headers), e),
         };
         tried |= 1u64.checked_shl(lease.index).unwrap_or(0);
         ctx.upstream = Some(lease.peer.id.clone());
         ctx.last_peer = Some(lease.peer.clone());
-        let accept = this.headers().get(header::ACCEPT).cloned();
-        let accept_language = this.headers().get(header::ACCEPT_LANGUAGE).cloned();
-        match attempt(&lease, this, idempotent).await {
-            Ok((res, conn)) => {
-                return respond(gw, ctx, res, lease, conn);
+        match attempt(&lease, &parts, &mut body, idempotent).await {
+            Ok((head, conn)) => {
+                return respond(gw, ctx, head, lease, conn);
             }
-            Err((mut err, back)) => {
+            Err(mut err) => {
                 crash_lane.take();
-                let stale = err.cause == Cause::ConnectionTerminated && back.is_some();
+                // A pooled connection that refused the very first write: the peer's
+                // keep-alive timeout, not a failure of the peer.
+                let stale = err.cause == Cause::ConnectionTerminated && err.sent == Sent::Nothing;
                 if !stale {
                     lease.pool.record_failure(&lease.peer, &err);
                 }
@@ -258,7 +252,7 @@ async fn run(
                 // retry at most once after a crash of its own making (the request may
                 // be what crashes it: it must not take every instance down in turn).
                 let mut poison_guard = false;
-                if back.is_none()
+                if err.sent != Sent::Nothing
                     && lease.peer.supervised
                     && err.cause == Cause::ConnectionTerminated
                 {
@@ -277,29 +271,19 @@ async fn run(
                     }
                 }
                 drop(lease);
-                let again = back.or_else(|| {
-                    if !poison_guard && err.retry_safe(idempotent, replayable) {
-                        replay.map(|p| Request::from_parts(p, ReqBody::Empty))
-                    } else {
-                        None
-                    }
-                });
-                let retry = match again {
-                    Some(r) if ctx.attempts < max_attempts && err.retry_safe(idempotent, true) => {
-                        if pool.allow_retry() {
-                            Some(r)
-                        } else {
-                            tracing::warn!(
-                                "retry budget of {} exhausted; not retrying {err}",
-                                pool.name
-                            );
-                            None
-                        }
-                    }
-                    _ => None,
-                };
+                let replayable = bodiless || err.sent == Sent::Nothing;
+                let retry = !poison_guard
+                    && ctx.attempts < max_attempts
+                    && err.retry_safe(idempotent, replayable)
+                    && (pool.allow_retry() || {
+                        tracing::warn!(
+                            "retry budget of {} exhausted; not retrying {err}",
+                            pool.name
+                        );
+                        false
+                    });
                 match retry {
-                    Some(r) => {
+                    true => {
                         tracing::debug!("attempt {} failed ({err}); retrying", ctx.attempts);
                         if ctx.crash_retries > 0 && crash_lane.is_none() {
                             let lane = pool.crash_lane.clone().acquire_owned();
@@ -308,11 +292,10 @@ async fn run(
                                 .ok()
                                 .and_then(Result::ok);
                         }
-                        req = Some(r);
                     }
-                    None => {
-                        ctx.accept = accept;
-                        ctx.accept_language = accept_language;
+                    false => {
+                        ctx.accept = parts.headers.get(header::ACCEPT).cloned();
+                        ctx.accept_language = parts.headers.get(header::ACCEPT_LANGUAGE).cloned();
                         if let Some(p) = &ctx.last_peer {
                             p.stats.record(
                                 err.cause.status().as_u16(),
@@ -391,7 +374,7 @@ fn prepare(
     ctx: &Ctx,
     client: &Client,
     route: &super::route::Route,
-) -> Result<Request<ReqBody>, ProxyError> {
+) -> Result<(http::request::Parts, Incoming), ProxyError> {
     let (mut parts, body) = req.into_parts();
     let original_host = match parts.headers.get(header::HOST) {
         Some(h) => Some(h.clone()),
@@ -440,135 +423,42 @@ fn prepare(
     };
     h.append(header::VIA, via.clone());
     h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-    Ok(Request::from_parts(parts, ReqBody::Incoming(body)))
+    Ok((parts, body))
 }
 
-/// Bytes of a header section as sent on HTTP/1.1 (`name: value\r\n` per field).
-fn header_section_size(h: &http::HeaderMap) -> usize {
-    h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
-}
-
-fn clone_parts(req: &Request<ReqBody>) -> http::request::Parts {
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = req.method().clone();
-    parts.uri = req.uri().clone();
-    parts.version = req.version();
-    parts.headers = req.headers().clone();
-    parts
-}
-
-/// connect → send → receive, on one peer. On failure, the request comes back when it
-/// was never sent.
+/// connect → send → receive, on one peer: the response head and the connection its
+/// body will come on. The error says how far the request got (retry rules).
 async fn attempt(
     lease: &Lease,
-    req: Request<ReqBody>,
+    parts: &http::request::Parts,
+    body: &mut Incoming,
     idempotent: bool,
-) -> Result<(Response<Incoming>, Conn), (ProxyError, Option<Request<ReqBody>>)> {
+) -> Result<(Head, Connection), ProxyError> {
     let pool = &lease.pool;
     let peer = &lease.peer;
     let c = &pool.connector;
     let mut conn = match peer.conns.checkout(idempotent, c.idle_limit) {
-        Some(mut conn) => {
-            conn.reused = true;
-            conn
-        }
-        None => match c
-            .connect(&peer.id, &peer.target, peer.tls, &peer.conns)
-            .await
-        {
-            Ok(conn) => conn,
-            Err(e) => return Err((e, Some(req))),
-        },
+        Some(conn) => conn,
+        None => c.connect(&peer.id, &peer.target, peer.tls).await?,
     };
     let timeout = pool.settings.response_header_timeout;
-    let sent = conn.sender.try_send_request(req);
+    let idle = conn.idle_since.elapsed();
+    let sent = conn.send(&peer.id, parts, body, c.response_header_limit);
     match tokio::time::timeout(timeout, sent).await {
-        Ok(Ok(res)) => {
-            let size = header_section_size(res.headers());
-            if size > c.response_header_limit {
-                return Err((
-                    ProxyError::new(
-                        Cause::ResponseHeaderTooLarge,
-                        format!(
-                            "{}: response header section of {size} bytes exceeds {}",
-                            peer.id, c.response_header_limit
-                        ),
-                    )
-                    .sent(Sent::Response),
-                    None,
-                ));
+        Ok(Ok(head)) => Ok((head, conn)),
+        Ok(Err(e)) => {
+            if conn.reused && e.cause == Cause::ConnectionTerminated {
+                // The peer closed it while it was idle, or as the request arrived.
+                peer.conns.learn_idle_close(idle);
             }
-            Ok((res, conn))
+            Err(e)
         }
-        Ok(Err(mut e)) => match e.take_message() {
-            Some(req) => Err((
-                ProxyError::new(
-                    Cause::ConnectionTerminated,
-                    format!(
-                        "{}: pooled connection closed before the request was written",
-                        peer.id
-                    ),
-                ),
-                Some(req),
-            )),
-            None => {
-                let mut err = classify_hyper(e.into_error(), &peer.id);
-                if conn.reused {
-                    err.context.push_str(" (on a reused connection)");
-                }
-                Err((err, None))
-            }
-        },
-        Err(_) => Err((
-            ProxyError::new(
-                Cause::ResponseTimeout,
-                format!("{}: no response header within {timeout:?}", peer.id),
-            )
-            .sent(Sent::Request),
-            None,
-        )),
+        Err(_) => Err(ProxyError::new(
+            Cause::ResponseTimeout,
+            format!("{}: no response header within {timeout:?}", peer.id),
+        )
+        .sent(Sent::Request)),
     }
-}
-
-/// Name the cause of a hyper client error, and how far the exchange got.
-pub fn classify_hyper(e: hyper::Error, id: &str) -> ProxyError {
-    let (cause, sent, what) = if e.is_parse_too_large() {
-        (
-            Cause::ResponseHeaderTooLarge,
-            Sent::Response,
-            "response header section too large",
-        )
-    } else if e.is_parse() || e.is_parse_status() {
-        (Cause::ProtocolError, Sent::Response, "malformed response")
-    } else if e.is_incomplete_message() {
-        (
-            Cause::ConnectionTerminated,
-            Sent::Request,
-            "connection closed before the response header",
-        )
-    } else if e.is_body_write_aborted() || e.is_user() {
-        (
-            Cause::BadRequest,
-            Sent::Request,
-            "the client's request body failed",
-        )
-    } else if e.is_canceled() || e.is_closed() {
-        (
-            Cause::ConnectionTerminated,
-            Sent::Request,
-            "connection closed before the response header",
-        )
-    } else {
-        (
-            Cause::ConnectionTerminated,
-            Sent::Request,
-            "connection failed before the response header",
-        )
-    };
-    let source = std::error::Error::source(&e)
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default();
-    ProxyError::new(cause, format!("{id}: {what}{source}")).sent(sent)
 }
 
 /// Build the client's response from the upstream's: status, headers and body as they
@@ -577,11 +467,22 @@ pub fn classify_hyper(e: hyper::Error, id: &str) -> ProxyError {
 fn respond(
     gw: &Arc<Gateway>,
     ctx: &Ctx,
-    res: Response<Incoming>,
+    head: Head,
     lease: Lease,
-    conn: Conn,
+    conn: Connection,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = res.into_parts();
+    let body = head.body(conn);
+    let mut res = Response::new(());
+    *res.status_mut() = head.status;
+    *res.version_mut() = head.version;
+    *res.headers_mut() = head.headers;
+    if let Some(reason) = head
+        .reason
+        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok())
+    {
+        res.extensions_mut().insert(reason);
+    }
+    let (mut parts, ()) = res.into_parts();
     let keep_alive = headers::keep_alive(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
     parts
@@ -610,7 +511,6 @@ fn respond(
         status,
         path,
         lease,
-        conn: Some(conn),
         keep_alive,
         record,
         start: ctx.start,
@@ -754,7 +654,7 @@ fn ms(d: Duration) -> f64 {
 /// The client response body: the upstream's, streamed, or a gateway-made page.
 pub enum ProxyBody {
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         done: Option<Box<Completion>>,
     },
     Local(Full<Bytes>),
@@ -768,7 +668,6 @@ pub struct Completion {
     /// The request path, kept only when the peer's rules filter by path.
     path: Option<String>,
     lease: Lease,
-    conn: Option<Conn>,
     keep_alive: Option<Duration>,
     record: Option<AccessRecord>,
     start: Instant,
@@ -785,7 +684,8 @@ enum End {
 }
 
 impl Completion {
-    fn finish(mut self: Box<Self>, end: End) {
+    /// `conn`: the connection, when the body ended cleanly and it may be reused.
+    fn finish(mut self: Box<Self>, end: End, conn: Option<Connection>) {
         let pool = &self.lease.pool;
         let error =
             matches!(end, End::UpstreamFailed(_)).then(|| Cause::ResponseIncomplete.proxy_status());
@@ -798,7 +698,7 @@ impl Completion {
         match &end {
             End::Complete => {
                 pool.record_success(&self.lease.peer);
-                if let Some(conn) = self.conn.take() {
+                if let Some(conn) = conn {
                     if self.keep_alive != Some(Duration::ZERO) {
                         self.lease
                             .peer
@@ -851,23 +751,24 @@ impl Body for ProxyBody {
                     }
                     if inner.is_end_stream() {
                         if let Some(d) = done.take() {
-                            d.finish(End::Complete);
+                            d.finish(End::Complete, inner.take_reusable());
                         }
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(None) => {
                     if let Some(d) = done.take() {
-                        d.finish(End::Complete);
+                        d.finish(End::Complete, inner.take_reusable());
                     }
                     Poll::Ready(None)
                 }
                 Poll::Ready(Some(Err(e))) => {
                     if let Some(d) = done.take() {
                         let id = d.lease.peer.id.clone();
-                        d.finish(End::UpstreamFailed(format!(
-                            "{id}: response body failed: {e}"
-                        )));
+                        d.finish(
+                            End::UpstreamFailed(format!("{id}: response body failed: {e}")),
+                            None,
+                        );
                     }
                     Poll::Ready(Some(Err(Box::new(e))))
                 }
@@ -901,7 +802,8 @@ impl Drop for ProxyBody {
                 } else {
                     End::ClientGone
                 };
-                d.finish(end);
+                let conn = inner.take_reusable();
+                d.finish(end, conn);
             }
         }
     }

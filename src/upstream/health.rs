@@ -23,6 +23,9 @@ pub async fn run(pool: Arc<Pool>, health: Health, mut shutdown: watch::Receiver<
             _ = shutdown.changed() => return,
         }
         let peers = pool.peers();
+        for peer in peers.iter() {
+            peer.conns.sweep();
+        }
         let checks: Vec<_> = peers
             .iter()
             .map(|peer| {

@@ -7,6 +7,7 @@
 
 pub mod conn;
 pub mod dns;
+pub mod h1;
 pub mod health;
 pub mod stats;
 pub mod tls;
