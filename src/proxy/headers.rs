@@ -18,6 +18,7 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
+/// `Trailer` is end to end: it stays, so trailers can reach a client that takes them.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Most messages carry none: one pass over the names (cheap comparisons of
     // standard names) instead of a hash lookup per hop-by-hop header.
@@ -26,7 +27,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             || *k == KEEP_ALIVE
             || *k == PROXY_CONNECTION
             || *k == header::TE
-            || *k == header::TRAILER
             || *k == header::TRANSFER_ENCODING
             || *k == header::UPGRADE
     };
@@ -48,7 +48,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &header::TE,
-        &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
     ] {
