@@ -236,7 +236,7 @@ async fn run(
         tried |= 1u64.checked_shl(lease.index).unwrap_or(0);
         ctx.upstream = Some(lease.peer.id.clone());
         ctx.last_peer = Some(lease.peer.clone());
-        match attempt(&lease, &parts, &mut body, idempotent).await {
+        match attempt(gw, &lease, &parts, &mut body, idempotent).await {
             Ok((head, conn)) => {
                 return respond(gw, ctx, head, lease, conn);
             }
@@ -429,6 +429,7 @@ fn prepare(
 /// connect → send → receive, on one peer: the response head and the connection its
 /// body will come on. The error says how far the request got (retry rules).
 async fn attempt(
+    gw: &Gateway,
     lease: &Lease,
     parts: &http::request::Parts,
     body: &mut Incoming,
@@ -444,7 +445,7 @@ async fn attempt(
     let timeout = pool.settings.response_header_timeout;
     let idle = conn.idle_since.elapsed();
     let sent = conn.send(&peer.id, parts, body, c.response_header_limit);
-    match tokio::time::timeout(timeout, sent).await {
+    match gw.deadlines.within(timeout, sent).await {
         Ok(Ok(head)) => Ok((head, conn)),
         Ok(Err(e)) => {
             if conn.reused && e.cause == Cause::ConnectionTerminated {

@@ -5,6 +5,7 @@
 //! for a peer and never knows whether it is a remote server or an instance that the
 //! supervisor runs.
 
+pub mod deadline;
 pub mod error;
 pub mod forward;
 pub mod headers;
@@ -38,6 +39,8 @@ pub struct Gateway {
     via_h2: HeaderValue,
     /// Hosts that mean "this gateway" in absolute-form requests.
     own_hosts: Vec<String>,
+    /// Response-header timeouts of requests in flight.
+    pub deadlines: Arc<deadline::Deadlines>,
 }
 
 /// Every pool a config asks for, with the config each was built from.
@@ -205,6 +208,7 @@ impl Gateway {
             via_h2: HeaderValue::from_str(&format!("2 {via_token}")).expect("ascii"),
             via_token,
             own_hosts,
+            deadlines: deadline::Deadlines::new(),
         })
     }
 
