@@ -42,8 +42,9 @@ impl Drop for Server {
     }
 }
 
-/// Start a TCP server whose connections are handled by `handle(stream, hits)`.
-fn tcp_server<F, Fut>(handle: F) -> Server
+/// Start a TCP server whose connections are handled by `handle(stream, hits)`, each in
+/// its own task (for servers a test writes itself).
+pub fn tcp_server<F, Fut>(handle: F) -> Server
 where
     F: Fn(TcpStream, Arc<AtomicUsize>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
