@@ -595,3 +595,130 @@ fn body_cut_short_ends_the_client_response_and_is_logged() {
     }
     assert_eq!((stalling.hits(), closing.hits()), (1, 1));
 }
+
+/// A WebSocket-like upstream: answers an upgrade request with `101` and a first
+/// frame, then echoes what it reads, uppercased. Anything else gets a plain 200 that
+/// says whether the request carried `Upgrade`.
+fn switching() -> Server {
+    upstreams::tcp_server(|mut s, hits| async move {
+        let mut buf = Vec::new();
+        let Some((head, _)) = read_request(&mut s, &mut buf).await else {
+            return;
+        };
+        hits.fetch_add(1, Ordering::SeqCst);
+        let lower = head.to_ascii_lowercase();
+        let asked = lower.contains("\r\nupgrade: websocket\r\n")
+            && lower.contains("\r\nconnection: upgrade\r\n");
+        if !head.starts_with("GET /ws ") {
+            let body = format!("upgrade asked: {asked}");
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(reply.as_bytes()).await;
+            return;
+        }
+        if !asked {
+            let _ = s
+                .write_all(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            return;
+        }
+        let reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nwelcome";
+        if s.write_all(reply).await.is_err() {
+            return;
+        }
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = s.read(&mut chunk).await {
+            if n == 0 || s.write_all(&chunk[..n].to_ascii_uppercase()).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+const WS_HANDSHAKE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[test]
+fn websocket_upgrades_are_relayed_both_ways() {
+    let up = switching();
+    let gw = gateway(&[("up", up.addr, "/")]);
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(WS_HANDSHAKE).unwrap();
+    let mut raw = Vec::new();
+    assert!(read_until(&mut s, &mut raw, |r| find(r, b"\r\n\r\n").is_some()));
+    let end = find(&raw, b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    assert!(head.contains("\r\nsec-websocket-accept: "), "{head}");
+    let request_id = fields(&head)
+        .into_iter()
+        .find(|(k, _)| k == "x-request-id")
+        .map(|(_, v)| v)
+        .expect("x-request-id on the 101");
+    // What the peer sent right after its 101 arrives first, then the echo.
+    let mut rest = raw[end..].to_vec();
+    assert!(read_until(&mut s, &mut rest, |r| r.len() >= 7));
+    assert_eq!(&rest[..], b"welcome");
+    for word in [&b"ping"[..], b"second message", &pattern(100_000, 3)] {
+        s.write_all(word).unwrap();
+        let mut echo = Vec::new();
+        assert!(read_until(&mut s, &mut echo, |r| r.len() >= word.len()));
+        assert_eq!(echo, word.to_ascii_uppercase());
+    }
+    let entry = gw.access_entry(&request_id);
+    assert_eq!(entry["status"], 101, "{entry}");
+    assert_eq!(entry["source"], "upstream", "{entry}");
+    // The tunnel does not hold the peer: ordinary requests keep flowing beside it.
+    let r = get(gw.addr, "/plain", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "upgrade asked: false");
+    drop(s);
+}
+
+#[test]
+fn an_upgrade_the_peer_declines_is_an_ordinary_answer() {
+    let up = switching();
+    let gw = gateway(&[("up", up.addr, "/")]);
+    // Upgrade asked on a path where the peer does not switch: its 200 passes as is.
+    let r = common::request(
+        gw.addr,
+        "GET",
+        "/other",
+        &[("Connection", "Upgrade"), ("Upgrade", "websocket")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "upgrade asked: true");
+    // h2c is the gateway's own business: never relayed.
+    let r = common::request(
+        gw.addr,
+        "GET",
+        "/other",
+        &[
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "upgrade asked: false");
+}
+
+#[test]
+fn a_101_nobody_asked_for_is_a_protocol_error() {
+    let up = upstreams::fixed(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            .to_vec(),
+        false,
+    );
+    let gw = gateway(&[("up", up.addr, "/")]);
+    let r = get(gw.addr, "/ws", &[]);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.proxy_error().as_deref(), Some("http_protocol_error"));
+}

@@ -211,10 +211,16 @@ async fn run(
     };
     ctx.route = Some(route.name.clone());
     let pool = route.pool.clone();
-    let (parts, mut body) = match prepare(gw, req, ctx, client, route) {
-        Ok(r) => r,
-        Err(e) => return gw.error_response(&ctx_view(ctx), e),
-    };
+    // A protocol switch (WebSocket): relayed; the client's side of it is taken now,
+    // before the request is taken apart.
+    let mut req = req;
+    let upgrade = headers::upgrade_request(req.version(), req.headers())
+        .map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    let (parts, mut body) =
+        match prepare(gw, req, ctx, client, route, upgrade.as_ref().map(|u| &u.0)) {
+            Ok(r) => r,
+            Err(e) => return gw.error_response(&ctx_view(ctx), e),
+        };
     drop(router);
 
     // pick peer → connect → send → receive, retried while safe. The request head is
@@ -236,9 +242,9 @@ async fn run(
         tried |= 1u64.checked_shl(lease.index).unwrap_or(0);
         ctx.upstream = Some(lease.peer.id.clone());
         ctx.last_peer = Some(lease.peer.clone());
-        match attempt(gw, &lease, &parts, &mut body, idempotent).await {
+        match attempt(gw, &lease, &parts, &mut body, idempotent, upgrade.is_some()).await {
             Ok((head, conn)) => {
-                return respond(gw, ctx, head, lease, conn);
+                return respond(gw, ctx, head, lease, conn, upgrade.map(|u| u.1));
             }
             Err(mut err) => {
                 crash_lane.take();
@@ -374,6 +380,7 @@ fn prepare(
     ctx: &Ctx,
     client: &Client,
     route: &super::route::Route,
+    upgrade: Option<&HeaderValue>,
 ) -> Result<(http::request::Parts, Incoming), ProxyError> {
     let (mut parts, body) = req.into_parts();
     let original_host = match parts.headers.get(header::HOST) {
@@ -397,6 +404,10 @@ fn prepare(
     headers::strip_hop_by_hop(h);
     // Room for what is added below, in one growth.
     h.reserve(6);
+    if let Some(proto) = upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, proto.clone());
+    }
     if let Some(host) = &original_host {
         h.entry(header::HOST).or_insert_with(|| host.clone());
         h.entry(X_FORWARDED_HOST.clone())
@@ -434,6 +445,7 @@ async fn attempt(
     parts: &http::request::Parts,
     body: &mut Incoming,
     idempotent: bool,
+    upgrade: bool,
 ) -> Result<(Head, Connection), ProxyError> {
     let pool = &lease.pool;
     let peer = &lease.peer;
@@ -444,7 +456,7 @@ async fn attempt(
     };
     let timeout = pool.settings.response_header_timeout;
     let idle = conn.idle_since.elapsed();
-    let sent = conn.send(&peer.id, parts, body, c.response_header_limit);
+    let sent = conn.send(&peer.id, parts, body, c.response_header_limit, upgrade);
     match gw.deadlines.within(timeout, sent).await {
         Ok(Ok(head)) => Ok((head, conn)),
         Ok(Err(e)) => {
@@ -471,8 +483,17 @@ fn respond(
     head: Head,
     lease: Lease,
     conn: Connection,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
-    let body = head.body(conn);
+    let switch = head.is_upgrade();
+    let body = match (switch, client_upgrade) {
+        (true, Some(client_side)) => {
+            let (io, early) = conn.into_tunnel();
+            tokio::spawn(tunnel(lease.peer.id.clone(), client_side, io, early));
+            UpstreamBody::empty()
+        }
+        _ => head.body(conn),
+    };
     let mut res = Response::new(());
     *res.status_mut() = head.status;
     *res.version_mut() = head.version;
@@ -485,7 +506,16 @@ fn respond(
     }
     let (mut parts, ()) = res.into_parts();
     let keep_alive = headers::keep_alive(&parts.headers);
+    let upgrade = switch
+        .then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten();
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(proto) = upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto);
+    }
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
@@ -524,6 +554,38 @@ fn respond(
             done: Some(done),
         },
     )
+}
+
+/// After a `101`: relay bytes both ways between the client and the peer until either
+/// side closes. The tunnel holds no lease (a long-lived WebSocket is not an
+/// outstanding request) and ends when the peer's process does.
+async fn tunnel(
+    id: Arc<str>,
+    client_side: hyper::upgrade::OnUpgrade,
+    mut upstream: crate::upstream::h1::Stream,
+    early: Bytes,
+) {
+    use tokio::io::AsyncWriteExt;
+    let client = match client_side.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!("{id}: the client's side of an upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    if !early.is_empty() {
+        if let Err(e) = client.write_all(&early).await {
+            tracing::debug!("{id}: tunnel: {e}");
+            return;
+        }
+    }
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((to_peer, to_client)) => {
+            tracing::debug!("{id}: tunnel closed ({to_peer} bytes up, {to_client} down)")
+        }
+        Err(e) => tracing::debug!("{id}: tunnel ended: {e}"),
+    }
 }
 
 /// A borrowed view of the request for gateway-made responses.

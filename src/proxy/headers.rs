@@ -91,6 +91,26 @@ pub fn via_names(v: &HeaderValue, token: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The protocol a client asks to switch to (`Upgrade`, with `upgrade` listed in
+/// `Connection`), when the gateway relays such switches: HTTP/1.1 only, and not `h2c`
+/// (the gateway speaks h2c itself, prior knowledge only).
+pub fn upgrade_request(version: http::Version, h: &HeaderMap) -> Option<HeaderValue> {
+    if version != http::Version::HTTP_11 {
+        return None;
+    }
+    let asked = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let proto = h.get(header::UPGRADE)?;
+    let h2c = proto.to_str().map_or(true, |p| {
+        p.split(',').any(|t| t.trim().eq_ignore_ascii_case("h2c"))
+    });
+    (asked && !h2c).then(|| proto.clone())
+}
+
 /// What the upstream's `Keep-Alive` header says of reusing the connection: `timeout=N`
 /// as a duration, zero for `max=1` (no further request), `None` without the header.
 pub fn keep_alive(h: &HeaderMap) -> Option<Duration> {
@@ -136,6 +156,37 @@ fn strip_port(h: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upgrade_requests_are_websocket_like_h1_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(
+            upgrade_request(http::Version::HTTP_11, &h)
+                .as_ref()
+                .map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(upgrade_request(http::Version::HTTP_10, &h), None);
+        assert_eq!(upgrade_request(http::Version::HTTP_2, &h), None);
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert_eq!(
+            upgrade_request(http::Version::HTTP_11, &h),
+            None,
+            "h2c is not relayed"
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert_eq!(
+            upgrade_request(http::Version::HTTP_11, &h),
+            None,
+            "not in Connection"
+        );
+    }
 
     #[test]
     fn hop_by_hop_and_connection_listed() {

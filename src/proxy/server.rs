@@ -10,7 +10,6 @@ use bytes::{Bytes, BytesMut};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -22,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 /// Bind every address; the error names the one that failed.
 pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
@@ -45,7 +45,8 @@ pub async fn serve(
     grace: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection task, to wait for at shutdown.
+    let tracker = TaskTracker::new();
     // The first head was read before hyper sees the connection, so the protocol is
     // known: each connection goes straight to the HTTP/1.1 or the HTTP/2 server.
     let mut h1 = http1::Builder::new();
@@ -94,10 +95,10 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let gw = gw.clone();
                 let builder = builder.clone();
-                let watcher = graceful.watcher();
+                let stop = shutdown.clone();
                 let header_timeout = timeouts.client_header;
-                tokio::spawn(async move {
-                    connection(gw, builder, watcher, stream, addr, header_timeout).await;
+                tracker.spawn(async move {
+                    connection(gw, builder, stop, stream, addr, header_timeout).await;
                 });
             }
             _ = shutdown.changed() => break,
@@ -109,10 +110,8 @@ pub async fn serve(
     tracing::info!(
         "shutting down: no new connections; waiting up to {grace:?} for in-flight requests"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("grace period of {grace:?} over; closing the remaining connections");
     }
 }
@@ -121,13 +120,19 @@ pub async fn serve(
 async fn connection(
     gw: Arc<Gateway>,
     builder: Arc<Builders>,
-    watcher: Watcher,
+    mut shutdown: watch::Receiver<bool>,
     mut stream: TcpStream,
     addr: SocketAddr,
     header_timeout: Duration,
 ) {
     let start = Instant::now();
-    let prefix = match first_head(&mut stream, gw.limits.request_header, header_timeout).await {
+    let head = first_head(&mut stream, gw.limits.request_header, header_timeout);
+    let head = tokio::select! {
+        h = head => h,
+        // Stopping: a connection that has not sent a whole request yet is closed.
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
+    let prefix = match head {
         Ok(p) => p,
         Err(FirstHead::Closed) => return,
         Err(FirstHead::Timeout(got)) => {
@@ -178,19 +183,14 @@ async fn connection(
     });
     let idle = builder.idle;
     let served = if h2_preface {
-        idle_watchdog(
-            watcher.watch(builder.h2.serve_connection(io, svc)),
-            &client,
-            idle,
-        )
-        .await
+        let conn = builder.h2.serve_connection(io, svc);
+        let stop = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
+        drive(conn, stop, &client, idle, shutdown).await
     } else {
-        idle_watchdog(
-            watcher.watch(builder.h1.serve_connection(io, svc)),
-            &client,
-            idle,
-        )
-        .await
+        // With upgrades: a `101` from the peer hands the connection to a tunnel.
+        let conn = builder.h1.serve_connection(io, svc).with_upgrades();
+        let stop = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
+        drive(conn, stop, &client, idle, shutdown).await
     };
     match served {
         Some(Err(e)) => tracing::debug!("connection from {addr}: {e}"),
@@ -199,20 +199,25 @@ async fn connection(
     }
 }
 
-/// Run a client connection, closing it when it has been idle for a whole
-/// `client_idle` period: no request started, none waiting for its response, nothing
-/// written. One timer per connection, re-armed once a period (hyper's per-request
-/// header timer cost about 5% of the gateway's instructions per request). A client
-/// that trickles a request head never starts a request, so it is closed too.
-async fn idle_watchdog<F, E>(
+/// Run a client connection until it ends. When `shutdown` turns true, `stop` asks
+/// it to finish gracefully (the request in flight completes, keep-alive ends). It is
+/// closed when idle for a whole `client_idle` period: no request started, none
+/// waiting for its response, nothing written. One timer per connection, re-armed
+/// once a period (hyper's per-request header timer cost about 5% of the gateway's
+/// instructions per request). A client that trickles a request head never starts a
+/// request, so it is closed too.
+async fn drive<F, E>(
     conn: F,
+    stop: impl Fn(Pin<&mut F>),
     client: &forward::Client,
     idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Option<Result<(), E>>
 where
     F: std::future::Future<Output = Result<(), E>>,
 {
     tokio::pin!(conn);
+    let mut stopping = false;
     let snapshot = || {
         (
             client.started.load(Ordering::Relaxed),
@@ -223,6 +228,10 @@ where
     loop {
         tokio::select! {
             r = &mut conn => return Some(r),
+            _ = shutdown.wait_for(|stop| *stop), if !stopping => {
+                stopping = true;
+                stop(conn.as_mut());
+            }
             _ = tokio::time::sleep(idle) => {
                 let now = snapshot();
                 if now == last && client.waiting.load(Ordering::Relaxed) == 0 {

@@ -8,7 +8,9 @@
 //!
 //! What the parser refuses (→ 502 `http_protocol_error`): anything `httparse` rejects,
 //! `Transfer-Encoding` together with `Content-Length`, conflicting or malformed
-//! `Content-Length` values, a `101` (upgrades are not offered), and bad chunk framing.
+//! `Content-Length` values, a `101` to a request that asked for no upgrade, and bad
+//! chunk framing. A `101` to an upgrade request hands the raw connection over
+//! ([`Connection::into_tunnel`]).
 
 use crate::proxy::error::{Cause, ProxyError, Sent};
 use bytes::{Bytes, BytesMut};
@@ -110,6 +112,8 @@ enum Framing {
     Length(u64),
     Chunked,
     UntilClose,
+    /// `101 Switching Protocols`: the connection now carries another protocol.
+    Upgrade,
 }
 
 /// Where a request body is, for one attempt.
@@ -154,12 +158,14 @@ impl Connection {
 
     /// Write the request (`parts` is only read, so a failed attempt can be replayed)
     /// and read the response head. The error says how far the exchange got.
+    /// `upgrade`: the request asks to switch protocols, so a `101` is a valid answer.
     pub async fn send<B: RequestBody>(
         &mut self,
         id: &str,
         parts: &http::request::Parts,
         body: &mut B,
         header_limit: usize,
+        upgrade: bool,
     ) -> Result<Head, ProxyError>
     where
         B::Error: std::fmt::Display,
@@ -175,7 +181,13 @@ impl Connection {
         if let Err(e) = self.io.flush().await {
             return Err(self.io_failure(id, e, Sent::Request, "writing the request"));
         }
-        self.read_head(id, &parts.method, header_limit).await
+        self.read_head(id, &parts.method, header_limit, upgrade)
+            .await
+    }
+
+    /// The raw transport after a `101`, and the bytes the peer already sent on it.
+    pub fn into_tunnel(self) -> (Stream, Bytes) {
+        (self.io, self.buf.freeze())
     }
 
     /// The request line and header section into `self.out`; true when the body goes
@@ -277,13 +289,16 @@ impl Connection {
         id: &str,
         method: &Method,
         limit: usize,
+        upgrade: bool,
     ) -> Result<Head, ProxyError> {
         let mut seen_any = false;
         loop {
             if !self.buf.is_empty() {
                 seen_any = true;
-                match parse_head(&mut self.buf, method, limit) {
-                    Ok(Some(head)) if head.status.is_informational() => continue,
+                match parse_head(&mut self.buf, method, limit, upgrade) {
+                    Ok(Some(head)) if !head.is_upgrade() && head.status.is_informational() => {
+                        continue
+                    }
                     Ok(Some(head)) => return Ok(head),
                     Ok(None) => {}
                     Err(Malformed::TooLarge(what)) => {
@@ -365,7 +380,7 @@ impl Connection {
             .into_parts();
         parts.version = Version::HTTP_11;
         let mut none = http_body_util::Empty::<Bytes>::new();
-        let head = self.send(id, &parts, &mut none, 64 * 1024).await?;
+        let head = self.send(id, &parts, &mut none, 64 * 1024, false).await?;
         Ok(head.status.as_u16())
     }
 }
@@ -378,12 +393,18 @@ impl Head {
             Framing::Length(n) => State::Length(n),
             Framing::Chunked => State::Chunk(Chunk::Size),
             Framing::UntilClose => State::UntilClose,
+            Framing::Upgrade => State::Done,
         };
         UpstreamBody {
             conn: Some(conn),
             state,
             keep_alive: self.keep_alive && self.framing != Framing::UntilClose,
         }
+    }
+
+    /// A `101 Switching Protocols` to an upgrade request.
+    pub fn is_upgrade(&self) -> bool {
+        self.framing == Framing::Upgrade
     }
 }
 
@@ -400,6 +421,7 @@ fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
     limit: usize,
+    upgrade: bool,
 ) -> Result<Option<Head>, Malformed> {
     // Offsets of each field's name and value in the head.
     let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
@@ -441,7 +463,7 @@ fn parse_head(
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code)
         .map_err(|_| Malformed::Invalid(format!("status code {code}")))?;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
+    if status == StatusCode::SWITCHING_PROTOCOLS && !upgrade {
         return Err(Malformed::Invalid(
             "101 Switching Protocols, but no upgrade was asked".into(),
         ));
@@ -502,7 +524,9 @@ fn parse_head(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = if bodiless {
+    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+        Framing::Upgrade
+    } else if bodiless {
         Framing::Length(0)
     } else if te {
         if chunked {
@@ -585,6 +609,15 @@ enum Chunk {
 }
 
 impl UpstreamBody {
+    /// No body and no connection (the connection went on to a tunnel).
+    pub fn empty() -> UpstreamBody {
+        UpstreamBody {
+            conn: None,
+            state: State::Done,
+            keep_alive: false,
+        }
+    }
+
     /// The connection, when the body ended cleanly and it may carry another request.
     pub fn take_reusable(&mut self) -> Option<Connection> {
         let conn = self.conn.take()?;
@@ -773,7 +806,7 @@ mod tests {
 
     fn head(raw: &str) -> Result<Option<Head>, Malformed> {
         let mut buf = BytesMut::from(raw);
-        parse_head(&mut buf, &Method::GET, 64 * 1024)
+        parse_head(&mut buf, &Method::GET, 64 * 1024, false)
     }
 
     fn invalid(raw: &str) -> String {
@@ -829,6 +862,17 @@ mod tests {
         assert!(invalid("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").contains("Content-Length"));
         assert!(invalid("HTTP/1.1 101 Switching Protocols\r\n\r\n").contains("101"));
         invalid("HTTP/1.1 2x0 OK\r\n\r\n");
+        let mut asked =
+            BytesMut::from("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nrest");
+        let h = parse_head(&mut asked, &Method::GET, 1024, true)
+            .unwrap()
+            .unwrap();
+        assert!(h.is_upgrade(), "a 101 to an upgrade request is the answer");
+        assert_eq!(
+            &asked[..],
+            b"rest",
+            "what follows belongs to the new protocol"
+        );
         invalid("SSH-2.0-OpenSSH_9.2\r\n\r\n");
         assert!(
             matches!(head("HTTP/1.1 200 OK\r\nA: b\r\n"), Ok(None)),
