@@ -552,6 +552,7 @@ fn respond(
         ProxyBody::Upstream {
             inner: body,
             done: Some(done),
+            failed: None,
         },
     )
 }
@@ -719,6 +720,8 @@ pub enum ProxyBody {
     Upstream {
         inner: UpstreamBody,
         done: Option<Box<Completion>>,
+        /// The upstream failed mid-body; passed on at the next poll (see `poll_frame`).
+        failed: Option<std::io::Error>,
     },
     Local(Full<Bytes>),
 }
@@ -807,7 +810,15 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Local(f) => Pin::new(f).poll_frame(cx).map_err(|e| match e {}),
-            ProxyBody::Upstream { inner, done } => match Pin::new(&mut *inner).poll_frame(cx) {
+            ProxyBody::Upstream {
+                failed: failed @ Some(_),
+                ..
+            } => Poll::Ready(failed.take().map(|e| Err(e.into()))),
+            ProxyBody::Upstream {
+                inner,
+                done,
+                failed,
+            } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let (Some(d), Some(data)) = (done.as_mut(), frame.data_ref()) {
                         d.bytes += data.len() as u64;
@@ -833,7 +844,12 @@ impl Body for ProxyBody {
                             None,
                         );
                     }
-                    Poll::Ready(Some(Err(Box::new(e))))
+                    // Not at once: hyper would drop the response head and the data it
+                    // still buffers. A `Pending` first makes it flush them, so the
+                    // client sees a response cut short, not an empty reply.
+                    *failed = Some(e);
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
                 }
                 Poll::Pending => Poll::Pending,
             },
@@ -857,7 +873,7 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        if let ProxyBody::Upstream { inner, done } = self {
+        if let ProxyBody::Upstream { inner, done, .. } = self {
             if let Some(d) = done.take() {
                 // HEAD and bodiless statuses are never polled: complete if nothing is left.
                 let end = if inner.is_end_stream() {
