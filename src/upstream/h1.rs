@@ -93,6 +93,31 @@ pub struct Connection {
     pub reused: bool,
     /// When it last went idle (for the pool, and for learning the peer's timeout).
     pub idle_since: Instant,
+    /// Header names this peer sends, parsed once.
+    names: Names,
+}
+
+/// The header names seen on one connection, as sent and as parsed: a peer sends the
+/// same few names in every response, and parsing a non-standard one costs a
+/// validation, a lowercase copy and an allocation each time.
+#[derive(Default)]
+struct Names(Vec<(Box<[u8]>, HeaderName)>);
+
+impl Names {
+    /// Most names remembered per connection.
+    const MAX: usize = 32;
+
+    fn get(&mut self, raw: &[u8]) -> Result<HeaderName, Malformed> {
+        if let Some((_, name)) = self.0.iter().find(|(r, _)| **r == *raw) {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(raw)
+            .map_err(|_| Malformed::Invalid(format!("header name {:?}", lossy(raw))))?;
+        if self.0.len() < Self::MAX {
+            self.0.push((raw.into(), name.clone()));
+        }
+        Ok(name)
+    }
 }
 
 /// A parsed response head, and how its body is framed.
@@ -138,6 +163,7 @@ impl Connection {
             out: Vec::with_capacity(1024),
             reused: false,
             idle_since: Instant::now(),
+            names: Names::default(),
         }
     }
 
@@ -295,7 +321,7 @@ impl Connection {
         loop {
             if !self.buf.is_empty() {
                 seen_any = true;
-                match parse_head(&mut self.buf, method, limit, upgrade) {
+                match parse_head(&mut self.buf, &mut self.names, method, limit, upgrade) {
                     Ok(Some(head)) if !head.is_upgrade() && head.status.is_informational() => {
                         continue
                     }
@@ -419,6 +445,7 @@ enum Malformed {
 /// (header values share its memory: no copies).
 fn parse_head(
     buf: &mut BytesMut,
+    names: &mut Names,
     method: &Method,
     limit: usize,
     upgrade: bool,
@@ -426,9 +453,14 @@ fn parse_head(
     // Offsets of each field's name and value in the head.
     let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let (len, code, minor, reason, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut headers);
-        let len = match res.parse(buf) {
+        let mut headers = [std::mem::MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
@@ -477,9 +509,7 @@ fn parse_head(
         (None::<u64>, false, false, false, false);
     for &(n, nl, v, vl) in &fields[..count] {
         let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
-        let name = HeaderName::from_bytes(&head[n..n + nl]).map_err(|_| {
-            Malformed::Invalid(format!("header name {:?}", lossy(&head[n..n + nl])))
-        })?;
+        let name = names.get(&head[n..n + nl])?;
         let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
             .map_err(|_| Malformed::Invalid(format!("value of {name}")))?;
         if name == header::CONTENT_LENGTH {
@@ -806,7 +836,13 @@ mod tests {
 
     fn head(raw: &str) -> Result<Option<Head>, Malformed> {
         let mut buf = BytesMut::from(raw);
-        parse_head(&mut buf, &Method::GET, 64 * 1024, false)
+        parse_head(
+            &mut buf,
+            &mut Names::default(),
+            &Method::GET,
+            64 * 1024,
+            false,
+        )
     }
 
     fn invalid(raw: &str) -> String {
@@ -864,7 +900,7 @@ mod tests {
         invalid("HTTP/1.1 2x0 OK\r\n\r\n");
         let mut asked =
             BytesMut::from("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nrest");
-        let h = parse_head(&mut asked, &Method::GET, 1024, true)
+        let h = parse_head(&mut asked, &mut Names::default(), &Method::GET, 1024, true)
             .unwrap()
             .unwrap();
         assert!(h.is_upgrade(), "a 101 to an upgrade request is the answer");
