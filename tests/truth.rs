@@ -344,7 +344,11 @@ fn tls_rows_and_a_trusted_upstream() {
     let gw = Gateway::start_in(dir, &cfg);
     expect(&gw, "/untrusted", 502, "tls_certificate_error");
     expect(&gw, "/nottls", 502, "tls_protocol_error");
-    let r = get(gw.addr, "/trusted", &[]);
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.text(), "tls ok");
+    // Several in a row: the pooled TLS connection is checked and reused.
+    for _ in 0..5 {
+        let r = get(gw.addr, "/trusted", &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "tls ok");
+    }
+    assert_eq!(tls.hits(), 5);
 }
