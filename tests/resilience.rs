@@ -222,10 +222,34 @@ fn forwarding_headers_request_id_and_streaming_bodies() {
     assert!(echoed.contains("host: shop.example"), "{echoed}");
     assert!(echoed.contains("via: 1.1 healgate-"), "{echoed}");
 
-    // An invalid id is replaced.
+    // An invalid id is replaced, upstream too (one id only).
     let r = get(gw.addr, "/", &[("X-Request-Id", "bad id with spaces")]);
     assert_ne!(r.header("x-request-id"), Some("bad id with spaces"));
     assert_eq!(r.header("x-request-id").unwrap().len(), 32);
+    let r = get(gw.addr, "/echo", &[("X-Request-Id", "bad id with spaces")]);
+    let echoed = r.text().to_ascii_lowercase();
+    let id = r.header("x-request-id").unwrap().to_ascii_lowercase();
+    assert_eq!(echoed.matches("x-request-id:").count(), 1, "{echoed}");
+    assert!(echoed.contains(&format!("x-request-id: {id}")), "{echoed}");
+
+    // What earlier proxies said is kept: the client's address is appended to
+    // X-Forwarded-For, X-Forwarded-Proto stays.
+    let r = get(
+        gw.addr,
+        "/echo",
+        &[
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+    );
+    let echoed = r.text().to_ascii_lowercase();
+    assert!(
+        echoed.contains("x-forwarded-for: 10.0.0.1, 127.0.0.1"),
+        "{echoed}"
+    );
+    assert_eq!(echoed.matches("x-forwarded-for:").count(), 1, "{echoed}");
+    assert!(echoed.contains("x-forwarded-proto: https"), "{echoed}");
+    assert_eq!(echoed.matches("x-forwarded-proto:").count(), 1, "{echoed}");
 
     // 4 MiB up and back down.
     let body: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();

@@ -19,7 +19,7 @@ use super::headers::{
 use super::route::upstream_path;
 use super::Gateway;
 use crate::observe::access::{AccessRecord, Source};
-use crate::upstream::h1::{Connection, Head, UpstreamBody};
+use crate::upstream::h1::{Connection, Head, Outgoing, UpstreamBody};
 use crate::upstream::Lease;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -216,11 +216,14 @@ async fn run(
     let mut req = req;
     let upgrade = headers::upgrade_request(req.version(), req.headers())
         .map(|proto| (proto, hyper::upgrade::on(&mut req)));
-    let (parts, mut body) =
-        match prepare(gw, req, ctx, client, route, upgrade.as_ref().map(|u| &u.0)) {
-            Ok(r) => r,
-            Err(e) => return gw.error_response(&ctx_view(ctx), e),
-        };
+    let Prepared {
+        parts,
+        added,
+        mut body,
+    } = match prepare(gw, req, ctx, client, route, upgrade.as_ref().map(|u| &u.0)) {
+        Ok(r) => r,
+        Err(e) => return gw.error_response(&ctx_view(ctx), e),
+    };
     drop(router);
 
     // pick peer → connect → send → receive, retried while safe. The request head is
@@ -242,7 +245,12 @@ async fn run(
         tried |= 1u64.checked_shl(lease.index).unwrap_or(0);
         ctx.upstream = Some(lease.peer.id.clone());
         ctx.last_peer = Some(lease.peer.clone());
-        match attempt(gw, &lease, &parts, &mut body, idempotent, upgrade.is_some()).await {
+        let request = Outgoing {
+            parts: &parts,
+            added: &added,
+            upgrade: upgrade.is_some(),
+        };
+        match attempt(gw, &lease, request, &mut body, idempotent).await {
             Ok((head, conn)) => {
                 return respond(gw, ctx, head, lease, conn, upgrade.map(|u| u.1));
             }
@@ -381,7 +389,7 @@ fn prepare(
     client: &Client,
     route: &super::route::Route,
     upgrade: Option<&HeaderValue>,
-) -> Result<(http::request::Parts, Incoming), ProxyError> {
+) -> Result<Prepared, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let original_host = match parts.headers.get(header::HOST) {
         Some(h) => Some(h.clone()),
@@ -400,41 +408,78 @@ fn prepare(
     let version = parts.version;
     parts.version = Version::HTTP_11;
 
+    // The client's headers stay as they are in `parts` (hop-by-hop ones aside); what
+    // the gateway adds goes in `added`, written after them (`h1::Connection::send`),
+    // which spares a round of map insertions per request.
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
-    // Room for what is added below, in one growth.
-    h.reserve(6);
+    let (mut has_host, mut has_xfh, mut has_xfp, mut has_xff, mut has_id) =
+        (false, false, false, false, false);
+    for name in h.keys() {
+        if *name == header::HOST {
+            has_host = true;
+        } else if *name == X_FORWARDED_HOST {
+            has_xfh = true;
+        } else if *name == X_FORWARDED_PROTO {
+            has_xfp = true;
+        } else if *name == X_FORWARDED_FOR {
+            has_xff = true;
+        } else if *name == X_REQUEST_ID {
+            has_id = true;
+        }
+    }
+    let mut added = Vec::with_capacity(8);
     if let Some(proto) = upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(header::UPGRADE, proto.clone());
+        added.push((header::CONNECTION, HeaderValue::from_static("upgrade")));
+        added.push((header::UPGRADE, proto.clone()));
     }
-    if let Some(host) = &original_host {
-        h.entry(header::HOST).or_insert_with(|| host.clone());
-        h.entry(X_FORWARDED_HOST.clone())
-            .or_insert_with(|| host.clone());
-    }
-    match h.entry(X_FORWARDED_FOR.clone()) {
-        http::header::Entry::Vacant(e) => {
-            e.insert(client.forwarded_for.clone());
+    if let Some(host) = original_host {
+        if !has_host {
+            added.push((header::HOST, host.clone()));
         }
-        http::header::Entry::Occupied(mut e) => {
-            let prev = e.get().to_str().unwrap_or("");
-            let ip = client.forwarded_for.to_str().unwrap_or("");
-            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {ip}")) {
-                e.insert(v);
-            }
+        if !has_xfh {
+            added.push((X_FORWARDED_HOST.clone(), host));
         }
     }
-    h.entry(X_FORWARDED_PROTO.clone())
-        .or_insert_with(|| HeaderValue::from_static("http"));
+    let forwarded_for = if has_xff {
+        // Appended to what earlier proxies said, in one field.
+        let mut list: Vec<&str> = h
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        list.push(client.forwarded_for.to_str().unwrap_or(""));
+        let joined = HeaderValue::from_str(&list.join(", "))
+            .unwrap_or_else(|_| client.forwarded_for.clone());
+        h.remove(&X_FORWARDED_FOR);
+        joined
+    } else {
+        client.forwarded_for.clone()
+    };
+    added.push((X_FORWARDED_FOR.clone(), forwarded_for));
+    if !has_xfp {
+        added.push((X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http")));
+    }
     let via = if version == Version::HTTP_2 {
         &gw.via_h2
     } else {
         &gw.via_h1
     };
-    h.append(header::VIA, via.clone());
-    h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-    Ok((parts, body))
+    added.push((header::VIA, via.clone()));
+    if has_id {
+        // The client's own id is `ctx.request_id` when valid; either way ours goes.
+        h.remove(&X_REQUEST_ID);
+    }
+    added.push((X_REQUEST_ID.clone(), ctx.request_id.clone()));
+    Ok(Prepared { parts, added, body })
+}
+
+/// The request as it goes to a peer: the client's head, the headers the gateway adds,
+/// and the body.
+struct Prepared {
+    parts: http::request::Parts,
+    added: Vec<(http::HeaderName, HeaderValue)>,
+    body: Incoming,
 }
 
 /// connect → send → receive, on one peer: the response head and the connection its
@@ -442,10 +487,9 @@ fn prepare(
 async fn attempt(
     gw: &Gateway,
     lease: &Lease,
-    parts: &http::request::Parts,
+    request: Outgoing<'_>,
     body: &mut Incoming,
     idempotent: bool,
-    upgrade: bool,
 ) -> Result<(Head, Connection), ProxyError> {
     let pool = &lease.pool;
     let peer = &lease.peer;
@@ -456,7 +500,7 @@ async fn attempt(
     };
     let timeout = pool.settings.response_header_timeout;
     let idle = conn.idle_since.elapsed();
-    let sent = conn.send(&peer.id, parts, body, c.response_header_limit, upgrade);
+    let sent = conn.send(&peer.id, request, body, c.response_header_limit);
     match gw.deadlines.within(timeout, sent).await {
         Ok(Ok(head)) => Ok((head, conn)),
         Ok(Err(e)) => {

@@ -141,6 +141,16 @@ enum Framing {
     Upgrade,
 }
 
+/// A request head as it goes out: the client's head, read only (a retry sends it
+/// again as it is), and the headers the gateway adds after the client's.
+#[derive(Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub parts: &'a http::request::Parts,
+    pub added: &'a [(HeaderName, HeaderValue)],
+    /// The request asks to switch protocols, so a `101` is a valid answer.
+    pub upgrade: bool,
+}
+
 /// Where a request body is, for one attempt.
 pub trait RequestBody: Body<Data = Bytes> + Unpin
 where
@@ -182,21 +192,19 @@ impl Connection {
         )
     }
 
-    /// Write the request (`parts` is only read, so a failed attempt can be replayed)
-    /// and read the response head. The error says how far the exchange got.
-    /// `upgrade`: the request asks to switch protocols, so a `101` is a valid answer.
+    /// Write the request and read the response head. The error says how far the
+    /// exchange got.
     pub async fn send<B: RequestBody>(
         &mut self,
         id: &str,
-        parts: &http::request::Parts,
+        request: Outgoing<'_>,
         body: &mut B,
         header_limit: usize,
-        upgrade: bool,
     ) -> Result<Head, ProxyError>
     where
         B::Error: std::fmt::Display,
     {
-        let chunked = self.encode_head(parts, body);
+        let chunked = self.encode_head(request, body);
         let mut sent = Sent::Nothing;
         if let Err(e) = write_all(&mut self.io, &self.out, &mut sent).await {
             return Err(self.io_failure(id, e, sent, "writing the request"));
@@ -207,7 +215,7 @@ impl Connection {
         if let Err(e) = self.io.flush().await {
             return Err(self.io_failure(id, e, Sent::Request, "writing the request"));
         }
-        self.read_head(id, &parts.method, header_limit, upgrade)
+        self.read_head(id, &request.parts.method, header_limit, request.upgrade)
             .await
     }
 
@@ -218,7 +226,8 @@ impl Connection {
 
     /// The request line and header section into `self.out`; true when the body goes
     /// chunked.
-    fn encode_head<B: Body>(&mut self, parts: &http::request::Parts, body: &B) -> bool {
+    fn encode_head<B: Body>(&mut self, request: Outgoing<'_>, body: &B) -> bool {
+        let parts = request.parts;
         let out = &mut self.out;
         out.clear();
         out.extend_from_slice(parts.method.as_str().as_bytes());
@@ -227,7 +236,11 @@ impl Connection {
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let mut has_length = false;
-        for (name, value) in &parts.headers {
+        for (name, value) in parts
+            .headers
+            .iter()
+            .chain(request.added.iter().map(|(n, v)| (n, v)))
+        {
             if *name == header::TRANSFER_ENCODING {
                 continue;
             }
@@ -406,7 +419,12 @@ impl Connection {
             .into_parts();
         parts.version = Version::HTTP_11;
         let mut none = http_body_util::Empty::<Bytes>::new();
-        let head = self.send(id, &parts, &mut none, 64 * 1024, false).await?;
+        let request = Outgoing {
+            parts: &parts,
+            added: &[],
+            upgrade: false,
+        };
+        let head = self.send(id, request, &mut none, 64 * 1024).await?;
         Ok(head.status.as_u16())
     }
 }
