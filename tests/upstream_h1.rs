@@ -721,3 +721,68 @@ fn a_101_nobody_asked_for_is_a_protocol_error() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.proxy_error().as_deref(), Some("http_protocol_error"));
 }
+
+/// Answers `413` as soon as it has a request head, without reading the body, then
+/// closes (the kernel resets the connection over the unread body).
+fn refusing_uploads() -> Server {
+    upstreams::tcp_server(|mut s, hits| async move {
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while find(&head, b"\r\n\r\n").is_none() {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+        hits.fetch_add(1, Ordering::SeqCst);
+        let _ = s
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
+            .await;
+    })
+}
+
+/// Send `head` and `body` while reading the answer, as a real client does: the
+/// answer may come (and the connection end) before the body is all sent.
+fn upload(addr: SocketAddr, head: &[u8], body: Vec<u8>) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(head).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let _ = writer.write_all(&body);
+    });
+    let mut raw = Vec::new();
+    read_until(&mut s, &mut raw, |r| {
+        find(r, b"\r\n\r\n").is_some_and(|end| r.len() >= end + 4 + 9)
+    });
+    drop(s);
+    sending.join().unwrap();
+    raw
+}
+
+#[test]
+fn an_answer_before_the_whole_upload_is_the_answer() {
+    let up = refusing_uploads();
+    let gw = gateway(&[("up", up.addr, "/")]);
+    let body = pattern(4 * 1024 * 1024, 9);
+    let framings = [
+        format!("POST /upload HTTP/1.1\r\nHost: x\r\nX-Request-Id: early-length\r\nContent-Length: {}\r\n\r\n", body.len()),
+        "POST /upload HTTP/1.1\r\nHost: x\r\nX-Request-Id: early-chunked\r\nTransfer-Encoding: chunked\r\n\r\n400000\r\n".to_owned(),
+    ];
+    for head in framings {
+        let raw = upload(gw.addr, head.as_bytes(), body.clone());
+        let m = decode(&raw);
+        assert!(
+            m.status_line.starts_with("HTTP/1.1 413 "),
+            "{:?} {:?}",
+            m.status_line,
+            m.header("proxy-status")
+        );
+        assert_eq!(m.body, b"too large");
+        assert_eq!(m.header("proxy-status"), None, "the upstream's own answer");
+    }
+    for id in ["early-length", "early-chunked"] {
+        let entry = gw.access_entry(id);
+        assert_eq!(entry["status"], 413, "{entry}");
+        assert_eq!(entry["source"], "upstream", "{entry}");
+    }
+}

@@ -33,6 +33,8 @@ const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
 /// Largest read of body bytes at once.
 const MAX_READ: usize = 64 * 1024;
+/// How long a failed request-body write waits for an answer the peer may have sent.
+const EARLY_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 /// Request body data up to this size is copied next to its chunk framing (one write).
 const COALESCE: usize = 16 * 1024;
 
@@ -209,14 +211,68 @@ impl Connection {
         if let Err(e) = write_all(&mut self.io, &self.out, &mut sent).await {
             return Err(self.io_failure(id, e, sent, "writing the request"));
         }
+        let method = &request.parts.method;
         if !body.is_end_stream() {
-            self.send_body(id, body, chunked).await?;
+            let sent = self
+                .send_body(id, body, chunked, method, header_limit)
+                .await;
+            // The peer may answer before it has the whole body (413, 401 ...), and
+            // close: its answer, not the failed write, is what the client should see.
+            match sent {
+                Ok(true) => {}
+                Ok(false) => {
+                    let mut head = self.read_head(id, method, header_limit, false).await?;
+                    // Part of the body is still unsent: the connection cannot be reused.
+                    head.keep_alive = false;
+                    return Ok(head);
+                }
+                Err(e) if e.cause == Cause::ConnectionTerminated => {
+                    // The write failed: an answer may still be waiting to be read.
+                    let late = self.read_head(id, method, header_limit, false);
+                    return match tokio::time::timeout(EARLY_ANSWER_WAIT, late).await {
+                        Ok(Ok(mut head)) => {
+                            head.keep_alive = false;
+                            Ok(head)
+                        }
+                        _ => Err(e),
+                    };
+                }
+                Err(e) => return Err(e),
+            }
         }
         if let Err(e) = self.io.flush().await {
             return Err(self.io_failure(id, e, Sent::Request, "writing the request"));
         }
-        self.read_head(id, &request.parts.method, header_limit, request.upgrade)
+        self.read_head(id, method, header_limit, request.upgrade)
             .await
+    }
+
+    /// Whether the peer started a final answer while the request body is still being
+    /// sent. Reads only what has already arrived (never waits); interim `1xx`
+    /// answers (`100 Continue`) are consumed and do not count.
+    fn early_answer(&mut self, method: &Method, limit: usize) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while let Poll::Ready(Ok(n)) =
+            tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.buf)
+        {
+            if n == 0 {
+                break;
+            }
+            self.buf.reserve(4096);
+        }
+        loop {
+            if self.buf.len() < 12 {
+                return !self.buf.is_empty() && !self.buf.starts_with(b"HTTP/1.1 1");
+            }
+            if self.buf[9] != b'1' {
+                return true;
+            }
+            match parse_head(&mut self.buf, &mut self.names, method, limit, false) {
+                Ok(Some(_)) => continue, // an interim answer, consumed
+                Ok(None) => return false,
+                Err(_) => return true, // read_head says what is wrong with it
+            }
+        }
     }
 
     /// The raw transport after a `101`, and the bytes the peer already sent on it.
@@ -261,18 +317,24 @@ impl Connection {
         chunked
     }
 
-    /// Stream the client's body to the peer, as it arrives.
+    /// Stream the client's body to the peer, as it arrives. False: the peer answered
+    /// first (see [`Connection::early_answer`]), and the rest is not sent.
     async fn send_body<B: RequestBody>(
         &mut self,
         id: &str,
         body: &mut B,
         chunked: bool,
-    ) -> Result<(), ProxyError>
+        method: &Method,
+        limit: usize,
+    ) -> Result<bool, ProxyError>
     where
         B::Error: std::fmt::Display,
     {
         let mut sent = Sent::Request;
         loop {
+            if self.early_answer(method, limit) {
+                return Ok(false);
+            }
             let frame = match body.frame().await {
                 None => break,
                 Some(Ok(f)) => f,
@@ -318,7 +380,7 @@ impl Connection {
                 return Err(self.io_failure(id, e, Sent::Request, "writing the request body"));
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Read until a complete final response head is parsed (1xx interim responses are
