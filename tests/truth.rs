@@ -352,3 +352,40 @@ fn tls_rows_and_a_trusted_upstream() {
     }
     assert_eq!(tls.hits(), 5);
 }
+
+#[test]
+fn a_malformed_later_request_on_a_connection_is_refused_and_logged() {
+    use std::io::{Read, Write};
+    let up = upstreams::ok("fine");
+    let gw = Gateway::start(&one_upstream(&format!("\"{}\"", up.addr), ""));
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A good first request, then one hyper cannot parse, on the same connection.
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&raw).contains("fine") {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed after the first request");
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    s.write_all(b"GET /second HTTP/1.1\r\nHost: a\r\nNot a header line\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    let logged = common::eventually(Duration::from_secs(5), || {
+        gw.jsonl("access.jsonl")
+            .into_iter()
+            .find(|e| e["status"] == 400)
+    })
+    .expect("an access line for the refused request");
+    assert_eq!(logged["error"], "http_request_error", "{logged}");
+    assert_eq!(logged["source"], "gateway", "{logged}");
+    assert!(
+        logged["details"].as_str().unwrap().contains("request 2"),
+        "{logged}"
+    );
+}

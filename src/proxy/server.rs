@@ -170,6 +170,7 @@ async fn connection(
         client: client.clone(),
     });
     let c = client.clone();
+    let gateway = gw.clone();
     let svc = service_fn(move |req| {
         let gw = gw.clone();
         let client = c.clone();
@@ -193,10 +194,55 @@ async fn connection(
         drive(conn, stop, &client, idle, shutdown).await
     };
     match served {
+        Some(Err(e)) if e.is_parse() || e.is_parse_too_large() => {
+            // A later request on the connection that hyper could not parse: hyper
+            // answered it (a bare 400 or 431, then close); the access log still says so.
+            log_unparsed(&gateway, &client, &e);
+        }
         Some(Err(e)) => tracing::debug!("connection from {addr}: {e}"),
         Some(Ok(())) => {}
         None => tracing::debug!("connection from {addr}: closed after {idle:?} idle"),
     }
+}
+
+/// An access line for a request hyper refused before healgate saw it.
+fn log_unparsed(gw: &Gateway, client: &forward::Client, e: &hyper::Error) {
+    let (status, cause) = if e.is_parse_too_large() {
+        (431, Cause::RequestHeaderTooLarge)
+    } else {
+        (400, Cause::BadRequest)
+    };
+    tracing::warn!(
+        "{}: request {} on the connection: {e}",
+        client.addr,
+        client.started.load(Ordering::Relaxed) + 1
+    );
+    if !gw.access.enabled() {
+        return;
+    }
+    gw.access.write(&crate::observe::access::AccessRecord {
+        ts: crate::observe::time::rfc3339_millis(std::time::SystemTime::now()),
+        request_id: super::headers::new_request_id()
+            .to_str()
+            .unwrap_or("")
+            .to_owned(),
+        method: String::new(),
+        host: String::new(),
+        path: String::new(),
+        status,
+        bytes: 0,
+        duration_ms: 0.0,
+        route: None,
+        upstream: None,
+        attempts: 0,
+        source: crate::observe::access::Source::Gateway,
+        error: Some(cause.proxy_status()),
+        details: Some(format!(
+            "request {} on a keep-alive connection from {} refused by the HTTP parser: {e}",
+            client.started.load(Ordering::Relaxed) + 1,
+            client.addr
+        )),
+    });
 }
 
 /// Run a client connection until it ends. When `shutdown` turns true, `stop` asks
