@@ -262,7 +262,10 @@ impl Connection {
         }
         loop {
             if self.buf.len() < 12 {
-                return !self.buf.is_empty() && !self.buf.starts_with(b"HTTP/1.1 1");
+                // Too short to tell: wait while it may still become an interim answer.
+                let start = &self.buf[..self.buf.len().min(10)];
+                let interim = b"HTTP/1.1 1".starts_with(start) || b"HTTP/1.0 1".starts_with(start);
+                return !self.buf.is_empty() && !interim;
             }
             if self.buf[9] != b'1' {
                 return true;
@@ -1005,6 +1008,55 @@ mod tests {
         assert_eq!(h.reason.as_deref(), Some(&b"Nope"[..]));
         let h = head("HTTP/1.1 404 Not Found\r\n\r\n").unwrap().unwrap();
         assert_eq!(h.reason, None);
+    }
+
+    /// A connection to a loopback peer, and the peer's end.
+    async fn pair() -> (Connection, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (peer, _) = l.accept().await.unwrap();
+        (Connection::new(Stream::Plain(c)), peer)
+    }
+
+    /// `early_answer` once `want` bytes of the peer's answer have been read.
+    async fn early_after(conn: &mut Connection, want: usize) -> bool {
+        for _ in 0..1000 {
+            let early = conn.early_answer(&Method::POST, 1024);
+            if conn.buf.len() >= want || early {
+                return early;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        panic!(
+            "the peer's bytes never arrived ({} of {want})",
+            conn.buf.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn early_answers_are_final_ones_only() {
+        let (mut conn, mut peer) = pair().await;
+        assert!(!conn.early_answer(&Method::POST, 1024), "nothing yet");
+        // A prefix that may still become `100 Continue` is not an answer yet ...
+        peer.write_all(b"HTTP/1.").await.unwrap();
+        assert!(!early_after(&mut conn, 7).await);
+        // ... and a whole interim answer is consumed, not counted.
+        peer.write_all(b"1 100 Continue\r\n\r\n").await.unwrap();
+        for _ in 0..1000 {
+            assert!(!conn.early_answer(&Method::POST, 1024));
+            if conn.buf.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(conn.buf.is_empty(), "the 100 was consumed");
+        peer.write_all(b"HTTP/1.1 413 Payload Too Large\r\n")
+            .await
+            .unwrap();
+        assert!(
+            early_after(&mut conn, usize::MAX).await,
+            "a final answer started"
+        );
     }
 
     #[test]
