@@ -135,6 +135,15 @@ struct Slot {
     failing_since: Option<Instant>,
 }
 
+impl Slot {
+    /// A new process serves the slot: the health verdicts of the old one are not its.
+    fn reset_health(&mut self) {
+        self.health_fails = 0;
+        self.health_oks = 0;
+        self.failing_since = None;
+    }
+}
+
 /// What status readers see of a slot.
 #[derive(Clone)]
 struct SlotView {
@@ -729,8 +738,7 @@ impl Actor {
         let p = self.spawn_proc(n).await;
         if let Some(s) = self.slots.get_mut(&n) {
             s.backoff = false;
-            s.health_fails = 0;
-            s.health_oks = 0;
+            s.reset_health();
             s.current = Some(p);
         }
     }
@@ -749,6 +757,7 @@ impl Actor {
             new.ready = true;
             let new_pid = new.pid.unwrap_or(0);
             let old = slot.current.replace(new);
+            slot.reset_health();
             let id = slot.id.clone();
             // Traffic moves to the new process before the old one drains.
             self.serve_current(n, took);
