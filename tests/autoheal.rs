@@ -13,28 +13,13 @@ fn app(instances: u32, extra: &str) -> String {
     )
 }
 
-fn events(gw: &Gateway, kind: &str) -> Vec<serde_json::Value> {
-    gw.jsonl("events.jsonl")
-        .into_iter()
-        .filter(|e| e["kind"] == kind)
-        .collect()
-}
-
-fn ready(gw: &Gateway, n: usize) -> Vec<(String, u32)> {
-    eventually(Duration::from_secs(20), || {
-        let p = gw.ready_pids("web");
-        (p.len() == n).then_some(p)
-    })
-    .unwrap_or_else(|| panic!("{n} ready: {}", gw.status()))
-}
-
 #[test]
 fn memory_rule_recycles_the_leaking_instance_within_3s_without_failures() {
     let gw = Gateway::start(&app(
         2,
         "[app.autoheal]\nmin_uptime = \"0s\"\n[[app.autoheal.rule]]\nwhen = { memory_above = \"64MiB\" }\naction = \"recycle\"\n",
     ));
-    let before = ready(&gw, 2);
+    let before = gw.wait_ready("web", 2);
     let load = Load::start(gw.addr, 3, "/");
     load.wait_for(200);
     // Leak 100 MiB in whichever instance takes this request.
@@ -43,12 +28,12 @@ fn memory_rule_recycles_the_leaking_instance_within_3s_without_failures() {
     let leaker: u32 = r.header("x-pid").unwrap().parse().unwrap();
     let crossed = Instant::now();
     let fired = eventually(Duration::from_secs(3), || {
-        events(&gw, "autoheal_fired").into_iter().next()
+        gw.events("autoheal_fired").into_iter().next()
     })
     .expect("the memory rule fires within 3 s of crossing the line");
     let detection = crossed.elapsed();
     let recycled = eventually(Duration::from_secs(10), || {
-        events(&gw, "instance_recycled")
+        gw.events("instance_recycled")
             .into_iter()
             .find(|e| e["old_pid"] == leaker)
     })
@@ -67,7 +52,7 @@ fn memory_rule_recycles_the_leaking_instance_within_3s_without_failures() {
             .contains("memory_above"),
         "{recycled}"
     );
-    let after = ready(&gw, 2);
+    let after = gw.wait_ready("web", 2);
     assert!(!after.iter().any(|(_, p)| *p == leaker));
     assert!(
         after
@@ -86,13 +71,13 @@ fn slow_requests_rule_fires_at_its_count_and_respects_min_uptime() {
         1,
         &format!("[app.autoheal]\nmin_uptime = \"1h\"\n{rule}"),
     ));
-    ready(&gw, 1);
+    gw.wait_ready("web", 1);
     for _ in 0..4 {
         assert_eq!(get(gw.addr, "/slow?ms=150", &[]).status, 200);
     }
     std::thread::sleep(Duration::from_millis(1200)); // two evaluation ticks
     assert!(
-        events(&gw, "autoheal_fired").is_empty(),
+        gw.events("autoheal_fired").is_empty(),
         "min_uptime holds the rule back"
     );
     drop(gw);
@@ -101,7 +86,7 @@ fn slow_requests_rule_fires_at_its_count_and_respects_min_uptime() {
         1,
         &format!("[app.autoheal]\nmin_uptime = \"0s\"\n{rule}"),
     ));
-    let before = ready(&gw, 1);
+    let before = gw.wait_ready("web", 1);
     for _ in 0..2 {
         assert_eq!(get(gw.addr, "/slow?ms=150", &[]).status, 200);
     }
@@ -111,12 +96,12 @@ fn slow_requests_rule_fires_at_its_count_and_respects_min_uptime() {
     }
     std::thread::sleep(Duration::from_millis(1200));
     assert!(
-        events(&gw, "autoheal_fired").is_empty(),
+        gw.events("autoheal_fired").is_empty(),
         "two slow requests of three: not yet"
     );
     assert_eq!(get(gw.addr, "/slow?ms=150", &[]).status, 200);
     let fired = eventually(Duration::from_secs(3), || {
-        events(&gw, "autoheal_fired").into_iter().next()
+        gw.events("autoheal_fired").into_iter().next()
     })
     .expect("fires at the third");
     assert_eq!(fired["measured"], 3);
@@ -134,7 +119,7 @@ fn status_rule_recycles_then_max_recycles_suppresses() {
         2,
         "[app.autoheal]\nmin_uptime = \"0s\"\nmax_recycles = { count = 1, within = \"1h\" }\n[[app.autoheal.rule]]\nwhen = { status = { codes = \"500-599\", count = 5, within = \"1m\" } }\naction = \"recycle\"\n",
     ));
-    ready(&gw, 2);
+    gw.wait_ready("web", 2);
     let burst = |gw: &Gateway| {
         // A burst of 500s from one instance: keep-alive on one connection goes to
         // whichever instance the balancer picks; count per instance.
@@ -146,7 +131,7 @@ fn status_rule_recycles_then_max_recycles_suppresses() {
     };
     burst(&gw);
     let fired = eventually(Duration::from_secs(3), || {
-        events(&gw, "autoheal_fired").into_iter().next()
+        gw.events("autoheal_fired").into_iter().next()
     })
     .expect("fires");
     assert!(fired["trigger"]
@@ -154,13 +139,13 @@ fn status_rule_recycles_then_max_recycles_suppresses() {
         .unwrap()
         .starts_with("status 500-599"));
     eventually(Duration::from_secs(10), || {
-        (!events(&gw, "instance_recycled").is_empty()).then_some(())
+        (!gw.events("instance_recycled").is_empty()).then_some(())
     })
     .expect("recycled");
-    ready(&gw, 2);
+    gw.wait_ready("web", 2);
     burst(&gw);
     let suppressed = eventually(Duration::from_secs(3), || {
-        events(&gw, "autoheal_suppressed").into_iter().next()
+        gw.events("autoheal_suppressed").into_iter().next()
     })
     .expect("the second firing is suppressed");
     assert!(
@@ -171,11 +156,7 @@ fn status_rule_recycles_then_max_recycles_suppresses() {
         "{suppressed}"
     );
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(
-        events(&gw, "instance_recycled").len(),
-        1,
-        "no second recycle"
-    );
+    assert_eq!(gw.events("instance_recycled").len(), 1, "no second recycle");
 }
 
 #[test]
@@ -184,12 +165,12 @@ fn diagnose_action_captures_the_process_before_the_recycle() {
         1,
         "[app.autoheal]\nmin_uptime = \"0s\"\n[[app.autoheal.rule]]\nwhen = { requests = { count = 5 } }\naction = [\"diagnose\", \"recycle\"]\n",
     ));
-    let before = ready(&gw, 1);
+    let before = gw.wait_ready("web", 1);
     for _ in 0..5 {
         assert_eq!(get(gw.addr, "/", &[]).status, 200);
     }
     let captured = eventually(Duration::from_secs(30), || {
-        events(&gw, "autoheal_action")
+        gw.events("autoheal_action")
             .into_iter()
             .find(|e| e["action"] == "diagnose")
     })
@@ -211,7 +192,7 @@ fn diagnose_action_captures_the_process_before_the_recycle() {
         .contains("VmRSS"));
     assert!(dir.starts_with(gw.data().join("diagnostics")));
     let recycled = eventually(Duration::from_secs(15), || {
-        events(&gw, "instance_recycled").into_iter().next()
+        gw.events("instance_recycled").into_iter().next()
     })
     .expect("then recycled");
     assert_eq!(recycled["old_pid"], before[0].1);
@@ -223,7 +204,7 @@ fn autoscale_grows_to_max_under_load_and_shrinks_to_min_after_cooldown() {
         1,
         "max_concurrency = 4\n[app.autoscale]\nmin = 1\nmax = 3\ntarget_inflight = 2\ncooldown = \"2s\"\n",
     ));
-    ready(&gw, 1);
+    gw.wait_ready("web", 1);
     // 8 concurrent slow requests: 4 per instance needed at target 2 → max.
     let load = Load::start(gw.addr, 8, "/slow?ms=200");
     let grown = eventually(Duration::from_secs(20), || {
@@ -247,7 +228,7 @@ fn autoscale_grows_to_max_under_load_and_shrinks_to_min_after_cooldown() {
         "back to min after the cooldown: {}",
         gw.status()
     );
-    let scaled = events(&gw, "scaled");
+    let scaled = gw.events("scaled");
     assert!(scaled.iter().any(|e| e["to"] == 3), "{scaled:?}");
     assert!(scaled.last().unwrap()["to"] == 1, "{scaled:?}");
     assert!(scaled

@@ -6,7 +6,6 @@
 mod common;
 
 use common::{eventually, get, Gateway, Load, TempDir};
-use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -72,37 +71,22 @@ fn make_sick(dir: &Path, pid: u32) {
     std::fs::write(dir.join(format!("sick-{pid}")), "").unwrap();
 }
 
-fn events(gw: &Gateway, kind: &str) -> Vec<Value> {
-    gw.jsonl("events.jsonl")
-        .into_iter()
-        .filter(|e| e["kind"] == kind)
-        .collect()
-}
-
-fn ready(gw: &Gateway, n: usize) -> Vec<(String, u32)> {
-    eventually(Duration::from_secs(20), || {
-        let p = gw.ready_pids("web");
-        (p.len() == n).then_some(p)
-    })
-    .unwrap_or_else(|| panic!("{n} ready: {}", gw.status()))
-}
-
 #[test]
 fn cpu_rule_recycles_the_burning_instance_only_without_failures() {
     let gw = Gateway::start(&demo(
         2,
         "[app.autoheal]\nmin_uptime = \"0s\"\n[[app.autoheal.rule]]\nwhen = { cpu_above = { percent = 25, for = \"1s\" } }\naction = \"recycle\"\n",
     ));
-    let before = ready(&gw, 2);
+    let before = gw.wait_ready("web", 2);
     // A light load (each request waits 20 ms in the app, burning nothing) that must
     // not see a failure while the burning instance is replaced.
     let load = Load::start(gw.addr, 2, "/slow?ms=20");
     load.wait_for(20);
     std::thread::sleep(Duration::from_millis(1200)); // two ticks of the light load: no firing
     assert!(
-        events(&gw, "autoheal_fired").is_empty(),
+        gw.events("autoheal_fired").is_empty(),
         "the light load is far below 25 %: {:?}",
-        events(&gw, "autoheal_fired")
+        gw.events("autoheal_fired")
     );
     // One thread burning for 3 s on whichever instance takes it: well over 25 % (even
     // with half a core on a busy machine) for longer than 1 s, whatever the phase of
@@ -111,7 +95,7 @@ fn cpu_rule_recycles_the_burning_instance_only_without_failures() {
     let started = Instant::now();
     let burn = std::thread::spawn(move || get(addr, "/cpu?ms=3000", &[]));
     let fired = eventually(Duration::from_secs(6), || {
-        events(&gw, "autoheal_fired").into_iter().next()
+        gw.events("autoheal_fired").into_iter().next()
     })
     .unwrap_or_else(|| panic!("the cpu rule fires; status: {}", gw.status()));
     let detection = started.elapsed();
@@ -135,7 +119,7 @@ fn cpu_rule_recycles_the_burning_instance_only_without_failures() {
         "held for its duration before firing: {detection:?}"
     );
     let recycled = eventually(Duration::from_secs(10), || {
-        events(&gw, "instance_recycled")
+        gw.events("instance_recycled")
             .into_iter()
             .find(|e| e["old_pid"] == burner)
     })
@@ -144,14 +128,14 @@ fn cpu_rule_recycles_the_burning_instance_only_without_failures() {
         recycled["reason"].as_str().unwrap().contains("cpu_above"),
         "{recycled}"
     );
-    let after = ready(&gw, 2);
+    let after = gw.wait_ready("web", 2);
     load.wait_for(20);
     let (done, failures, _) = load.finish();
     common::assert_none_failed(done, &failures);
     assert!(!after.iter().any(|(_, p)| *p == burner), "{after:?}");
     let other = before.iter().find(|(_, p)| *p != burner).unwrap();
     assert!(after.contains(other), "the idle instance is left alone");
-    let all = events(&gw, "autoheal_fired");
+    let all = gw.events("autoheal_fired");
     assert!(
         all.iter().all(|e| e["pid"] == burner),
         "only the burning instance fired: {all:?}"
@@ -172,7 +156,7 @@ fn unhealthy_rule_recycles_an_instance_whose_checks_fail_while_it_runs() {
         "{ path = \"/healthz\", interval = \"250ms\", timeout = \"200ms\", unhealthy_after = 6 }",
         "[app.autoheal]\nmin_uptime = \"0s\"\n[[app.autoheal.rule]]\nwhen = { unhealthy = { for = \"1s\" } }\naction = \"recycle\"\n",
     ));
-    let before = ready(&gw, 2);
+    let before = gw.wait_ready("web", 2);
     let (sick_id, sick) = before[0].clone();
     let (_, well) = before[1].clone();
     let r = get(gw.addr, "/", &[]);
@@ -180,7 +164,7 @@ fn unhealthy_rule_recycles_an_instance_whose_checks_fail_while_it_runs() {
     make_sick(dir.path(), sick);
     let turned = Instant::now();
     let fired = eventually(Duration::from_secs(4), || {
-        events(&gw, "autoheal_fired").into_iter().next()
+        gw.events("autoheal_fired").into_iter().next()
     })
     .unwrap_or_else(|| panic!("the unhealthy rule fires; status: {}", gw.status()));
     let detection = turned.elapsed();
@@ -193,7 +177,7 @@ fn unhealthy_rule_recycles_an_instance_whose_checks_fail_while_it_runs() {
     assert!(detection >= Duration::from_secs(1), "{detection:?}");
     assert_eq!(fired["actions"], serde_json::json!(["recycle"]), "{fired}");
     let recycled = eventually(Duration::from_secs(10), || {
-        events(&gw, "instance_recycled")
+        gw.events("instance_recycled")
             .into_iter()
             .find(|e| e["old_pid"] == sick)
     })
@@ -209,7 +193,7 @@ fn unhealthy_rule_recycles_an_instance_whose_checks_fail_while_it_runs() {
     let new_pid = recycled["pid"].as_u64().unwrap() as u32;
     assert_ne!(new_pid, sick);
     let action = eventually(Duration::from_secs(3), || {
-        events(&gw, "autoheal_action")
+        gw.events("autoheal_action")
             .into_iter()
             .find(|e| e["pid"] == sick && e["action"] == "recycle")
     })
@@ -220,23 +204,21 @@ fn unhealthy_rule_recycles_an_instance_whose_checks_fail_while_it_runs() {
     );
     // The replacement became ready (an event, so this holds whatever happens later).
     assert!(
-        events(&gw, "instance_ready")
+        gw.events("instance_ready")
             .iter()
             .any(|e| e["pid"] == new_pid && e["instance"] == sick_id.as_str()),
         "the replacement is ready"
     );
-    let after = ready(&gw, 2);
+    let after = gw.wait_ready("web", 2);
     assert!(!after.iter().any(|(_, p)| *p == sick), "{after:?}");
     assert!(after.iter().any(|(_, p)| *p == well), "the other stays");
     assert!(
-        !events(&gw, "autoheal_fired")
-            .iter()
-            .any(|e| e["pid"] == well),
+        !gw.events("autoheal_fired").iter().any(|e| e["pid"] == well),
         "the healthy instance did not fire"
     );
     // The sick process is gone, not just out of rotation.
     let stopped = eventually(Duration::from_secs(10), || {
-        events(&gw, "instance_stopped")
+        gw.events("instance_stopped")
             .into_iter()
             .find(|e| e["pid"] == sick)
     });
@@ -260,11 +242,11 @@ fn unhealthy_rule_does_not_fire_on_the_healthy_replacement() {
         "{ path = \"/healthz\", interval = \"1s\", timeout = \"500ms\", unhealthy_after = 10 }",
         "[app.autoheal]\nmin_uptime = \"0s\"\n[[app.autoheal.rule]]\nwhen = { unhealthy = { for = \"500ms\" } }\naction = \"recycle\"\n",
     ));
-    let before = ready(&gw, 1);
+    let before = gw.wait_ready("web", 1);
     let sick = before[0].1;
     make_sick(dir.path(), sick);
     let recycled = eventually(Duration::from_secs(5), || {
-        events(&gw, "instance_recycled")
+        gw.events("instance_recycled")
             .into_iter()
             .find(|e| e["old_pid"] == sick)
     })
@@ -272,7 +254,7 @@ fn unhealthy_rule_does_not_fire_on_the_healthy_replacement() {
     let new_pid = recycled["pid"].as_u64().unwrap() as u32;
     // Its first check comes 1 s after it is ready; watch a little longer than that.
     let wrong = eventually(Duration::from_millis(2500), || {
-        events(&gw, "autoheal_fired")
+        gw.events("autoheal_fired")
             .into_iter()
             .find(|e| e["pid"] == new_pid)
     });
@@ -300,7 +282,7 @@ action = { command = ["sh", "-c", 'printf "%s %s" "$1" "$2" > "$3.tmp" && mv "$3
         1,
         &format!("[app.autoheal]\nmin_uptime = \"0s\"\n{rule}"),
     ));
-    let before = ready(&gw, 1);
+    let before = gw.wait_ready("web", 1);
     let (id, pid) = before[0].clone();
     for _ in 0..3 {
         assert_eq!(get(gw.addr, "/", &[]).status, 200);
@@ -311,11 +293,11 @@ action = { command = ["sh", "-c", 'printf "%s %s" "$1" "$2" > "$3.tmp" && mv "$3
     .unwrap_or_else(|| {
         panic!(
             "the command ran; events: {:?}",
-            events(&gw, "autoheal_action")
+            gw.events("autoheal_action")
         )
     });
     assert_eq!(written, format!("{pid} {id}"), "the instance's pid and id");
-    let fired = events(&gw, "autoheal_fired");
+    let fired = gw.events("autoheal_fired");
     assert_eq!(fired.len(), 1, "{fired:?}");
     assert_eq!(fired[0]["pid"], pid);
     assert_eq!(fired[0]["trigger"], "requests 3");
@@ -328,7 +310,7 @@ action = { command = ["sh", "-c", 'printf "%s %s" "$1" "$2" > "$3.tmp" && mv "$3
         fired[0]
     );
     let action = eventually(Duration::from_secs(3), || {
-        events(&gw, "autoheal_action").into_iter().next()
+        gw.events("autoheal_action").into_iter().next()
     })
     .expect("an autoheal_action event");
     assert_eq!(action["instance"], id.as_str(), "{action}");
@@ -343,5 +325,5 @@ action = { command = ["sh", "-c", 'printf "%s %s" "$1" "$2" > "$3.tmp" && mv "$3
     assert_eq!(action["outcome"], "exited with exit status: 7", "{action}");
     // A command alone does not replace the instance.
     assert_eq!(gw.ready_pids("web"), before);
-    assert!(events(&gw, "instance_recycled").is_empty());
+    assert!(gw.events("instance_recycled").is_empty());
 }

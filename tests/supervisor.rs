@@ -14,25 +14,10 @@ fn demo_app(name: &str, instances: u32, extra: &str) -> String {
     )
 }
 
-fn wait_ready(gw: &Gateway, app: &str, n: usize) -> Vec<(String, u32)> {
-    eventually(Duration::from_secs(20), || {
-        let pids = gw.ready_pids(app);
-        (pids.len() == n).then_some(pids)
-    })
-    .unwrap_or_else(|| panic!("{app}: {n} instances ready; status {}", gw.status()))
-}
-
-fn events(gw: &Gateway, kind: &str) -> Vec<serde_json::Value> {
-    gw.jsonl("events.jsonl")
-        .into_iter()
-        .filter(|e| e["kind"] == kind)
-        .collect()
-}
-
 #[test]
 fn kill_9_of_an_instance_under_load_fails_nothing() {
     let gw = Gateway::start(&demo_app("web", 3, ""));
-    let before = wait_ready(&gw, "web", 3);
+    let before = gw.wait_ready("web", 3);
     let load = Load::start(gw.addr, 4, "/");
     load.wait_for(300);
     let (victim_id, victim_pid) = before[1].clone();
@@ -54,7 +39,8 @@ fn kill_9_of_an_instance_under_load_fails_nothing() {
     common::assert_none_failed(done, &failures);
     assert!(done > 1000, "{done} requests");
     assert_ne!(after[&victim_id], victim_pid);
-    let exit = events(&gw, "instance_exited")
+    let exit = gw
+        .events("instance_exited")
         .into_iter()
         .find(|e| e["pid"] == victim_pid)
         .expect("an exit event for the killed pid");
@@ -65,7 +51,7 @@ fn kill_9_of_an_instance_under_load_fails_nothing() {
 #[test]
 fn crash_under_load_fails_only_the_crashing_request() {
     let gw = Gateway::start(&demo_app("web", 3, ""));
-    wait_ready(&gw, "web", 3);
+    gw.wait_ready("web", 3);
     let load = Load::start(gw.addr, 4, "/");
     load.wait_for(300);
     let r = get(gw.addr, "/crash", &[]);
@@ -85,8 +71,8 @@ fn crash_under_load_fails_only_the_crashing_request() {
         "the last stderr line: {details}"
     );
     // At most one retry after a crash: a poison request cannot take every instance down.
-    assert!(events(&gw, "instance_exited").len() <= 2);
-    wait_ready(&gw, "web", 3);
+    assert!(gw.events("instance_exited").len() <= 2);
+    gw.wait_ready("web", 3);
 }
 
 #[test]
@@ -111,11 +97,11 @@ fn an_app_that_exits_at_once_is_a_crash_loop_with_its_error() {
     assert!(r.header("retry-after").is_some());
     let st = gw.status();
     assert_eq!(st["apps"][0]["state"], "crash_loop", "{st}");
-    assert!(!events(&gw, "crash_loop").is_empty());
+    assert!(!gw.events("crash_loop").is_empty());
     // Backoff grows: each delay at least the one before, and they double.
     let window = Duration::from_secs(8);
     std::thread::sleep(window.saturating_sub(started.elapsed()));
-    let restarts = events(&gw, "instance_restarting");
+    let restarts = gw.events("instance_restarting");
     let delays: Vec<u64> = restarts
         .iter()
         .map(|e| e["delay_ms"].as_u64().unwrap())
@@ -126,14 +112,15 @@ fn an_app_that_exits_at_once_is_a_crash_loop_with_its_error() {
         "{delays:?}"
     );
     // No restart storm: 0.5 + 1 + 2 + 4 s of backoff fit at most 5 starts in 8 s.
-    let starts = events(&gw, "instance_started").len();
+    let starts = gw.events("instance_started").len();
     assert!((3..=5).contains(&starts), "{starts} starts in {window:?}");
 }
 
 #[test]
 fn rolling_restart_under_load_changes_every_pid_and_fails_nothing() {
     let gw = Gateway::start(&demo_app("web", 3, ""));
-    let before: HashSet<u32> = wait_ready(&gw, "web", 3)
+    let before: HashSet<u32> = gw
+        .wait_ready("web", 3)
         .into_iter()
         .map(|(_, p)| p)
         .collect();
@@ -144,7 +131,8 @@ fn rolling_restart_under_load_changes_every_pid_and_fails_nothing() {
     load.wait_for(300);
     let (done, failures, _) = load.finish();
     common::assert_none_failed(done, &failures);
-    let after: HashSet<u32> = wait_ready(&gw, "web", 3)
+    let after: HashSet<u32> = gw
+        .wait_ready("web", 3)
         .into_iter()
         .map(|(_, p)| p)
         .collect();
@@ -152,7 +140,7 @@ fn rolling_restart_under_load_changes_every_pid_and_fails_nothing() {
         before.is_disjoint(&after),
         "every pid changed: {before:?} → {after:?}"
     );
-    assert_eq!(events(&gw, "instance_recycled").len(), 3);
+    assert_eq!(gw.events("instance_recycled").len(), 3);
     // The old processes are gone.
     for pid in before {
         assert!(
@@ -178,7 +166,7 @@ fn a_replacement_that_never_gets_ready_leaves_the_old_one_serving() {
         "[[app]]\nname = \"web\"\ncommand = [\"sh\", \"-c\", {script:?}]\ninstances = 1\nroutes = [\"/\"]\nstartup_timeout = \"2s\"\nhealth = {{ path = \"/healthz\", interval = \"500ms\", timeout = \"400ms\" }}\n"
     );
     let gw = Gateway::start_in(dir, &cfg);
-    let before = wait_ready(&gw, "web", 1);
+    let before = gw.wait_ready("web", 1);
     let (code, _out, err) = gw.cli(&["recycle", "web#1"]);
     assert_eq!(code, 1, "the recycle is reported as failed");
     assert!(err.contains("old instance keeps serving"), "{err}");
@@ -188,7 +176,7 @@ fn a_replacement_that_never_gets_ready_leaves_the_old_one_serving() {
         r.header("x-pid").unwrap().parse::<u32>().unwrap(),
         before[0].1
     );
-    let failed = events(&gw, "recycle_failed");
+    let failed = gw.events("recycle_failed");
     assert_eq!(failed.len(), 1);
     assert!(
         failed[0]["reason"]
@@ -230,7 +218,8 @@ fn alive(pid: u32) -> bool {
 #[test]
 fn kill_9_of_the_gateway_leaves_no_instance() {
     let mut gw = Gateway::start(&demo_app("web", 3, ""));
-    let pids: Vec<u32> = wait_ready(&gw, "web", 3)
+    let pids: Vec<u32> = gw
+        .wait_ready("web", 3)
         .into_iter()
         .map(|(_, p)| p)
         .collect();
@@ -251,7 +240,8 @@ fn kill_9_of_the_gateway_leaves_no_instance() {
 fn sigterm_stops_every_instance_and_no_zombie_is_ever_seen() {
     let mut gw = Gateway::start(&demo_app("web", 3, ""));
     let gw_pid = gw.pid();
-    let pids: Vec<u32> = wait_ready(&gw, "web", 3)
+    let pids: Vec<u32> = gw
+        .wait_ready("web", 3)
         .into_iter()
         .map(|(_, p)| p)
         .collect();
@@ -263,7 +253,7 @@ fn sigterm_stops_every_instance_and_no_zombie_is_ever_seen() {
         zombies.extend(children_of(gw_pid).into_iter().filter(|(_, s)| *s == 'Z'));
         std::thread::sleep(Duration::from_millis(10));
     }
-    wait_ready(&gw, "web", 3);
+    gw.wait_ready("web", 3);
     let all: Vec<u32> = children_of(gw_pid).into_iter().map(|(p, _)| p).collect();
     let status = gw.terminate();
     assert_eq!(status.code(), Some(0));
@@ -271,7 +261,7 @@ fn sigterm_stops_every_instance_and_no_zombie_is_ever_seen() {
     for p in pids.iter().chain(all.iter()) {
         assert!(!alive(*p), "pid {p} outlived the gateway");
     }
-    assert!(!events(&gw, "instance_stopped").is_empty());
+    assert!(!gw.events("instance_stopped").is_empty());
 }
 
 #[test]
@@ -281,7 +271,7 @@ fn concurrency_limit_and_queue_refuse_the_third_request() {
         1,
         "max_concurrency = 1\nqueue = { size = 1, timeout = \"10s\" }",
     ));
-    wait_ready(&gw, "web", 1);
+    gw.wait_ready("web", 1);
     let addr = gw.addr;
     let first = std::thread::spawn(move || get(addr, "/slow?ms=2000", &[]));
     // The first is in flight once the instance reports it.
@@ -309,21 +299,21 @@ fn concurrency_limit_and_queue_refuse_the_third_request() {
 #[test]
 fn scale_up_and_down() {
     let gw = Gateway::start(&demo_app("web", 1, ""));
-    wait_ready(&gw, "web", 1);
+    gw.wait_ready("web", 1);
     let (code, out, err) = gw.cli(&["scale", "web", "3"]);
     assert_eq!(code, 0, "{out}{err}");
-    wait_ready(&gw, "web", 3);
+    gw.wait_ready("web", 3);
     let (code, _, err) = gw.cli(&["scale", "web", "2"]);
     assert_eq!(code, 0, "{err}");
-    let left = wait_ready(&gw, "web", 2);
+    let left = gw.wait_ready("web", 2);
     assert!(left.iter().all(|(id, _)| id != "web#3"), "{left:?}");
-    assert!(!events(&gw, "scaled").is_empty());
+    assert!(!gw.events("scaled").is_empty());
 }
 
 #[test]
 fn app_output_is_captured_per_instance() {
     let gw = Gateway::start(&demo_app("web", 1, ""));
-    wait_ready(&gw, "web", 1);
+    gw.wait_ready("web", 1);
     let r = get(gw.addr, "/slow?ms=5", &[]);
     assert_eq!(r.status, 200);
     let log = gw.data().join("logs/apps/web/web#1.log");

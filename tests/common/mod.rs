@@ -152,6 +152,23 @@ impl Gateway {
     }
 
     /// Pids of the ready instances of `app`, by instance id.
+    /// The event log's events of one kind.
+    pub fn events(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.jsonl("events.jsonl")
+            .into_iter()
+            .filter(|e| e["kind"] == kind)
+            .collect()
+    }
+
+    /// Wait (up to 20 s) until `app` has exactly `n` ready instances: their ids and pids.
+    pub fn wait_ready(&self, app: &str, n: usize) -> Vec<(String, u32)> {
+        eventually(Duration::from_secs(20), || {
+            let p = self.ready_pids(app);
+            (p.len() == n).then_some(p)
+        })
+        .unwrap_or_else(|| panic!("{n} ready: {}", self.status()))
+    }
+
     pub fn ready_pids(&self, app: &str) -> Vec<(String, u32)> {
         let st = self.status();
         let apps = st["apps"].as_array().cloned().unwrap_or_default();
