@@ -667,14 +667,26 @@ fn websocket_upgrades_are_relayed_both_ways() {
         assert!(read_until(&mut s, &mut echo, |r| r.len() >= word.len()));
         assert_eq!(echo, word.to_ascii_uppercase());
     }
-    let entry = gw.access_entry(&request_id);
-    assert_eq!(entry["status"], 101, "{entry}");
-    assert_eq!(entry["source"], "upstream", "{entry}");
     // The tunnel does not hold the peer: ordinary requests keep flowing beside it.
     let r = get(gw.addr, "/plain", &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "upgrade asked: false");
+    // The session's access line is written when the tunnel closes, with what went
+    // through it.
     drop(s);
+    let entry = gw.access_entry(&request_id);
+    assert_eq!(entry["status"], 101, "{entry}");
+    assert_eq!(entry["source"], "upstream", "{entry}");
+    let down = 7 + 4 + 14 + 100_000;
+    assert_eq!(entry["bytes"], down, "{entry}");
+    let details = entry["details"].as_str().unwrap_or("");
+    assert!(
+        details.contains(&format!(
+            "{} bytes to the peer, {down} to the client",
+            down - 7
+        )),
+        "{entry}"
+    );
 }
 
 #[test]

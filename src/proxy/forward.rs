@@ -530,10 +530,11 @@ fn respond(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
     let switch = head.is_upgrade();
+    let mut tunnel_ends = None;
     let body = match (switch, client_upgrade) {
         (true, Some(client_side)) => {
             let (io, early) = conn.into_tunnel();
-            tokio::spawn(tunnel(lease.peer.id.clone(), client_side, io, early));
+            tunnel_ends = Some((client_side, io, early));
             UpstreamBody::empty()
         }
         _ => head.body(conn),
@@ -581,7 +582,7 @@ fn respond(
         details: None,
     });
     let status = parts.status.as_u16();
-    let done = Box::new(Completion {
+    let mut done = Box::new(Completion {
         gw: gw.clone(),
         status,
         path,
@@ -591,45 +592,82 @@ fn respond(
         start: ctx.start,
         bytes: 0,
     });
+    let done = match tunnel_ends {
+        Some((client_side, io, early)) => {
+            // The exchange is over for the peer's stats and lease; its access line
+            // waits for the end of the tunnel, with what went through it.
+            let record = done.record.take();
+            let id = done.lease.peer.id.clone();
+            done.finish(End::Complete, None);
+            let ends = Tunnel {
+                id,
+                client_side,
+                upstream: io,
+                early,
+            };
+            tokio::spawn(ends.run(gw.clone(), record, ctx.start));
+            None
+        }
+        None => Some(done),
+    };
     Response::from_parts(
         parts,
         ProxyBody::Upstream {
             inner: body,
-            done: Some(done),
+            done,
             failed: None,
         },
     )
 }
 
-/// After a `101`: relay bytes both ways between the client and the peer until either
-/// side closes. The tunnel holds no lease (a long-lived WebSocket is not an
-/// outstanding request) and ends when the peer's process does.
-async fn tunnel(
+/// Both sides of a protocol switch (after a `101`).
+struct Tunnel {
     id: Arc<str>,
     client_side: hyper::upgrade::OnUpgrade,
-    mut upstream: crate::upstream::h1::Stream,
+    upstream: crate::upstream::h1::Stream,
+    /// What the peer sent right after its `101`.
     early: Bytes,
-) {
-    use tokio::io::AsyncWriteExt;
-    let client = match client_side.await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::debug!("{id}: the client's side of an upgrade failed: {e}");
-            return;
-        }
-    };
-    let mut client = hyper_util::rt::TokioIo::new(client);
-    if !early.is_empty() {
-        if let Err(e) = client.write_all(&early).await {
-            tracing::debug!("{id}: tunnel: {e}");
-            return;
+}
+
+impl Tunnel {
+    /// Relay bytes both ways until either side closes, then write the access line
+    /// (status 101, bytes sent to the client, the whole session's duration). The
+    /// tunnel holds no lease (a long-lived WebSocket is not an outstanding request)
+    /// and ends when the peer's process does.
+    async fn run(mut self, gw: Arc<Gateway>, record: Option<AccessRecord>, start: Instant) {
+        let (bytes, details) = match self.relay().await {
+            Ok((up, down)) => (
+                down,
+                format!("tunnel closed: {up} bytes to the peer, {down} to the client"),
+            ),
+            Err(why) => (0, format!("tunnel ended: {why}")),
+        };
+        tracing::debug!("{}: {details}", self.id);
+        if let Some(mut rec) = record {
+            rec.ts = crate::observe::time::rfc3339_millis(SystemTime::now());
+            rec.bytes = bytes;
+            rec.duration_ms = ms(start.elapsed());
+            rec.details = Some(details);
+            gw.access.write(&rec);
         }
     }
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((to_peer, to_client)) => {
-            tracing::debug!("{id}: tunnel closed ({to_peer} bytes up, {to_client} down)")
+
+    async fn relay(&mut self) -> Result<(u64, u64), String> {
+        use tokio::io::AsyncWriteExt;
+        let client = (&mut self.client_side)
+            .await
+            .map_err(|e| format!("the client's side of the upgrade failed: {e}"))?;
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        if !self.early.is_empty() {
+            client
+                .write_all(&self.early)
+                .await
+                .map_err(|e| e.to_string())?;
         }
-        Err(e) => tracing::debug!("{id}: tunnel ended: {e}"),
+        let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut self.upstream)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((up, down + self.early.len() as u64))
     }
 }
 
