@@ -798,3 +798,30 @@ fn an_answer_before_the_whole_upload_is_the_answer() {
         assert_eq!(entry["source"], "upstream", "{entry}");
     }
 }
+
+#[test]
+fn a_websocket_open_at_shutdown_still_gets_its_access_line() {
+    let up = switching();
+    let mut gw = gateway(&[("up", up.addr, "/")]);
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(WS_HANDSHAKE).unwrap();
+    let mut raw = Vec::new();
+    assert!(read_until(&mut s, &mut raw, |r| find(r, b"welcome").is_some()));
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let request_id = fields(&head)
+        .into_iter()
+        .find(|(k, _)| k == "x-request-id")
+        .map(|(_, v)| v)
+        .expect("x-request-id on the 101");
+    // The gateway stops while the session is open.
+    assert!(gw.terminate().success());
+    let entry = gw.access_entry(&request_id);
+    assert_eq!(entry["status"], 101, "{entry}");
+    assert!(
+        entry["details"]
+            .as_str()
+            .unwrap_or("")
+            .contains("gateway stopped"),
+        "{entry}"
+    );
+}

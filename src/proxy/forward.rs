@@ -620,6 +620,32 @@ fn respond(
     )
 }
 
+/// The access line of a tunnel, written once: when it ends, or when the gateway
+/// stops with it still open (the runtime drops the task; the log is flushed after).
+struct TunnelLog {
+    gw: Arc<Gateway>,
+    record: Option<AccessRecord>,
+    start: Instant,
+}
+
+impl TunnelLog {
+    fn write(&mut self, bytes: u64, details: String) {
+        if let Some(mut rec) = self.record.take() {
+            rec.ts = crate::observe::time::rfc3339_millis(SystemTime::now());
+            rec.bytes = bytes;
+            rec.duration_ms = ms(self.start.elapsed());
+            rec.details = Some(details);
+            self.gw.access.write(&rec);
+        }
+    }
+}
+
+impl Drop for TunnelLog {
+    fn drop(&mut self) {
+        self.write(0, "tunnel cut: the gateway stopped with it open".into());
+    }
+}
+
 /// Both sides of a protocol switch (after a `101`).
 struct Tunnel {
     id: Arc<str>,
@@ -635,6 +661,7 @@ impl Tunnel {
     /// tunnel holds no lease (a long-lived WebSocket is not an outstanding request)
     /// and ends when the peer's process does.
     async fn run(mut self, gw: Arc<Gateway>, record: Option<AccessRecord>, start: Instant) {
+        let mut log = TunnelLog { gw, record, start };
         let (bytes, details) = match self.relay().await {
             Ok((up, down)) => (
                 down,
@@ -643,13 +670,7 @@ impl Tunnel {
             Err(why) => (0, format!("tunnel ended: {why}")),
         };
         tracing::debug!("{}: {details}", self.id);
-        if let Some(mut rec) = record {
-            rec.ts = crate::observe::time::rfc3339_millis(SystemTime::now());
-            rec.bytes = bytes;
-            rec.duration_ms = ms(start.elapsed());
-            rec.details = Some(details);
-            gw.access.write(&rec);
-        }
+        log.write(bytes, details);
     }
 
     async fn relay(&mut self) -> Result<(u64, u64), String> {
