@@ -153,19 +153,6 @@ pub struct Outgoing<'a> {
     pub upgrade: bool,
 }
 
-/// Where a request body is, for one attempt.
-pub trait RequestBody: Body<Data = Bytes> + Unpin
-where
-    Self::Error: std::fmt::Display,
-{
-}
-impl<B> RequestBody for B
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
-{
-}
-
 impl Connection {
     /// A new connection over `io`.
     pub fn new(io: Stream) -> Connection {
@@ -196,7 +183,7 @@ impl Connection {
 
     /// Write the request and read the response head. The error says how far the
     /// exchange got.
-    pub async fn send<B: RequestBody>(
+    pub async fn send<B: Body<Data = Bytes> + Unpin>(
         &mut self,
         id: &str,
         request: Outgoing<'_>,
@@ -322,7 +309,7 @@ impl Connection {
 
     /// Stream the client's body to the peer, as it arrives. False: the peer answered
     /// first (see [`Connection::early_answer`]), and the rest is not sent.
-    async fn send_body<B: RequestBody>(
+    async fn send_body<B: Body<Data = Bytes> + Unpin>(
         &mut self,
         id: &str,
         body: &mut B,
