@@ -296,30 +296,27 @@ async fn run(
                         );
                         false
                     });
-                match retry {
-                    true => {
-                        tracing::debug!("attempt {} failed ({err}); retrying", ctx.attempts);
-                        if ctx.crash_retries > 0 && crash_lane.is_none() {
-                            let lane = pool.crash_lane.clone().acquire_owned();
-                            crash_lane = tokio::time::timeout(CRASH_LANE_WAIT, lane)
-                                .await
-                                .ok()
-                                .and_then(Result::ok);
-                        }
+                if retry {
+                    tracing::debug!("attempt {} failed ({err}); retrying", ctx.attempts);
+                    if ctx.crash_retries > 0 && crash_lane.is_none() {
+                        let lane = pool.crash_lane.clone().acquire_owned();
+                        crash_lane = tokio::time::timeout(CRASH_LANE_WAIT, lane)
+                            .await
+                            .ok()
+                            .and_then(Result::ok);
                     }
-                    false => {
-                        ctx.accept = parts.headers.get(header::ACCEPT).cloned();
-                        ctx.accept_language = parts.headers.get(header::ACCEPT_LANGUAGE).cloned();
-                        if let Some(p) = &ctx.last_peer {
-                            p.stats.record(
-                                err.cause.status().as_u16(),
-                                ctx.start.elapsed(),
-                                ctx.path(),
-                                Some(err.cause.proxy_status()),
-                            );
-                        }
-                        return gw.error_response(&ctx_view(ctx), err);
+                } else {
+                    ctx.accept = parts.headers.get(header::ACCEPT).cloned();
+                    ctx.accept_language = parts.headers.get(header::ACCEPT_LANGUAGE).cloned();
+                    if let Some(p) = &ctx.last_peer {
+                        p.stats.record(
+                            err.cause.status().as_u16(),
+                            ctx.start.elapsed(),
+                            ctx.path(),
+                            Some(err.cause.proxy_status()),
+                        );
                     }
+                    return gw.error_response(&ctx_view(ctx), err);
                 }
             }
         }
