@@ -116,6 +116,34 @@ struct Proc {
     sample: Option<Sample>,
 }
 
+impl Proc {
+    /// A process just started (or that failed to start: no pid), not yet ready.
+    fn new(
+        gen: u64,
+        pid: Option<u32>,
+        port: u16,
+        peer: Arc<Peer>,
+        exited: watch::Receiver<bool>,
+        cancel: watch::Sender<bool>,
+        tail: Tail,
+    ) -> Proc {
+        Proc {
+            gen,
+            pid,
+            port,
+            started: Instant::now(),
+            peer,
+            ready: false,
+            stopping: false,
+            exited,
+            cancel,
+            tail,
+            failed_start: None,
+            sample: None,
+        }
+    }
+}
+
 /// A stable instance id and what runs under it.
 struct Slot {
     id: String,
@@ -631,20 +659,7 @@ impl Actor {
         let stats = PeerStats::with_windows(autoheal::windows(self.app.autoheal.as_ref()));
         let peer = Arc::new(Peer::instance(&id, port, stats));
         self.watch_ready(n, gen, &peer, exited.clone());
-        Proc {
-            gen,
-            pid,
-            port,
-            started: Instant::now(),
-            peer,
-            ready: false,
-            stopping: false,
-            exited,
-            cancel,
-            tail,
-            failed_start: None,
-            sample: None,
-        }
+        Proc::new(gen, pid, port, peer, exited, cancel, tail)
     }
 
     fn dead_proc(
@@ -656,20 +671,8 @@ impl Actor {
         cancel: watch::Sender<bool>,
         tail: Tail,
     ) -> Proc {
-        Proc {
-            gen,
-            pid: None,
-            port,
-            started: Instant::now(),
-            peer: Arc::new(Peer::instance(id, port, PeerStats::default())),
-            ready: false,
-            stopping: false,
-            exited,
-            cancel,
-            tail,
-            failed_start: None,
-            sample: None,
-        }
+        let peer = Arc::new(Peer::instance(id, port, PeerStats::default()));
+        Proc::new(gen, None, port, peer, exited, cancel, tail)
     }
 
     /// Poll until the instance answers its health path (2xx/3xx), or accepts on its
