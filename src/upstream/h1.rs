@@ -169,16 +169,14 @@ impl Connection {
     /// Whether an idle connection can take a request: the peer has not closed it and
     /// sent nothing unasked. Never blocks (a poll with a no-op waker).
     pub fn is_usable(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
+        self.buf.is_empty() && matches!(self.read_now(), Poll::Pending)
+    }
+
+    /// Read what has already arrived into `buf`, without waiting (a poll with a
+    /// no-op waker). `Pending`: nothing more is there now.
+    fn read_now(&mut self) -> Poll<io::Result<usize>> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut probe = [0u8; 1];
-        let mut rb = ReadBuf::new(&mut probe);
-        matches!(
-            Pin::new(&mut self.io).poll_read(&mut cx, &mut rb),
-            Poll::Pending
-        )
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.buf)
     }
 
     /// Write the request and read the response head. The error says how far the
@@ -238,10 +236,7 @@ impl Connection {
     /// sent. Reads only what has already arrived (never waits); interim `1xx`
     /// answers (`100 Continue`) are consumed and do not count.
     fn early_answer(&mut self, method: &Method, limit: usize) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        while let Poll::Ready(Ok(n)) =
-            tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.buf)
-        {
+        while let Poll::Ready(Ok(n)) = self.read_now() {
             if n == 0 {
                 break;
             }
