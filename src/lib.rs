@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod demo_app;
 pub mod diagnose;
+pub mod error;
 pub mod observe;
 pub mod proxy;
 pub mod run;

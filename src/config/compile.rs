@@ -123,6 +123,10 @@ fn gateway(cx: &mut Ctx, t: Option<TableReader>, base: &Path) -> Gateway {
             tt.get(cx, "client_header", Field::positive_duration),
         );
         set(
+            &mut d.client_body,
+            tt.get(cx, "client_body", Field::positive_duration),
+        );
+        set(
             &mut d.client_idle,
             tt.get(cx, "client_idle", Field::positive_duration),
         );

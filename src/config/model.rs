@@ -51,6 +51,9 @@ pub struct Timeouts {
     pub response_header: Duration,
     /// Accept → first request header complete. Default 10s. → 408.
     pub client_header: Duration,
+    /// Longest wait for the next bytes of a request body being uploaded. Default 60s.
+    /// → 408 `http_request_error`, the client's failure (never counted against a peer).
+    pub client_body: Duration,
     /// Idle keep-alive time of a client connection between requests. Default 75s.
     pub client_idle: Duration,
     /// A name lookup. Default 2s. → 504 dns_timeout.
@@ -349,6 +352,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(2),
             response_header: Duration::from_secs(30),
             client_header: Duration::from_secs(10),
+            client_body: Duration::from_secs(60),
             client_idle: Duration::from_secs(75),
             dns: Duration::from_secs(2),
             upstream_idle: Duration::from_millis(1500),

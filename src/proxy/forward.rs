@@ -12,12 +12,12 @@
 //! `X-Request-Id`). Every response the gateway makes itself comes from
 //! [`Gateway::error_response`] and so from the one mapping in [`super::error`].
 
-use super::error::{is_idempotent, Cause, ProxyError, Sent};
 use super::headers::{
     self, PROXY_STATUS, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use super::route::upstream_path;
 use super::Gateway;
+use crate::error::{is_idempotent, Cause, ProxyError, Sent};
 use crate::observe::access::{AccessRecord, Source};
 use crate::upstream::h1::{Connection, Head, Outgoing, UpstreamBody};
 use crate::upstream::Lease;

@@ -5,8 +5,6 @@
 //! for a peer and never knows whether it is a remote server or an instance that the
 //! supervisor runs.
 
-pub mod deadline;
-pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod pages;
@@ -40,7 +38,7 @@ pub struct Gateway {
     /// Hosts that mean "this gateway" in absolute-form requests.
     own_hosts: Vec<String>,
     /// Response-header timeouts of requests in flight.
-    pub deadlines: Arc<deadline::Deadlines>,
+    pub deadlines: Arc<crate::upstream::deadline::Deadlines>,
 }
 
 /// Every pool a config asks for, with the config each was built from.
@@ -208,7 +206,7 @@ impl Gateway {
             via_h2: HeaderValue::from_str(&format!("2 {via_token}")).expect("ascii"),
             via_token,
             own_hosts,
-            deadlines: deadline::Deadlines::new(),
+            deadlines: crate::upstream::deadline::Deadlines::new(),
         })
     }
 

@@ -2,10 +2,10 @@
 //! header limit (so a slow or oversized head gets a real 408/431 page), then serve
 //! HTTP/1.1 and h2c with hyper until shutdown, which is graceful.
 
-use super::error::{Cause, ProxyError};
 use super::forward;
 use super::Gateway;
 use crate::config::Timeouts;
+use crate::error::{Cause, ProxyError};
 use bytes::{Bytes, BytesMut};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;

@@ -16,7 +16,7 @@
 use super::dns::{Resolver, Target};
 use super::h1::{Connection, Stream};
 use super::tls::Tls;
-use crate::proxy::error::{Cause, ProxyError};
+use crate::error::{Cause, ProxyError};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

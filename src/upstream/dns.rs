@@ -2,7 +2,7 @@
 //! an upstream's `dns.resolvers` names; answers cached for `dns.refresh`.
 
 use crate::config::Dns;
-use crate::proxy::error::{Cause, ProxyError};
+use crate::error::{Cause, ProxyError};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;

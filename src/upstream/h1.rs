@@ -12,7 +12,7 @@
 //! chunk framing. A `101` to an upgrade request hands the raw connection over
 //! ([`Connection::into_tunnel`]).
 
-use crate::proxy::error::{Cause, ProxyError, Sent};
+use crate::error::{Cause, ProxyError, Sent};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};

@@ -6,6 +6,7 @@
 //! a [`Lease`] on a peer and never knows where the peers came from.
 
 pub mod conn;
+pub mod deadline;
 pub mod dns;
 pub mod h1;
 pub mod health;
@@ -13,8 +14,8 @@ pub mod stats;
 pub mod tls;
 
 use crate::config::{Eject, Queue, Retry};
+use crate::error::{Cause, ProxyError};
 use crate::observe::events::{Event, Events};
-use crate::proxy::error::{Cause, ProxyError};
 use conn::{Connector, IdlePool};
 use dns::Target;
 use std::cell::Cell;

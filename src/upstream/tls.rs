@@ -1,7 +1,7 @@
 //! TLS to upstream servers (rustls with the ring provider).
 
 use crate::config::UpstreamTls;
-use crate::proxy::error::{Cause, ProxyError};
+use crate::error::{Cause, ProxyError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::io;

@@ -43,6 +43,9 @@ pub enum Cause {
     BadRequest,
     /// The client did not send a complete request header in time.
     ClientTimeout,
+    /// The client stopped sending its request body (no progress within
+    /// `timeouts.client_body`): the client's failure, never the peer's.
+    ClientBodyTimeout,
     /// The request already passed through this gateway.
     Loop,
     /// The response body failed after its header was sent.
@@ -91,7 +94,7 @@ impl Cause {
             NoRoute => StatusCode::NOT_FOUND,
             RequestHeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BadRequest => StatusCode::BAD_REQUEST,
-            ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ClientTimeout | ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Loop => StatusCode::LOOP_DETECTED,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -117,7 +120,7 @@ impl Cause {
             QueueFull => "connection_limit_reached",
             NoRoute => "destination_not_found",
             RequestHeaderTooLarge | BadRequest => "http_request_error",
-            ClientTimeout => "http_request_error",
+            ClientTimeout | ClientBodyTimeout => "http_request_error",
             Loop => "proxy_loop_detected",
             ResponseIncomplete => "http_response_incomplete",
             Internal => "proxy_internal_error",
@@ -128,7 +131,12 @@ impl Cause {
     pub fn side(self) -> Side {
         use Cause::*;
         match self {
-            NoRoute | RequestHeaderTooLarge | BadRequest | ClientTimeout | Loop => Side::Client,
+            NoRoute
+            | RequestHeaderTooLarge
+            | BadRequest
+            | ClientTimeout
+            | ClientBodyTimeout
+            | Loop => Side::Client,
             Internal => Side::Internal,
             _ => Side::Upstream,
         }
