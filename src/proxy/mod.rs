@@ -5,11 +5,18 @@
 //! for a peer and never knows whether it is a remote server or an instance that the
 //! supervisor runs.
 
+pub mod accept;
+pub mod answer;
 pub mod forward;
 pub mod headers;
+pub mod log;
 pub mod pages;
+pub mod prepare;
+pub mod respond;
+pub mod retry;
 pub mod route;
 pub mod server;
+pub mod tunnel;
 
 use crate::config::{self, App, Config, Limits, Upstream};
 use crate::observe::access::AccessLog;

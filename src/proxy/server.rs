@@ -2,10 +2,13 @@
 //! header limit (so a slow or oversized head gets a real 408/431 page), then serve
 //! HTTP/1.1 and h2c with hyper until shutdown, which is graceful.
 
+use super::answer;
 use super::forward;
+use super::log::{End, Record};
 use super::Gateway;
 use crate::config::Timeouts;
 use crate::error::{Cause, ProxyError};
+use crate::observe::access::Source;
 use bytes::{Bytes, BytesMut};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -206,40 +209,21 @@ async fn connection(
 }
 
 /// An access line for a request hyper refused before healgate saw it.
-fn log_unparsed(gw: &Gateway, client: &forward::Client, e: &hyper::Error) {
-    let (status, cause) = if e.is_parse_too_large() {
-        (431, Cause::RequestHeaderTooLarge)
+fn log_unparsed(gw: &Arc<Gateway>, client: &forward::Client, e: &hyper::Error) {
+    let cause = if e.is_parse_too_large() {
+        Cause::RequestHeaderTooLarge
     } else {
-        (400, Cause::BadRequest)
+        Cause::BadRequest
     };
-    tracing::warn!(
-        "{}: request {} on the connection: {e}",
-        client.addr,
-        client.started.load(Ordering::Relaxed) + 1
-    );
-    if !gw.access.enabled() {
-        return;
-    }
-    gw.access.write(&crate::observe::access::AccessRecord {
-        ts: crate::observe::time::rfc3339_millis(std::time::SystemTime::now()),
-        request_id: super::headers::new_request_id()
-            .to_str()
-            .unwrap_or("")
-            .to_owned(),
-        method: String::new(),
-        host: String::new(),
-        path: String::new(),
-        status,
+    let n = client.started.load(Ordering::Relaxed) + 1;
+    tracing::warn!("{}: request {n} on the connection: {e}", client.addr);
+    Record::unparsed(gw.clone(), Instant::now()).finish(End {
+        status: cause.status().as_u16(),
         bytes: 0,
-        duration_ms: 0.0,
-        route: None,
-        upstream: None,
-        attempts: 0,
-        source: crate::observe::access::Source::Gateway,
-        error: Some(cause.proxy_status()),
+        source: Source::Gateway,
+        error: Some(cause),
         details: Some(format!(
-            "request {} on a keep-alive connection from {} refused by the HTTP parser: {e}",
-            client.started.load(Ordering::Relaxed) + 1,
+            "request {n} on a keep-alive connection from {} refused by the HTTP parser: {e}",
             client.addr
         )),
     });
@@ -388,22 +372,13 @@ fn check_head(buf: &[u8]) -> Result<(), String> {
 
 /// A gateway-made error on a connection hyper never saw (first head too slow or too
 /// large): an HTTP/1.1 response, then close.
-async fn write_raw_error(gw: &Gateway, stream: &mut TcpStream, err: ProxyError, start: Instant) {
-    let request_id = super::headers::new_request_id();
-    let method = http::Method::GET;
-    let view = forward::View {
-        request_id: &request_id,
-        method: &method,
-        host: None,
-        path: "",
-        accept: None,
-        accept_language: None,
-        route: None,
-        upstream: None,
-        attempts: 0,
-        start,
-    };
-    let res = gw.error_response(&view, err);
+async fn write_raw_error(
+    gw: &Arc<Gateway>,
+    stream: &mut TcpStream,
+    err: ProxyError,
+    start: Instant,
+) {
+    let res = answer::error(Record::unparsed(gw.clone(), start), None, err);
     let (parts, body) = res.into_parts();
     let body = http_body_util::BodyExt::collect(body)
         .await

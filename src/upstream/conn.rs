@@ -11,7 +11,7 @@
 //! 3. A checked-out connection is tested with a non-blocking read: one the peer has
 //!    closed (or that holds unasked bytes) is dropped before anything is sent.
 //! 4. What still slips through is retried by the caller when it is known safe
-//!    (see `proxy::error::ProxyError::retry_safe`).
+//!    (see `proxy::retry::decide`).
 
 use super::dns::{Resolver, Target};
 use super::h1::{Connection, Stream};
@@ -211,15 +211,13 @@ impl Connector {
                     return Ok(s);
                 }
                 Ok(Err(e)) => {
-                    let cause = match e.kind() {
-                        std::io::ErrorKind::ConnectionRefused => Cause::ConnectionRefused,
-                        std::io::ErrorKind::TimedOut => Cause::ConnectTimeout,
-                        _ => match e.raw_os_error() {
-                            Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => Cause::Unroutable,
-                            _ => Cause::ConnectionRefused,
-                        },
-                    };
-                    last = Some(ProxyError::new(cause, format!("{what}: {e}")));
+                    let cause = Cause::of_connect(&e);
+                    let err = ProxyError::io(cause, what, e);
+                    if cause == Cause::GatewayResources {
+                        // Another address will not help: the gateway itself is short.
+                        return Err(err);
+                    }
+                    last = Some(err);
                 }
                 Err(_) => {
                     return Err(ProxyError::new(

@@ -391,6 +391,9 @@ impl Pool {
     /// A transport failure on `peer`: after `eject.consecutive_failures` in a row it
     /// leaves rotation for the cool-down (doubling with each ejection in a row).
     pub fn record_failure(&self, peer: &Peer, err: &ProxyError) {
+        if err.cause == Cause::GatewayResources {
+            self.gateway_short(err);
+        }
         if !err.cause.is_peer_failure() {
             return;
         }
@@ -414,6 +417,37 @@ impl Pool {
                 .field("reason", err.to_string())
                 .field("consecutive_failures", n)
                 .field("cooldown_ms", cooldown.as_millis() as u64),
+        );
+    }
+
+    /// The gateway itself is out of file descriptors, local ports or memory: a loud
+    /// event (at most one every 10 s in the whole process, with how many were held
+    /// back) naming what to raise. Never counted against the peer.
+    fn gateway_short(&self, err: &ProxyError) {
+        static LAST_MS: AtomicU64 = AtomicU64::new(0);
+        static HELD: AtomicU64 = AtomicU64::new(0);
+        let now = self.now_ms().max(1);
+        let last = LAST_MS.load(Ordering::Relaxed);
+        if last != 0 && now < last + 10_000
+            || LAST_MS
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            HELD.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        tracing::error!(
+            "{err}: the gateway is short of a resource; raise its file descriptor limit \
+             (ulimit -n, systemd LimitNOFILE) or its local port range"
+        );
+        self.events.emit(
+            Event::new("gateway_resources_exhausted", &self.name)
+                .field("reason", err.to_string())
+                .field("held_back", HELD.swap(0, Ordering::Relaxed))
+                .field(
+                    "advice",
+                    "raise the file descriptor limit (ulimit -n, LimitNOFILE) or net.ipv4.ip_local_port_range",
+                ),
         );
     }
 

@@ -1,0 +1,65 @@
+//! The gateway's own answers: [`error`] is the single builder of every response the
+//! gateway makes itself (status, `Proxy-Status`, `Retry-After` and page text all from
+//! the one mapping in [`crate::error`], the request id, a friendly page), and it
+//! finishes the request's record.
+
+use super::headers::{PROXY_STATUS, X_REQUEST_ID};
+use super::log::{End, Record};
+use super::respond::ProxyBody;
+use crate::error::ProxyError;
+use crate::observe::access::Source;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::Response;
+use http_body_util::Full;
+use std::time::SystemTime;
+
+/// The answer to a request the gateway could not relay, for the reason in `err`.
+/// `headers` are the request's (for `Accept` and `Accept-Language`), when it has any.
+pub fn error(rec: Record, headers: Option<&HeaderMap>, err: ProxyError) -> Response<ProxyBody> {
+    let gw = rec.gw.clone();
+    let status = err.cause.status();
+    let retry_after = err.cause.retry_after();
+    let details = err.details();
+    let request_id = rec.request_id.to_str().unwrap_or("");
+    tracing::warn!(
+        request_id,
+        "{} {} → {} {err}",
+        rec.method.as_ref().map_or("-", |m| m.as_str()),
+        rec.path(),
+        status.as_u16(),
+    );
+    let page = gw.pages.render(&super::pages::Page {
+        status,
+        cause: err.cause,
+        request_id,
+        accept: headers.and_then(|h| h.get(header::ACCEPT)),
+        accept_language: headers.and_then(|h| h.get(header::ACCEPT_LANGUAGE)),
+        details: Some(&details),
+        retry_after,
+        now: SystemTime::now(),
+    });
+    let bytes = page.body.len() as u64;
+    let mut res = Response::new(ProxyBody::Local(Full::new(page.body)));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(PROXY_STATUS.clone(), err.proxy_status_header(gw.details));
+    h.insert(X_REQUEST_ID.clone(), rec.request_id.clone());
+    h.insert(header::CONTENT_TYPE, page.content_type);
+    h.insert(header::CONTENT_LANGUAGE, page.content_language);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Language"),
+    );
+    if let Some(s) = retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    rec.finish(End {
+        status: status.as_u16(),
+        bytes,
+        source: Source::Gateway,
+        error: Some(err.cause),
+        details: Some(details),
+    });
+    res
+}

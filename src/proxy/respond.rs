@@ -1,0 +1,277 @@
+//! The respond phase: the client's response from the upstream's (status, headers and
+//! body as they came, hop-by-hop headers aside, plus the request id), streamed; and
+//! the completion when its body ends: the connection back to the pool (or not), the
+//! peer's lease and measurements, then the log phase ([`super::log::Record::finish`]).
+
+use super::headers::{self, X_REQUEST_ID};
+use super::log::{End, Record};
+use super::tunnel::Tunnel;
+use crate::error::{Cause, ProxyError, Sent};
+use crate::observe::access::Source;
+use crate::upstream::h1::{Connection, Head, UpstreamBody};
+use crate::upstream::Lease;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The client's response from the upstream's head; the body follows as it comes. A
+/// `101` to an upgrade request (`client_upgrade`) hands both connections to a
+/// [`Tunnel`].
+pub fn respond(
+    rec: Record,
+    head: Head,
+    lease: Lease,
+    conn: Connection,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
+    let switch = head.is_upgrade();
+    let mut tunnel_ends = None;
+    let body = match (switch, client_upgrade) {
+        (true, Some(client_side)) => {
+            let (io, early) = conn.into_tunnel();
+            tunnel_ends = Some((client_side, io, early));
+            UpstreamBody::empty()
+        }
+        _ => head.body(conn),
+    };
+    let mut res = Response::new(());
+    *res.status_mut() = head.status;
+    *res.version_mut() = head.version;
+    *res.headers_mut() = head.headers;
+    if let Some(reason) = head
+        .reason
+        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok())
+    {
+        res.extensions_mut().insert(reason);
+    }
+    let (mut parts, ()) = res.into_parts();
+    let keep_alive = headers::keep_alive(&parts.headers);
+    let upgrade = switch
+        .then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(proto) = upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto);
+    }
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), rec.request_id.clone());
+    let done = Box::new(Completion {
+        status: parts.status.as_u16(),
+        lease,
+        keep_alive,
+        rec: Some(rec),
+        bytes: 0,
+    });
+    let done = match tunnel_ends {
+        Some((client_side, upstream, early)) => {
+            // The exchange is over for the peer's stats and lease; the record waits
+            // for the end of the tunnel, with what went through it.
+            let id = done.lease.peer.id.clone();
+            let rec = done.hand_over();
+            let tunnel = Tunnel {
+                id,
+                client_side,
+                upstream,
+                early,
+            };
+            tokio::spawn(tunnel.run(rec));
+            None
+        }
+        None => Some(done),
+    };
+    Response::from_parts(
+        parts,
+        ProxyBody::Upstream {
+            inner: body,
+            done,
+            failed: None,
+        },
+    )
+}
+
+/// The client response body: the upstream's, streamed, or a gateway-made page.
+pub enum ProxyBody {
+    Upstream {
+        inner: UpstreamBody,
+        done: Option<Box<Completion>>,
+        /// The upstream failed mid-body; passed on at the next poll (see `poll_frame`).
+        failed: Option<std::io::Error>,
+    },
+    Local(Full<Bytes>),
+}
+
+/// What happens when an upstream response ends.
+pub struct Completion {
+    status: u16,
+    lease: Lease,
+    keep_alive: Option<Duration>,
+    /// `None` once handed to a tunnel.
+    rec: Option<Record>,
+    bytes: u64,
+}
+
+/// How a response body ended.
+enum BodyEnd {
+    Complete,
+    /// The upstream failed mid-body.
+    UpstreamFailed(String),
+    /// The client went away before the end.
+    ClientGone,
+}
+
+impl Completion {
+    /// The peer's side of the end: its measurements, its health, the connection back
+    /// to the pool when the body ended cleanly and it may be reused.
+    fn end_exchange(&mut self, end: &BodyEnd, conn: Option<Connection>) {
+        let pool = &self.lease.pool;
+        let peer = &self.lease.peer;
+        let error = matches!(end, BodyEnd::UpstreamFailed(_))
+            .then(|| Cause::ResponseIncomplete.proxy_status());
+        let (elapsed, path) = match &self.rec {
+            Some(r) => (r.start.elapsed(), r.path()),
+            None => (Duration::ZERO, ""),
+        };
+        peer.stats.record(self.status, elapsed, path, error);
+        match end {
+            BodyEnd::Complete => {
+                pool.record_success(peer);
+                if let Some(conn) = conn {
+                    if self.keep_alive != Some(Duration::ZERO) {
+                        peer.conns
+                            .put(conn, self.keep_alive, pool.connector.idle_limit);
+                    }
+                }
+            }
+            BodyEnd::UpstreamFailed(why) => {
+                let err =
+                    ProxyError::new(Cause::ConnectionTerminated, why.clone()).sent(Sent::Response);
+                pool.record_failure(peer, &err);
+            }
+            BodyEnd::ClientGone => {}
+        }
+    }
+
+    /// The exchange ends with the body: the peer's side, then the log phase.
+    fn finish(mut self: Box<Self>, end: BodyEnd, conn: Option<Connection>) {
+        self.end_exchange(&end, conn);
+        let Some(rec) = self.rec.take() else { return };
+        let (error, details) = match end {
+            BodyEnd::Complete => (None, None),
+            BodyEnd::UpstreamFailed(why) => (Some(Cause::ResponseIncomplete), Some(why)),
+            BodyEnd::ClientGone => (
+                None,
+                Some("client closed the connection before the response ended".into()),
+            ),
+        };
+        rec.finish(End {
+            status: self.status,
+            bytes: self.bytes,
+            source: Source::Upstream,
+            error,
+            details,
+        });
+    }
+
+    /// A `101`: the exchange is complete for the peer; the record goes to the tunnel.
+    fn hand_over(mut self: Box<Self>) -> Record {
+        self.end_exchange(&BodyEnd::Complete, None);
+        self.rec.take().expect("a record until handed over")
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Local(f) => Pin::new(f).poll_frame(cx).map_err(|e| match e {}),
+            ProxyBody::Upstream {
+                failed: failed @ Some(_),
+                ..
+            } => Poll::Ready(failed.take().map(|e| Err(e.into()))),
+            ProxyBody::Upstream {
+                inner,
+                done,
+                failed,
+            } => match Pin::new(&mut *inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let (Some(d), Some(data)) = (done.as_mut(), frame.data_ref()) {
+                        d.bytes += data.len() as u64;
+                    }
+                    if inner.is_end_stream() {
+                        if let Some(d) = done.take() {
+                            d.finish(BodyEnd::Complete, inner.take_reusable());
+                        }
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(None) => {
+                    if let Some(d) = done.take() {
+                        d.finish(BodyEnd::Complete, inner.take_reusable());
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(d) = done.take() {
+                        let id = d.lease.peer.id.clone();
+                        d.finish(
+                            BodyEnd::UpstreamFailed(format!("{id}: response body failed: {e}")),
+                            None,
+                        );
+                    }
+                    // Not at once: hyper would drop the response head and the data it
+                    // still buffers. A `Pending` first makes it flush them, so the
+                    // client sees a response cut short, not an empty reply.
+                    *failed = Some(e);
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Local(f) => f.is_end_stream(),
+            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Local(f) => f.size_hint(),
+            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let ProxyBody::Upstream { inner, done, .. } = self {
+            if let Some(d) = done.take() {
+                // HEAD and bodiless statuses are never polled: complete if nothing is left.
+                let end = if inner.is_end_stream() {
+                    BodyEnd::Complete
+                } else {
+                    BodyEnd::ClientGone
+                };
+                let conn = inner.take_reusable();
+                d.finish(end, conn);
+            }
+        }
+    }
+}
