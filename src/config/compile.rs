@@ -108,6 +108,10 @@ fn gateway(cx: &mut Ctx, t: Option<TableReader>, base: &Path) -> Gateway {
             .map(|n| n as usize),
     );
     set(&mut g.access_log, t.get(cx, "access_log", Field::bool));
+    set(
+        &mut g.trusted_proxies,
+        t.get(cx, "trusted_proxies", trusted_proxies),
+    );
     if let Some(mut tt) = section(cx, &mut t, "timeouts") {
         let d = &mut g.timeouts;
         set(
@@ -171,6 +175,31 @@ fn listen_addrs(f: &Field, cx: &mut Ctx) -> Option<Vec<SocketAddr>> {
     }
     let addrs: Vec<_> = elements.iter().map(|e| socket_addr(e, cx)).collect();
     addrs.into_iter().collect()
+}
+
+/// `trusted_proxies`: an array of CIDRs (`10.0.0.0/8`) or single addresses.
+fn trusted_proxies(f: &Field, cx: &mut Ctx) -> Option<Vec<ipnet::IpNet>> {
+    let elements = f.array(cx, r#"an array of networks like ["10.0.0.0/8", "::1"]"#)?;
+    let nets: Vec<_> = elements
+        .iter()
+        .map(|e| {
+            let s = e.str(cx)?;
+            let parsed = s
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => Some(net.trunc()),
+                Err(_) => {
+                    e.error(
+                        cx,
+                        format!(r#"expected a network like "10.0.0.0/8" or an address like "192.0.2.7", found {s:?}"#),
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    nets.into_iter().collect()
 }
 
 /// An `ip:port` to listen on.

@@ -34,6 +34,10 @@ pub struct Gateway {
     pub workers: usize,
     /// Write `logs/access.jsonl`. Default true.
     pub access_log: bool,
+    /// Peers whose `X-Forwarded-*` and `Forwarded` headers are believed (CIDRs, e.g.
+    /// another load balancer in front). Default none: from every other peer those
+    /// headers are replaced by the gateway's own.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `[gateway.timeouts]`.
     pub timeouts: Timeouts,
     /// `[gateway.limits]`.
@@ -339,6 +343,7 @@ impl Default for Gateway {
             data_dir: PathBuf::from("healgate-data"),
             workers: 0,
             access_log: true,
+            trusted_proxies: Vec::new(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),

@@ -38,6 +38,8 @@ pub struct Gateway {
     pub limits: Limits,
     /// Whether Proxy-Status carries `details=`.
     pub details: bool,
+    /// `gateway.trusted_proxies`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// This gateway's name in `Via`, unique per process: `healgate-<hex>`.
     pub via_token: String,
     via_h1: HeaderValue,
@@ -209,6 +211,7 @@ impl Gateway {
             access,
             limits: g.limits.clone(),
             details: cfg.errors.details,
+            trusted_proxies: g.trusted_proxies.clone(),
             via_h1: HeaderValue::from_str(&format!("1.1 {via_token}")).expect("ascii"),
             via_h2: HeaderValue::from_str(&format!("2 {via_token}")).expect("ascii"),
             via_token,

@@ -292,7 +292,7 @@ fn fill_placeholders<'v>(template: &str, value: impl Fn(&str) -> Option<&'v str>
         };
         match value(after[..end].trim()) {
             Some(v) => {
-                escape_into(&mut out, v);
+                let _ = fmt::Write::write_fmt(&mut out, format_args!("{}", Esc(v)));
                 rest = &after[end + 2..];
             }
             None => {
@@ -305,21 +305,9 @@ fn fill_placeholders<'v>(template: &str, value: impl Fn(&str) -> Option<&'v str>
     out
 }
 
-fn escape_into(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Displays a string HTML-escaped (safe in text and in quoted attributes).
-struct Esc<'a>(&'a str);
+/// Displays a string HTML-escaped (safe in text and in quoted attributes): the one
+/// HTML escape of the crate.
+pub struct Esc<'a>(pub &'a str);
 
 impl fmt::Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

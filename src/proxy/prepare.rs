@@ -2,13 +2,18 @@
 //! URI (the route's prefix stripped when asked); hop-by-hop headers out; `Host` is the
 //! authority the request was routed by (an absolute-form target or h2 `:authority`
 //! replaces the client's Host, so the gateway and the app agree on the site); the
-//! forwarding headers (`X-Forwarded-*`, `Via`, `X-Request-Id`) go in a separate
+//! forwarding headers (`X-Forwarded-For/-Proto/-Host/-Port/-Prefix`, `Via`,
+//! `X-Request-Id`; a client's own `X-Forwarded-*` and `Forwarded` are believed only
+//! from `gateway.trusted_proxies`, and replaced otherwise) go in a separate
 //! `added` list that the h1 encoder writes after the client's headers (no map
 //! insertions per request). An HTTP/1.1 `Upgrade` (WebSocket; never `h2c`) keeps
 //! `Upgrade`/`Connection: upgrade` towards the peer.
 
 use super::forward::Client;
-use super::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+use super::headers::{
+    self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PREFIX,
+    X_FORWARDED_PROTO, X_REQUEST_ID,
+};
 use super::route::{upstream_path, Route};
 use super::Gateway;
 use crate::error::{Cause, ProxyError};
@@ -55,36 +60,63 @@ pub fn prepare(
         // RFC 9112 §3.2.2: the target's authority replaces Host.
         h.remove(header::HOST);
     }
-    let (mut has_host, mut has_xfh, mut has_xfp, mut has_xff, mut has_id) =
-        (false, false, false, false, false);
+    // One pass over the names: which forwarding headers the client sent.
+    let mut seen = Seen::default();
     for name in h.keys() {
         if *name == header::HOST {
-            has_host = true;
-        } else if *name == X_FORWARDED_HOST {
-            has_xfh = true;
-        } else if *name == X_FORWARDED_PROTO {
-            has_xfp = true;
+            seen.host = true;
         } else if *name == X_FORWARDED_FOR {
-            has_xff = true;
+            seen.xff = true;
+        } else if *name == X_FORWARDED_PROTO {
+            seen.xfp = true;
+        } else if *name == X_FORWARDED_HOST {
+            seen.xfh = true;
+        } else if *name == X_FORWARDED_PORT {
+            seen.xf_port = true;
+        } else if *name == X_FORWARDED_PREFIX {
+            seen.xf_prefix = true;
+        } else if *name == header::FORWARDED {
+            seen.forwarded = true;
         } else if *name == X_REQUEST_ID {
-            has_id = true;
+            seen.id = true;
         }
     }
-    let mut added = Vec::with_capacity(8);
+    if !client.trusted && seen.any_forwarding() {
+        // Only a trusted proxy may say who the client is and how it came in: from
+        // anyone else these headers are replaced (scheme spoofing, poisoned links).
+        for (present, name) in [
+            (seen.xff, &X_FORWARDED_FOR),
+            (seen.xfp, &X_FORWARDED_PROTO),
+            (seen.xfh, &X_FORWARDED_HOST),
+            (seen.xf_port, &X_FORWARDED_PORT),
+            (seen.xf_prefix, &X_FORWARDED_PREFIX),
+            (seen.forwarded, &header::FORWARDED),
+        ] {
+            if present {
+                h.remove(name);
+            }
+        }
+        seen = Seen {
+            host: seen.host,
+            id: seen.id,
+            ..Seen::default()
+        };
+    }
+    let mut added = Vec::with_capacity(10);
     if let Some(proto) = upgrade {
         added.push((header::CONNECTION, HeaderValue::from_static("upgrade")));
         added.push((header::UPGRADE, proto.clone()));
     }
     if let Some(host) = authority {
-        if !has_host {
+        if !seen.host {
             added.push((header::HOST, host.clone()));
         }
-        if !has_xfh {
+        if !seen.xfh {
             added.push((X_FORWARDED_HOST.clone(), host.clone()));
         }
     }
-    let forwarded_for = if has_xff {
-        // Appended to what earlier proxies said, in one field.
+    let forwarded_for = if seen.xff {
+        // A trusted proxy's list, with its peer (the client here) appended, in one field.
         let mut list: Vec<&str> = h
             .get_all(&X_FORWARDED_FOR)
             .iter()
@@ -99,8 +131,19 @@ pub fn prepare(
         client.forwarded_for.clone()
     };
     added.push((X_FORWARDED_FOR.clone(), forwarded_for));
-    if !has_xfp {
+    if !seen.xfp {
         added.push((X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http")));
+    }
+    if !seen.xf_port {
+        added.push((X_FORWARDED_PORT.clone(), client.local_port.clone()));
+    }
+    if route.strip_prefix && !seen.xf_prefix {
+        let prefix = route.prefix.trim_end_matches('/');
+        if !prefix.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(prefix) {
+                added.push((X_FORWARDED_PREFIX.clone(), v));
+            }
+        }
     }
     let via = if version == Version::HTTP_2 {
         &gw.via_h2
@@ -108,10 +151,29 @@ pub fn prepare(
         &gw.via_h1
     };
     added.push((header::VIA, via.clone()));
-    if has_id {
+    if seen.id {
         // The client's own id is the request id when valid; either way ours goes.
         h.remove(&X_REQUEST_ID);
     }
     added.push((X_REQUEST_ID.clone(), request_id.clone()));
     Ok(Prepared { parts, added, body })
+}
+
+/// The forwarding headers a request came with.
+#[derive(Default)]
+struct Seen {
+    host: bool,
+    xff: bool,
+    xfp: bool,
+    xfh: bool,
+    xf_port: bool,
+    xf_prefix: bool,
+    forwarded: bool,
+    id: bool,
+}
+
+impl Seen {
+    fn any_forwarding(&self) -> bool {
+        self.xff || self.xfp || self.xfh || self.xf_port || self.xf_prefix || self.forwarded
+    }
 }

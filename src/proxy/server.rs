@@ -166,7 +166,10 @@ async fn connection(
         }
     };
     let h2_preface = prefix.starts_with(b"PRI * HTTP/2.0\r\n");
-    let client = Arc::new(forward::Client::new(addr));
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let client = Arc::new(forward::Client::new(addr, local, &gw.trusted_proxies));
     let io = TokioIo::new(Rewind {
         prefix,
         inner: stream,
