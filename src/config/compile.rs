@@ -112,6 +112,10 @@ fn gateway(cx: &mut Ctx, t: Option<TableReader>, base: &Path) -> Gateway {
         &mut g.trusted_proxies,
         t.get(cx, "trusted_proxies", trusted_proxies),
     );
+    set(
+        &mut g.underscores_in_headers,
+        t.get(cx, "underscores_in_headers", Field::bool),
+    );
     if let Some(mut tt) = section(cx, &mut t, "timeouts") {
         let d = &mut g.timeouts;
         set(

@@ -38,6 +38,9 @@ pub struct Gateway {
     /// another load balancer in front). Default none: from every other peer those
     /// headers are replaced by the gateway's own.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Forward request header names that contain `_`. Default false: they are dropped
+    /// (CGI/WSGI servers read `Content_Length` as `Content-Length`), as nginx does.
+    pub underscores_in_headers: bool,
     /// `[gateway.timeouts]`.
     pub timeouts: Timeouts,
     /// `[gateway.limits]`.
@@ -344,6 +347,7 @@ impl Default for Gateway {
             workers: 0,
             access_log: true,
             trusted_proxies: Vec::new(),
+            underscores_in_headers: false,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),

@@ -40,6 +40,8 @@ pub struct Gateway {
     pub details: bool,
     /// `gateway.trusted_proxies`.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `gateway.underscores_in_headers`: forward header names with `_`.
+    pub underscores_in_headers: bool,
     /// This gateway's name in `Via`, unique per process: `healgate-<hex>`.
     pub via_token: String,
     via_h1: HeaderValue,
@@ -212,6 +214,7 @@ impl Gateway {
             limits: g.limits.clone(),
             details: cfg.errors.details,
             trusted_proxies: g.trusted_proxies.clone(),
+            underscores_in_headers: g.underscores_in_headers,
             via_h1: HeaderValue::from_str(&format!("1.1 {via_token}")).expect("ascii"),
             via_h2: HeaderValue::from_str(&format!("2 {via_token}")).expect("ascii"),
             via_token,

@@ -79,6 +79,23 @@ pub fn prepare(
             seen.forwarded = true;
         } else if *name == X_REQUEST_ID {
             seen.id = true;
+        } else if !gw.underscores_in_headers && name.as_str().contains('_') {
+            seen.underscored = true;
+        }
+    }
+    if seen.underscored {
+        // CGI and WSGI servers read `Content_Length` as `Content-Length`: a header the
+        // gateway did not frame by. Dropped, as nginx does (`underscores_in_headers`).
+        let names: Vec<HeaderName> = h
+            .keys()
+            .filter(|n| n.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for name in names {
+            tracing::debug!(
+                "dropped the header {name}: underscores in header names are not forwarded"
+            );
+            h.remove(&name);
         }
     }
     if !client.trusted && seen.any_forwarding() {
@@ -170,6 +187,8 @@ struct Seen {
     xf_prefix: bool,
     forwarded: bool,
     id: bool,
+    /// A name with `_`, to drop.
+    underscored: bool,
 }
 
 impl Seen {

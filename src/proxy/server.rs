@@ -138,6 +138,13 @@ async fn connection(
     let prefix = match head {
         Ok(p) => p,
         Err(FirstHead::Closed) => return,
+        Err(FirstHead::Tls) => {
+            tracing::warn!(
+                "{addr}: TLS on a plain-HTTP listener (a TLS ClientHello arrived); closed \
+                 (use http:// for this port)"
+            );
+            return;
+        }
         Err(FirstHead::Timeout(got)) => {
             if got > 0 {
                 let e = ProxyError::new(
@@ -286,6 +293,8 @@ struct Builders {
 
 enum FirstHead {
     Closed,
+    /// A TLS ClientHello: a client speaking HTTPS to a plain-HTTP port.
+    Tls,
     Malformed(String),
     Timeout(usize),
     TooLarge(usize),
@@ -309,6 +318,13 @@ async fn first_head(
             Err(_) => return Err(FirstHead::Timeout(buf.len())),
             Ok(Ok(0)) | Ok(Err(_)) => return Err(FirstHead::Closed),
             Ok(Ok(n)) => {
+                if buf.len() >= 3 && buf[0] == 0x16 && buf[1] == 0x03 {
+                    // A TLS handshake record (ClientHello), not a request line.
+                    return Err(FirstHead::Tls);
+                }
+                if let Err(why) = check_request_line(&buf) {
+                    return Err(FirstHead::Malformed(why));
+                }
                 let from = buf.len().saturating_sub(n + 3);
                 if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
                     if let Err(why) = check_head(&buf) {
@@ -322,6 +338,30 @@ async fn first_head(
             }
         }
     }
+}
+
+/// The request line, as soon as it is complete: it must end in CRLF (a bare LF is
+/// refused, RFC 9112 §2.2 allows a server to) and name HTTP/1.x (or be the h2
+/// preface): HTTP/0.9 and bare-LF heads get their 400 at once instead of waiting for
+/// an end of head that never comes.
+fn check_request_line(buf: &[u8]) -> Result<(), String> {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return Ok(());
+    };
+    let Some(line) = buf[..end].strip_suffix(b"\r") else {
+        return Err("request line ends in a bare LF, not CRLF".into());
+    };
+    if line == b"PRI * HTTP/2.0" {
+        return Ok(());
+    }
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    if line.iter().filter(|&&b| b == b' ').count() != 2 || !version.starts_with(b"HTTP/1.") {
+        return Err(format!(
+            "not an HTTP/1.x request line: {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(80)])
+        ));
+    }
+    Ok(())
 }
 
 /// Strict checks of a first request head, before hyper sees it: unparsable heads and

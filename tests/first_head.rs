@@ -1,0 +1,96 @@
+//! What the listener refuses at once, before any app sees it: a TLS ClientHello on a
+//! plain-HTTP port (closed, with a log line saying so), a bare-LF request line and
+//! HTTP/0.9 (400 without waiting for the header timeout); and what it does not
+//! forward: header names with `_` (CGI/WSGI read them as `-`), unless allowed.
+
+mod common;
+
+use common::upstreams::DemoApp;
+use common::{get, Gateway};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn gateway(app: &DemoApp, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n{extra}\n[gateway.timeouts]\nclient_header = \"20s\"\n\n\
+         [[upstream]]\nname = \"app\"\nservers = [\"{}\"]\nroutes = [\"/\"]\n",
+        app.addr
+    ))
+}
+
+/// Send `bytes`, then read until the gateway closes (at most 10 s): the answer and how
+/// long it took.
+fn send(gw: &Gateway, bytes: &[u8]) -> (String, Duration) {
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (String::from_utf8_lossy(&out).into_owned(), t.elapsed())
+}
+
+#[test]
+fn tls_on_a_plain_port_is_closed_at_once_and_said() {
+    let app = DemoApp::start();
+    let gw = gateway(&app, "");
+    // The start of a TLS 1.2/1.3 ClientHello record.
+    let hello = [
+        0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03,
+    ];
+    let (answer, took) = send(&gw, &hello);
+    assert!(answer.is_empty(), "{answer}");
+    assert!(
+        took < Duration::from_secs(5),
+        "closed at once, not after client_header: {took:?}"
+    );
+    let said = common::eventually(Duration::from_secs(5), || {
+        gw.stderr()
+            .contains("TLS on a plain-HTTP listener")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", gw.stderr());
+}
+
+#[test]
+fn bare_lf_and_http_09_get_400_at_once() {
+    let app = DemoApp::start();
+    let gw = gateway(&app, "");
+    for (what, raw) in [
+        ("bare LF", &b"GET / HTTP/1.1\nHost: x\n\n"[..]),
+        ("HTTP/0.9", &b"GET /\r\n"[..]),
+        ("no version", &b"GET / \r\n\r\n"[..]),
+    ] {
+        let (answer, took) = send(&gw, raw);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("proxy-status: healgate; error=http_request_error"),
+            "{what}: {answer}"
+        );
+        assert!(took < Duration::from_secs(5), "{what}: took {took:?}");
+    }
+}
+
+#[test]
+fn underscore_header_names_are_dropped_unless_allowed() {
+    let app = DemoApp::start();
+    let gw = gateway(&app, "");
+    let r = get(
+        gw.addr,
+        "/echo",
+        &[
+            ("Content_Length", "5"),
+            ("X_User", "admin"),
+            ("X-Kept", "yes"),
+        ],
+    );
+    let text = r.text().to_ascii_lowercase();
+    assert!(!text.contains("content_length"), "{text}");
+    assert!(!text.contains("x_user"), "{text}");
+    assert!(text.contains("x-kept: yes"), "{text}");
+    let open = gateway(&app, "underscores_in_headers = true");
+    let r = get(open.addr, "/echo", &[("X_User", "admin")]);
+    assert!(r.text().to_ascii_lowercase().contains("x_user: admin"));
+}
