@@ -33,6 +33,18 @@ pub struct AccessRecord {
     pub error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+    /// Every attempt of a request that took more than one, in order: the peer and
+    /// how it ended (a Proxy-Status type, or the status it answered).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<Tried>,
+}
+
+/// One attempt of a retried request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tried {
+    pub upstream: Arc<str>,
+    /// `connection_terminated`, `connection_refused` ... or `200`.
+    pub outcome: String,
 }
 
 /// Where access records go; `None` inside when the access log is off.

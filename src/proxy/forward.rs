@@ -172,6 +172,7 @@ async fn exchange(
     pool.note_request();
     let mut tried = 0u64;
     let mut crash_retries = 0;
+    let mut died = 0;
     // Held while a request retried after a crash is in flight (see `Pool::crash_lane`).
     let mut crash_lane: Option<tokio::sync::OwnedSemaphorePermit> = None;
     loop {
@@ -204,7 +205,12 @@ async fn exchange(
             idempotent,
             replayable: bodiless || err.sent == Sent::Nothing,
             poison,
+            died_before: died,
         };
+        if err.cause == Cause::ConnectionTerminated && err.sent == Sent::Request {
+            died += 1;
+        }
+        rec.failed.push((peer.id.clone(), err.cause));
         let why_not = match retry::decide(&err, &facts) {
             Retry::Again if pool.allow_retry() => None,
             Retry::Again => {

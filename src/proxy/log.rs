@@ -7,7 +7,7 @@
 
 use super::Gateway;
 use crate::error::Cause;
-use crate::observe::access::{AccessRecord, Source};
+use crate::observe::access::{AccessRecord, Source, Tried};
 use http::{HeaderValue, Method, Uri};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,6 +28,8 @@ pub struct Record {
     /// The peer of the last attempt, e.g. `web#2`.
     pub upstream: Option<Arc<str>>,
     pub attempts: u32,
+    /// The failed attempts before the last one: the peer and why.
+    pub failed: Vec<(Arc<str>, Cause)>,
     /// Written if the record is dropped unfinished.
     unfinished: (u16, Source, &'static str),
     done: bool,
@@ -63,6 +65,7 @@ impl Record {
             route: None,
             upstream: None,
             attempts: 0,
+            failed: Vec::new(),
             unfinished: (
                 499,
                 Source::Gateway,
@@ -85,6 +88,7 @@ impl Record {
             route: None,
             upstream: None,
             attempts: 0,
+            failed: Vec::new(),
             unfinished: (0, Source::Gateway, "the request was never answered"),
             done: false,
         }
@@ -140,7 +144,33 @@ impl Record {
             source: end.source,
             error: end.error.map(Cause::proxy_status),
             details: end.details,
+            tried: self.tried(end.status, end.source),
         });
+    }
+}
+
+impl Record {
+    /// Every attempt, when there was more than one: the failed ones, then the last.
+    fn tried(&self, status: u16, source: Source) -> Vec<Tried> {
+        if self.failed.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<Tried> = self
+            .failed
+            .iter()
+            .map(|(peer, cause)| Tried {
+                upstream: peer.clone(),
+                outcome: cause.proxy_status().to_owned(),
+            })
+            .collect();
+        // The peer that answered; a gateway-made answer's attempts all failed.
+        if let (Some(peer), Source::Upstream) = (&self.upstream, source) {
+            out.push(Tried {
+                upstream: peer.clone(),
+                outcome: status.to_string(),
+            });
+        }
+        out
     }
 }
 

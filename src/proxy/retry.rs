@@ -4,7 +4,7 @@
 //! whether the request may be what crashed the instance). It never panics. The retry
 //! budget is asked by the driver only after `decide` says yes.
 
-use crate::error::{ProxyError, RetryRule, Sent};
+use crate::error::{Cause, ProxyError, RetryRule, Sent};
 use crate::upstream::Lease;
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ pub struct Attempt {
     pub replayable: bool,
     /// The request is the likely cause of the instance's crash (see [`exit_notice`]).
     pub poison: bool,
+    /// Earlier attempts whose connection died mid-request with no response.
+    pub died_before: u32,
 }
 
 /// What to do after a failed attempt.
@@ -58,6 +60,12 @@ pub fn decide(err: &ProxyError, a: &Attempt) -> Retry {
     if a.poison {
         return Retry::No("the request is the likely cause of the instance's crash");
     }
+    if a.died_before > 0 && err.sent == Sent::Request && err.cause == Cause::ConnectionTerminated {
+        // A pre-fork server's worker can die under a request without its instance
+        // exiting (no exit notice): a second death is enough to stop, whatever
+        // instances remain.
+        return Retry::No("a second connection died under this request (retried at most once)");
+    }
     if a.number >= a.max {
         return Retry::No("no attempts left");
     }
@@ -72,7 +80,7 @@ pub fn decide(err: &ProxyError, a: &Attempt) -> Retry {
 pub async fn exit_notice(lease: &Lease, err: &mut ProxyError, crash_retries: &mut u32) -> bool {
     if err.sent == Sent::Nothing
         || !lease.peer.supervised
-        || err.cause != crate::error::Cause::ConnectionTerminated
+        || err.cause != Cause::ConnectionTerminated
     {
         return false;
     }
@@ -96,7 +104,6 @@ pub async fn exit_notice(lease: &Lease, err: &mut ProxyError, crash_retries: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Cause;
 
     fn first(idempotent: bool, replayable: bool) -> Attempt {
         Attempt {
@@ -105,6 +112,7 @@ mod tests {
             idempotent,
             replayable,
             poison: false,
+            died_before: 0,
         }
     }
 
@@ -156,5 +164,19 @@ mod tests {
             ..first(true, true)
         };
         assert!(matches!(decide(&reset, &poison), Retry::No(_)));
+        let again = Attempt {
+            number: 2,
+            died_before: 1,
+            ..first(true, true)
+        };
+        assert!(
+            matches!(decide(&reset, &again), Retry::No(_)),
+            "a connection dying mid-request is retried once at most"
+        );
+        assert_eq!(
+            decide(&refused, &again),
+            Retry::Again,
+            "a refused connect is not a death"
+        );
     }
 }
