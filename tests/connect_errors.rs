@@ -26,13 +26,14 @@ impl Limited {
         );
         let path = dir.path().join("healgate.toml");
         std::fs::write(&path, cfg).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(format!("ulimit -n {nofile} && exec \"$0\" run -c \"$1\""))
             .arg(common::bin())
             .arg(&path)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("sh");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -44,6 +45,10 @@ impl Limited {
         };
         std::thread::spawn(move || for _ in lines {});
         Limited { child, addr, dir }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
     fn events(&self, kind: &str) -> Vec<serde_json::Value> {
@@ -164,4 +169,38 @@ fn out_of_file_descriptors_is_the_gateways_own_500_not_refused() {
     });
     assert!(back.is_some(), "served again once descriptors are free");
     assert!(gw.events("instance_ejected").is_empty());
+}
+
+#[test]
+fn failed_accepts_are_logged_once_in_a_while_with_what_to_raise() {
+    let up = upstreams::ok("ok");
+    let gw = Limited::start(
+        &format!(
+            "[[upstream]]\nname = \"up\"\nservers = [\"{}\"]\nroutes = [\"/\"]\n",
+            up.addr
+        ),
+        32,
+    );
+    // Fill the descriptor table with idle connections, then wait while accepts fail
+    // (every 50 ms), for at most 3 s.
+    let mut held = Vec::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(3) && held.len() < 200 {
+        match TcpStream::connect(gw.addr) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+        if gw.stderr().contains("accept failed") && held.len() > 40 {
+            break;
+        }
+    }
+    let failing = common::eventually(Duration::from_secs(5), || {
+        gw.stderr().contains("accept failed").then_some(())
+    });
+    assert!(failing.is_some(), "accepts never failed: {}", gw.stderr());
+    std::thread::sleep(Duration::from_secs(1)); // ~20 failed accepts at 50 ms apart
+    let log = gw.stderr();
+    let lines = log.lines().filter(|l| l.contains("accept failed")).count();
+    assert!(lines <= 2, "{lines} lines:\n{log}");
+    assert!(log.contains("raise `ulimit -n`"), "{log}");
 }

@@ -74,13 +74,14 @@ pub async fn serve(
         let tx = conn_tx.clone();
         let mut stop = shutdown.clone();
         accept_tasks.push(tokio::spawn(async move {
+            let mut failing = AcceptFailures::default();
             loop {
                 tokio::select! {
                     r = l.accept() => match r {
                         Ok((s, addr)) => { if tx.send((s, addr)).is_err() { return; } }
                         Err(e) => {
                             // EMFILE and friends: back off instead of spinning.
-                            tracing::error!("accept failed: {e}");
+                            failing.note(&e);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     },
@@ -116,6 +117,40 @@ pub async fn serve(
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("grace period of {grace:?} over; closing the remaining connections");
+    }
+}
+
+/// Failed accepts (out of file descriptors, usually) are logged once every 10 s with
+/// how many there were and what to raise, not every 50 ms.
+#[derive(Default)]
+struct AcceptFailures {
+    since: Option<Instant>,
+    held: u64,
+}
+
+impl AcceptFailures {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, e: &io::Error) {
+        if self.since.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.held += 1;
+            return;
+        }
+        let advice = match e.raw_os_error() {
+            Some(libc::EMFILE) => {
+                " (the gateway's file descriptor limit: raise `ulimit -n` / systemd LimitNOFILE)"
+            }
+            Some(libc::ENFILE) => " (the system's file table: raise fs.file-max)",
+            Some(libc::ENOBUFS | libc::ENOMEM) => " (the system is short of memory for sockets)",
+            _ => "",
+        };
+        tracing::error!(
+            "accept failed: {e}{advice}; {} more in the last {:?}; new connections wait in the backlog",
+            self.held,
+            Self::EVERY
+        );
+        self.since = Some(Instant::now());
+        self.held = 0;
     }
 }
 
