@@ -389,3 +389,126 @@ fn a_malformed_later_request_on_a_connection_is_refused_and_logged() {
         "{logged}"
     );
 }
+
+/// A chunked POST written `pieces` chunks of `chunk` bytes, one every `pace`; with
+/// `stall`, the body stops after the first chunk (the connection stays open). The
+/// response as read to the end, and the body that was meant to go up.
+fn paced_upload(
+    addr: std::net::SocketAddr,
+    pieces: usize,
+    chunk: usize,
+    pace: Duration,
+    stall: bool,
+) -> (common::Resp, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: up\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut sent = Vec::new();
+    for i in 0..pieces {
+        let data: Vec<u8> = (0..chunk).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+        // The gateway may answer (and close) early: stop writing then.
+        if s.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+            .and_then(|()| s.write_all(&data))
+            .and_then(|()| s.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+        sent.extend_from_slice(&data);
+        if stall {
+            break;
+        }
+        std::thread::sleep(pace);
+    }
+    if !stall {
+        let _ = s.write_all(b"0\r\n\r\n");
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let resp = common::parse_response(&raw, false)
+        .unwrap_or_else(|| panic!("unparsable: {:?}", String::from_utf8_lossy(&raw)));
+    (resp, sent)
+}
+
+/// A slow upload is the client's time, not the upstream's: with `response_header =
+/// "1s"`, uploads taking 2.5 s reach a healthy upstream whole and get its 200, and
+/// three of them in a row do not eject it.
+#[test]
+fn a_slow_upload_is_not_a_slow_upstream() {
+    let up = upstreams::body_echo();
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", up.addr),
+        "",
+    )));
+    let uploads: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = gw.addr;
+            std::thread::spawn(move || {
+                paced_upload(addr, 10, 1000, Duration::from_millis(250), false)
+            })
+        })
+        .collect();
+    for u in uploads {
+        let (r, sent) = u.join().unwrap();
+        assert_eq!(r.status, 200, "{:?} {}", r.proxy_error(), r.text());
+        assert_eq!(r.body.len(), sent.len(), "the upstream got every byte");
+        assert!(r.body == sent, "the upstream got the bytes as sent");
+    }
+    assert_eq!(up.hits(), 3);
+    // The peer is still in rotation: the next requests reach it.
+    for _ in 0..3 {
+        let r = common::request(gw.addr, "POST", "/after", &[], b"fine").unwrap();
+        assert_eq!(r.status, 200, "{:?} {}", r.proxy_error(), r.text());
+    }
+    assert_eq!(up.hits(), 6);
+    assert!(gw.events("instance_ejected").is_empty());
+}
+
+/// A client that stops sending its body gets 408 `http_request_error` after
+/// `client_body` without progress, logged as its own failure; the upstream is not
+/// ejected for it.
+#[test]
+fn a_stalled_upload_is_the_clients_408() {
+    let up = upstreams::body_echo();
+    let cfg = format!(
+        "[gateway.timeouts]\nresponse_header = \"5s\"\nclient_body = \"1s\"\n\n[[upstream]]\nname = \"up\"\nservers = [\"{}\"]\nroutes = [\"/\"]\n",
+        up.addr
+    );
+    let gw = Gateway::start(&with_gateway_table(&cfg));
+    let stalls: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = gw.addr;
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                let (r, _) = paced_upload(addr, 1, 100, Duration::ZERO, true);
+                (r, start.elapsed())
+            })
+        })
+        .collect();
+    for s in stalls {
+        let (r, took) = s.join().unwrap();
+        assert_eq!(r.status, 408, "{:?} {}", r.proxy_error(), r.text());
+        assert_eq!(r.proxy_error().as_deref(), Some("http_request_error"));
+        assert!(took < Duration::from_secs(4), "after client_body: {took:?}");
+        let id = r.header("x-request-id").expect("x-request-id").to_owned();
+        let entry = gw.access_entry(&id);
+        assert_eq!(entry["status"], 408, "{entry}");
+        assert_eq!(entry["error"], "http_request_error", "{entry}");
+        let details = entry["details"].as_str().unwrap_or_default();
+        assert!(
+            details.contains("client") && details.contains("body"),
+            "{entry}"
+        );
+    }
+    // Not the upstream's failure: it stays in rotation.
+    for _ in 0..3 {
+        let r = common::request(gw.addr, "POST", "/after", &[], b"fine").unwrap();
+        assert_eq!(r.status, 200, "{:?} {}", r.proxy_error(), r.text());
+        assert_eq!(r.text(), "fine");
+    }
+    assert!(gw.events("instance_ejected").is_empty());
+}

@@ -19,7 +19,7 @@ use super::route::upstream_path;
 use super::Gateway;
 use crate::error::{is_idempotent, Cause, ProxyError, Sent};
 use crate::observe::access::{AccessRecord, Source};
-use crate::upstream::h1::{Connection, Head, Outgoing, UpstreamBody};
+use crate::upstream::h1::{Connection, Head, Outgoing, Timeouts, UpstreamBody};
 use crate::upstream::Lease;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -495,23 +495,22 @@ async fn attempt(
         Some(conn) => conn,
         None => c.connect(&peer.id, &peer.target, peer.tls).await?,
     };
-    let timeout = pool.settings.response_header_timeout;
+    let timeouts = Timeouts {
+        deadlines: &gw.deadlines,
+        response_header: pool.settings.response_header_timeout,
+        client_body: gw.client_body_timeout,
+    };
     let idle = conn.idle_since.elapsed();
-    let sent = conn.send(&peer.id, request, body, c.response_header_limit);
-    match gw.deadlines.within(timeout, sent).await {
-        Ok(Ok(head)) => Ok((head, conn)),
-        Ok(Err(e)) => {
+    let sent = conn.send(&peer.id, request, body, c.response_header_limit, &timeouts);
+    match sent.await {
+        Ok(head) => Ok((head, conn)),
+        Err(e) => {
             if conn.reused && e.cause == Cause::ConnectionTerminated {
                 // The peer closed it while it was idle, or as the request arrived.
                 peer.conns.learn_idle_close(idle);
             }
             Err(e)
         }
-        Err(_) => Err(ProxyError::new(
-            Cause::ResponseTimeout,
-            format!("{}: no response header within {timeout:?}", peer.id),
-        )
-        .sent(Sent::Request)),
     }
 }
 

@@ -12,6 +12,7 @@
 //! chunk framing. A `101` to an upgrade request hands the raw connection over
 //! ([`Connection::into_tunnel`]).
 
+use super::deadline::{Deadline, Deadlines, Elapsed};
 use crate::error::{Cause, ProxyError, Sent};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -20,8 +21,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -34,7 +36,7 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// Largest read of body bytes at once.
 const MAX_READ: usize = 64 * 1024;
 /// How long a failed request-body write waits for an answer the peer may have sent.
-const EARLY_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+const EARLY_ANSWER_WAIT: Duration = Duration::from_millis(500);
 /// Request body data up to this size is copied next to its chunk framing (one write).
 const COALESCE: usize = 16 * 1024;
 
@@ -153,6 +155,52 @@ pub struct Outgoing<'a> {
     pub upgrade: bool,
 }
 
+/// The clocks of one exchange (see [`Connection::send`]), on the gateway's coarse
+/// deadline table.
+pub struct Timeouts<'a> {
+    pub deadlines: &'a Arc<Deadlines>,
+    /// From the whole request sent (and while the peer takes no request bytes) to the
+    /// response head.
+    pub response_header: Duration,
+    /// Between two pieces of the client's request body.
+    pub client_body: Duration,
+}
+
+impl Timeouts<'_> {
+    fn no_head(&self, id: &str) -> ProxyError {
+        ProxyError::new(
+            Cause::ResponseTimeout,
+            format!(
+                "{id}: no response header within {:?} of the request being sent",
+                self.response_header
+            ),
+        )
+        .sent(Sent::Request)
+    }
+
+    fn upstream_stalled(&self, id: &str, what: &str) -> ProxyError {
+        ProxyError::new(
+            Cause::ResponseTimeout,
+            format!(
+                "{id}: took none of the {what} for {:?} (and sent no response header)",
+                self.response_header
+            ),
+        )
+        .sent(Sent::Request)
+    }
+
+    fn client_stalled(&self, id: &str) -> ProxyError {
+        ProxyError::new(
+            Cause::ClientBodyTimeout,
+            format!(
+                "the client's request body stalled: nothing new for {:?} (while sending it to {id})",
+                self.client_body
+            ),
+        )
+        .sent(Sent::Request)
+    }
+}
+
 impl Connection {
     /// A new connection over `io`.
     pub fn new(io: Stream) -> Connection {
@@ -181,32 +229,50 @@ impl Connection {
 
     /// Write the request and read the response head. The error says how far the
     /// exchange got.
+    ///
+    /// Two clocks, on one slot of the deadline table: while the client's body is
+    /// awaited, `client_body` without a new frame is the client's failure (408
+    /// [`Cause::ClientBodyTimeout`], never counted against the peer); while the peer is
+    /// written to, and from the moment the whole request is sent until the response
+    /// head, `response_header` is the peer's (504 [`Cause::ResponseTimeout`]).
     pub async fn send<B: Body<Data = Bytes> + Unpin>(
         &mut self,
         id: &str,
         request: Outgoing<'_>,
         body: &mut B,
         header_limit: usize,
+        timeouts: &Timeouts<'_>,
     ) -> Result<Head, ProxyError>
     where
         B::Error: std::fmt::Display,
     {
+        let deadline = timeouts.deadlines.start(timeouts.response_header);
         let chunked = self.encode_head(request, body);
         let mut sent = Sent::Nothing;
-        if let Err(e) = write_all(&mut self.io, &self.out, &mut sent).await {
-            return Err(self.io_failure(id, e, sent, "writing the request"));
+        match deadline
+            .run(write_all(&mut self.io, &self.out, &mut sent))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.io_failure(id, e, sent, "writing the request")),
+            Err(Elapsed) => return Err(timeouts.upstream_stalled(id, "request head").sent(sent)),
         }
         let method = &request.parts.method;
         if !body.is_end_stream() {
             let sent = self
-                .send_body(id, body, chunked, method, header_limit)
+                .send_body(id, body, chunked, method, header_limit, &deadline, timeouts)
                 .await;
             // The peer may answer before it has the whole body (413, 401 ...), and
             // close: its answer, not the failed write, is what the client should see.
             match sent {
                 Ok(true) => {}
                 Ok(false) => {
-                    let mut head = self.read_head(id, method, header_limit, false).await?;
+                    deadline.reset(timeouts.response_header);
+                    let head = self.read_head(id, method, header_limit, false);
+                    let mut head = match deadline.run(head).await {
+                        Ok(head) => head?,
+                        Err(Elapsed) => return Err(timeouts.no_head(id)),
+                    };
                     // Part of the body is still unsent: the connection cannot be reused.
                     head.keep_alive = false;
                     return Ok(head);
@@ -225,11 +291,19 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
-        if let Err(e) = self.io.flush().await {
-            return Err(self.io_failure(id, e, Sent::Request, "writing the request"));
+        // The request is all sent: the peer's time to answer starts now.
+        deadline.reset(timeouts.response_header);
+        let answer = async {
+            if let Err(e) = self.io.flush().await {
+                return Err(self.io_failure(id, e, Sent::Request, "writing the request"));
+            }
+            self.read_head(id, method, header_limit, request.upgrade)
+                .await
+        };
+        match deadline.run(answer).await {
+            Ok(head) => head,
+            Err(Elapsed) => Err(timeouts.no_head(id)),
         }
-        self.read_head(id, method, header_limit, request.upgrade)
-            .await
     }
 
     /// Whether the peer started a final answer while the request body is still being
@@ -303,7 +377,10 @@ impl Connection {
     }
 
     /// Stream the client's body to the peer, as it arrives. False: the peer answered
-    /// first (see [`Connection::early_answer`]), and the rest is not sent.
+    /// first (see [`Connection::early_answer`]), and the rest is not sent. `deadline`
+    /// runs on the client's clock while a frame is awaited, on the peer's while it is
+    /// written.
+    #[allow(clippy::too_many_arguments)]
     async fn send_body<B: Body<Data = Bytes> + Unpin>(
         &mut self,
         id: &str,
@@ -311,6 +388,8 @@ impl Connection {
         chunked: bool,
         method: &Method,
         limit: usize,
+        deadline: &Deadline<'_>,
+        timeouts: &Timeouts<'_>,
     ) -> Result<bool, ProxyError>
     where
         B::Error: std::fmt::Display,
@@ -320,10 +399,12 @@ impl Connection {
             if self.early_answer(method, limit) {
                 return Ok(false);
             }
-            let frame = match body.frame().await {
-                None => break,
-                Some(Ok(f)) => f,
-                Some(Err(e)) => {
+            deadline.reset(timeouts.client_body);
+            let frame = match deadline.run(body.frame()).await {
+                Err(Elapsed) => return Err(timeouts.client_stalled(id)),
+                Ok(None) => break,
+                Ok(Some(Ok(f))) => f,
+                Ok(Some(Err(e))) => {
                     return Err(ProxyError::new(
                         Cause::BadRequest,
                         format!("{id}: the client's request body failed: {e}"),
@@ -337,35 +418,51 @@ impl Connection {
             if data.is_empty() {
                 continue;
             }
-            let written = if !chunked {
-                write_all(&mut self.io, &data, &mut sent).await
-            } else if data.len() <= COALESCE {
-                self.out.clear();
-                self.out
-                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                self.out.extend_from_slice(&data);
-                self.out.extend_from_slice(b"\r\n");
-                write_all(&mut self.io, &self.out, &mut sent).await
-            } else {
-                let size = format!("{:x}\r\n", data.len());
-                match write_all(&mut self.io, size.as_bytes(), &mut sent).await {
-                    Ok(()) => match write_all(&mut self.io, &data, &mut sent).await {
-                        Ok(()) => write_all(&mut self.io, b"\r\n", &mut sent).await,
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
+            deadline.reset(timeouts.response_header);
+            match deadline
+                .run(self.write_data(&data, chunked, &mut sent))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(self.io_failure(id, e, Sent::Request, "writing the request body"))
                 }
-            };
-            if let Err(e) = written {
-                return Err(self.io_failure(id, e, Sent::Request, "writing the request body"));
+                Err(Elapsed) => return Err(timeouts.upstream_stalled(id, "request body")),
             }
         }
         if chunked {
-            if let Err(e) = write_all(&mut self.io, b"0\r\n\r\n", &mut sent).await {
-                return Err(self.io_failure(id, e, Sent::Request, "writing the request body"));
+            deadline.reset(timeouts.response_header);
+            match deadline
+                .run(write_all(&mut self.io, b"0\r\n\r\n", &mut sent))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(self.io_failure(id, e, Sent::Request, "writing the request body"))
+                }
+                Err(Elapsed) => return Err(timeouts.upstream_stalled(id, "request body")),
             }
         }
         Ok(true)
+    }
+
+    /// One piece of the request body, framed as a chunk when `chunked`.
+    async fn write_data(&mut self, data: &[u8], chunked: bool, sent: &mut Sent) -> io::Result<()> {
+        if !chunked {
+            write_all(&mut self.io, data, sent).await
+        } else if data.len() <= COALESCE {
+            self.out.clear();
+            self.out
+                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            self.out.extend_from_slice(data);
+            self.out.extend_from_slice(b"\r\n");
+            write_all(&mut self.io, &self.out, sent).await
+        } else {
+            let size = format!("{:x}\r\n", data.len());
+            write_all(&mut self.io, size.as_bytes(), sent).await?;
+            write_all(&mut self.io, data, sent).await?;
+            write_all(&mut self.io, b"\r\n", sent).await
+        }
     }
 
     /// Read until a complete final response head is parsed (1xx interim responses are
@@ -465,13 +562,21 @@ impl Connection {
             .map_err(|e| ProxyError::new(Cause::Internal, format!("{id}: health request: {e}")))?
             .into_parts();
         parts.version = Version::HTTP_11;
-        let mut none = http_body_util::Empty::<Bytes>::new();
         let request = Outgoing {
             parts: &parts,
             added: &[],
             upgrade: false,
         };
-        let head = self.send(id, request, &mut none, 64 * 1024).await?;
+        // The caller bounds the whole check with its own timeout.
+        self.encode_head(request, &http_body_util::Empty::<Bytes>::new());
+        let mut sent = Sent::Nothing;
+        if let Err(e) = write_all(&mut self.io, &self.out, &mut sent).await {
+            return Err(self.io_failure(id, e, sent, "writing the request"));
+        }
+        if let Err(e) = self.io.flush().await {
+            return Err(self.io_failure(id, e, Sent::Request, "writing the request"));
+        }
+        let head = self.read_head(id, &Method::GET, 64 * 1024, false).await?;
         Ok(head.status.as_u16())
     }
 }

@@ -345,7 +345,7 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
     request(addr, "GET", path, headers, b"").unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
-fn parse_response(raw: &[u8], head_only: bool) -> Option<Resp> {
+pub fn parse_response(raw: &[u8], head_only: bool) -> Option<Resp> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let mut lines = head.split("\r\n");
