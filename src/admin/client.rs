@@ -198,17 +198,16 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
+/// What [`encode_segment`] escapes: all but RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encode one path segment (an app name or an instance id like `web#2`).
 pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 #[cfg(test)]
@@ -228,6 +227,8 @@ mod tests {
     fn encodes_instance_ids() {
         assert_eq!(encode_segment("web#2"), "web%232");
         assert_eq!(encode_segment("my app"), "my%20app");
+        assert_eq!(encode_segment("a-b_c.d~e/f?"), "a-b_c.d~e%2Ff%3F");
+        assert_eq!(encode_segment("café"), "caf%C3%A9");
     }
 
     #[test]
