@@ -38,7 +38,8 @@ fn expect(gw: &Gateway, path: &str, status: u16, error: &str) -> common::Resp {
 
 #[test]
 fn nothing_listening_is_connection_refused() {
-    let port = common::unused_port();
+    let nothing = common::Refused::new();
+    let port = nothing.port();
     let gw = Gateway::start(&with_gateway_table(&one_upstream(
         &format!("\"127.0.0.1:{port}\""),
         "",
@@ -291,13 +292,26 @@ fn ambiguous_framing_is_400() {
 
 #[test]
 fn loop_through_this_gateway_is_508() {
-    // The gateway's upstream is itself: the second pass sees its own Via.
-    let port = common::unused_port();
-    let cfg = format!(
-        "[gateway]\nlisten = [\"127.0.0.1:{port}\"]\ndata_dir = \"data\"\n\n[[upstream]]\nname = \"self\"\nservers = [\"127.0.0.1:{port}\"]\nroutes = [\"/\"]\n"
-    );
-    let gw = Gateway::start(&cfg);
-    let r = get(gw.addr, "/", &[]);
+    // The gateway's upstream is itself: the second pass sees its own Via. Its address
+    // is known once it runs, so the upstream is pointed at it by a reload.
+    let nothing = common::Refused::new();
+    let gw = Gateway::start(&with_gateway_table(&format!(
+        "[[upstream]]\nname = \"self\"\nservers = [\"{}\"]\nroutes = [\"/\"]\n",
+        nothing.addr
+    )));
+    let cfg = std::fs::read_to_string(gw.config_path()).unwrap();
+    std::fs::write(
+        gw.config_path(),
+        cfg.replace(&nothing.addr.to_string(), &gw.addr.to_string()),
+    )
+    .unwrap();
+    let (code, out, err) = gw.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let r = common::eventually(Duration::from_secs(10), || {
+        let r = get(gw.addr, "/", &[]);
+        (r.status != 502).then_some(r)
+    })
+    .expect("the reload points the upstream at the gateway");
     assert_eq!(r.status, 508, "{}", r.text());
     assert_eq!(r.proxy_error().as_deref(), Some("proxy_loop_detected"));
 }
