@@ -1,14 +1,14 @@
 //! HTTP/1.1 to peers, driven inline by the request's own task: write the request
-//! ([`encode`]), read and parse the response head ([`head`]), decode the response body
-//! ([`body`]). This file holds the connection and the exchange that ties them.
+//! (`encode.rs`), read and parse the response head (`head.rs`), decode the response
+//! body (`body.rs`). This file holds the connection and the exchange that ties them.
 //!
 //! No connection task and no channel sits between the request and its socket (as in
 //! hyper's client), so a proxied request costs one task's work, not two tasks and
 //! the hops between them. Knowing exactly what was written also makes the retry rules
 //! exact: [`Sent::Nothing`] means not a byte reached the socket.
 //!
-//! What the parser refuses (→ 502 `http_protocol_error`): see [`head`], and bad chunk
-//! framing ([`body`]). A `101` to an upgrade request hands the raw connection over
+//! What the parser refuses (→ 502 `http_protocol_error`): see `head.rs`, and bad chunk
+//! framing (`body.rs`). A `101` to an upgrade request hands the raw connection over
 //! ([`Connection::into_tunnel`]).
 
 mod body;
