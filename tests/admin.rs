@@ -474,9 +474,8 @@ fn gateway_files(a: &Admin, tag: &str) -> TempDir {
 fn client_finds_the_gateway_through_admin_json() {
     let a = Admin::start();
     let dir = gateway_files(&a, "admin-client");
-    let nothing_there: SocketAddr = format!("127.0.0.1:{}", common::unused_port())
-        .parse()
-        .unwrap();
+    let refused = common::Refused::new();
+    let nothing_there = refused.addr;
     let v = admin::client::call(
         dir.path(),
         None,
@@ -557,9 +556,8 @@ fn cli_verbs_drive_the_running_gateway() {
     let a = Admin::start();
     let dir = gateway_files(&a, "admin-cli");
     // The configured address is wrong on purpose: admin.json must win.
-    let unused: SocketAddr = format!("127.0.0.1:{}", common::unused_port())
-        .parse()
-        .unwrap();
+    let refused = common::Refused::new();
+    let unused = refused.addr;
     let cfg = config_file(&dir, unused);
     a.events.emit(
         Event::new("instance_exited", "web")
@@ -632,12 +630,13 @@ fn cli_verbs_drive_the_running_gateway() {
         "{err}"
     );
     // An invalid config: a note that it has problems, then the running gateway is
-    // reached with what can be read of it (here its data_dir, with no admin.json).
+    // reached with what can be read of it (here its data_dir, with no admin.json, and
+    // its admin address, where nothing listens).
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
         format!(
-            "[gateway]\ndata_dir = \"{}\"\nlistn = 1\n",
+            "[gateway]\ndata_dir = \"{}\"\nlistn = 1\n[admin]\nlisten = \"{unused}\"\n",
             dir.path().display()
         ),
     )
@@ -645,7 +644,9 @@ fn cli_verbs_drive_the_running_gateway() {
     let (code, _, err) = common::healgate(&["status", "-c", &bad.display().to_string()]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("has 1 problem") && err.contains("no gateway is running"),
+        err.contains("has 1 problem")
+            && err.contains("no gateway is running")
+            && err.contains(&unused.to_string()),
         "{err}"
     );
 }

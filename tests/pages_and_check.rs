@@ -4,16 +4,18 @@ mod common;
 
 use common::{get, Gateway};
 
-fn refused_gateway() -> Gateway {
-    let port = common::unused_port();
-    Gateway::start(&format!(
+fn refused_gateway() -> (Gateway, common::Refused) {
+    let nothing = common::Refused::new();
+    let port = nothing.port();
+    let gw = Gateway::start(&format!(
         "[errors]\nsupport_url = \"https://help.example.com\"\n\n[[upstream]]\nname = \"shop\"\nservers = [\"127.0.0.1:{port}\"]\nroutes = [\"/\"]\n"
-    ))
+    ));
+    (gw, nothing)
 }
 
 #[test]
 fn html_or_problem_json_by_accept_with_one_request_id() {
-    let gw = refused_gateway();
+    let (gw, _nothing) = refused_gateway();
 
     let html = get(
         gw.addr,
@@ -59,7 +61,7 @@ fn html_or_problem_json_by_accept_with_one_request_id() {
 
 #[test]
 fn french_for_a_french_browser() {
-    let gw = refused_gateway();
+    let (gw, _nothing) = refused_gateway();
     let r = get(
         gw.addr,
         "/",
@@ -79,7 +81,8 @@ fn french_for_a_french_browser() {
 
 #[test]
 fn details_on_shows_the_cause() {
-    let port = common::unused_port();
+    let nothing = common::Refused::new();
+    let port = nothing.port();
     let gw = Gateway::start(&format!(
         "[errors]\ndetails = true\n\n[[upstream]]\nname = \"shop\"\nservers = [\"127.0.0.1:{port}\"]\nroutes = [\"/\"]\n"
     ));

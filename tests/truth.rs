@@ -38,7 +38,8 @@ fn expect(gw: &Gateway, path: &str, status: u16, error: &str) -> common::Resp {
 
 #[test]
 fn nothing_listening_is_connection_refused() {
-    let port = common::unused_port();
+    let nothing = common::Refused::new();
+    let port = nothing.port();
     let gw = Gateway::start(&with_gateway_table(&one_upstream(
         &format!("\"127.0.0.1:{port}\""),
         "",
@@ -291,13 +292,26 @@ fn ambiguous_framing_is_400() {
 
 #[test]
 fn loop_through_this_gateway_is_508() {
-    // The gateway's upstream is itself: the second pass sees its own Via.
-    let port = common::unused_port();
-    let cfg = format!(
-        "[gateway]\nlisten = [\"127.0.0.1:{port}\"]\ndata_dir = \"data\"\n\n[[upstream]]\nname = \"self\"\nservers = [\"127.0.0.1:{port}\"]\nroutes = [\"/\"]\n"
-    );
-    let gw = Gateway::start(&cfg);
-    let r = get(gw.addr, "/", &[]);
+    // The gateway's upstream is itself: the second pass sees its own Via. Its address
+    // is known once it runs, so the upstream is pointed at it by a reload.
+    let nothing = common::Refused::new();
+    let gw = Gateway::start(&with_gateway_table(&format!(
+        "[[upstream]]\nname = \"self\"\nservers = [\"{}\"]\nroutes = [\"/\"]\n",
+        nothing.addr
+    )));
+    let cfg = std::fs::read_to_string(gw.config_path()).unwrap();
+    std::fs::write(
+        gw.config_path(),
+        cfg.replace(&nothing.addr.to_string(), &gw.addr.to_string()),
+    )
+    .unwrap();
+    let (code, out, err) = gw.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let r = common::eventually(Duration::from_secs(10), || {
+        let r = get(gw.addr, "/", &[]);
+        (r.status != 502).then_some(r)
+    })
+    .expect("the reload points the upstream at the gateway");
     assert_eq!(r.status, 508, "{}", r.text());
     assert_eq!(r.proxy_error().as_deref(), Some("proxy_loop_detected"));
 }
@@ -388,4 +402,166 @@ fn a_malformed_later_request_on_a_connection_is_refused_and_logged() {
         logged["details"].as_str().unwrap().contains("request 2"),
         "{logged}"
     );
+}
+
+/// A chunked POST written `pieces` chunks of `chunk` bytes, one every `pace`; with
+/// `stall`, the body stops after the first chunk (the connection stays open). The
+/// response as read to the end, and the body that was meant to go up.
+fn paced_upload(
+    addr: std::net::SocketAddr,
+    pieces: usize,
+    chunk: usize,
+    pace: Duration,
+    stall: bool,
+) -> (common::Resp, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: up\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut sent = Vec::new();
+    for i in 0..pieces {
+        let data: Vec<u8> = (0..chunk).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+        // The gateway may answer (and close) early: stop writing then.
+        if s.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+            .and_then(|()| s.write_all(&data))
+            .and_then(|()| s.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+        sent.extend_from_slice(&data);
+        if stall {
+            break;
+        }
+        std::thread::sleep(pace);
+    }
+    if !stall {
+        let _ = s.write_all(b"0\r\n\r\n");
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let resp = common::parse_response(&raw, false)
+        .unwrap_or_else(|| panic!("unparsable: {:?}", String::from_utf8_lossy(&raw)));
+    (resp, sent)
+}
+
+/// A slow upload is the client's time, not the upstream's: with `response_header =
+/// "1s"`, uploads taking 2.5 s reach a healthy upstream whole and get its 200, and
+/// three of them in a row do not eject it.
+#[test]
+fn a_slow_upload_is_not_a_slow_upstream() {
+    let up = upstreams::body_echo();
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", up.addr),
+        "",
+    )));
+    let uploads: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = gw.addr;
+            std::thread::spawn(move || {
+                paced_upload(addr, 10, 1000, Duration::from_millis(250), false)
+            })
+        })
+        .collect();
+    for u in uploads {
+        let (r, sent) = u.join().unwrap();
+        assert_eq!(r.status, 200, "{:?} {}", r.proxy_error(), r.text());
+        assert_eq!(r.body.len(), sent.len(), "the upstream got every byte");
+        assert!(r.body == sent, "the upstream got the bytes as sent");
+    }
+    assert_eq!(up.hits(), 3);
+    // The peer is still in rotation: the next requests reach it.
+    for _ in 0..3 {
+        let r = common::request(gw.addr, "POST", "/after", &[], b"fine").unwrap();
+        assert_eq!(r.status, 200, "{:?} {}", r.proxy_error(), r.text());
+    }
+    assert_eq!(up.hits(), 6);
+    assert!(gw.events("instance_ejected").is_empty());
+}
+
+/// A client that stops sending its body gets 408 `http_request_error` after
+/// `client_body` without progress, logged as its own failure; the upstream is not
+/// ejected for it.
+#[test]
+fn a_stalled_upload_is_the_clients_408() {
+    let up = upstreams::body_echo();
+    let cfg = format!(
+        "[gateway.timeouts]\nresponse_header = \"5s\"\nclient_body = \"1s\"\n\n[[upstream]]\nname = \"up\"\nservers = [\"{}\"]\nroutes = [\"/\"]\n",
+        up.addr
+    );
+    let gw = Gateway::start(&with_gateway_table(&cfg));
+    let stalls: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = gw.addr;
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                let (r, _) = paced_upload(addr, 1, 100, Duration::ZERO, true);
+                (r, start.elapsed())
+            })
+        })
+        .collect();
+    for s in stalls {
+        let (r, took) = s.join().unwrap();
+        assert_eq!(r.status, 408, "{:?} {}", r.proxy_error(), r.text());
+        assert_eq!(r.proxy_error().as_deref(), Some("http_request_error"));
+        assert!(took < Duration::from_secs(4), "after client_body: {took:?}");
+        let id = r.header("x-request-id").expect("x-request-id").to_owned();
+        let entry = gw.access_entry(&id);
+        assert_eq!(entry["status"], 408, "{entry}");
+        assert_eq!(entry["error"], "http_request_error", "{entry}");
+        let details = entry["details"].as_str().unwrap_or_default();
+        assert!(
+            details.contains("client") && details.contains("body"),
+            "{entry}"
+        );
+    }
+    // Not the upstream's failure: it stays in rotation.
+    for _ in 0..3 {
+        let r = common::request(gw.addr, "POST", "/after", &[], b"fine").unwrap();
+        assert_eq!(r.status, 200, "{:?} {}", r.proxy_error(), r.text());
+        assert_eq!(r.text(), "fine");
+    }
+    assert!(gw.events("instance_ejected").is_empty());
+}
+
+/// A gateway in front of one upstream that answers every request with `raw`.
+fn fixed_answer(raw: &str) -> (upstreams::Server, Gateway) {
+    let up = upstreams::fixed(raw.as_bytes().to_vec(), false);
+    let gw = Gateway::start(&with_gateway_table(&one_upstream(
+        &format!("\"{}\"", up.addr),
+        "",
+    )));
+    (up, gw)
+}
+
+#[test]
+fn a_repeated_content_length_is_relayed_as_one_value() {
+    let (_up, gw) = fixed_answer("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello");
+    let r = get(gw.addr, "/", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("5"));
+    assert_eq!(r.text(), "hello");
+}
+
+#[test]
+fn a_transfer_coding_without_chunked_is_refused_not_dropped() {
+    let (_up, gw) = fixed_answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\ngzipped-bytes");
+    let r = expect(&gw, "/", 502, "http_protocol_error");
+    assert!(r.header("transfer-encoding").is_none());
+}
+
+#[test]
+fn more_than_100_response_header_fields_pass_within_the_size_limit() {
+    let mut raw = String::from("HTTP/1.1 200 OK\r\n");
+    for i in 0..150 {
+        raw.push_str(&format!("X-Field-{i}: {i}\r\n"));
+    }
+    raw.push_str("Content-Length: 2\r\n\r\nok");
+    let (_up, gw) = fixed_answer(&raw);
+    let r = get(gw.addr, "/", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-field-149"), Some("149"));
 }

@@ -1,16 +1,20 @@
-//! A small blocking admin API client for the CLI verbs (`status`, `restart`, ...):
-//! plain HTTP/1.1 over `std::net::TcpStream`, one request per connection.
+//! The blocking admin API client of the CLI verbs (`status`, `restart`, ...): hyper's
+//! HTTP/1.1 client on a small current-thread runtime, one request per connection to
+//! a loopback address found in `admin.json` or the config.
 
 use super::{read_admin_file, token_path};
+use bytes::Bytes;
+use http::header;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
 /// How long to wait for the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a read may wait: commands (a rolling restart) can take a while.
+/// How long an answer may take: commands (a rolling restart) can take a while.
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// The largest answer read.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
@@ -109,135 +113,167 @@ fn connect(candidates: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), String>
 
 /// Send one request and read the whole answer: (status, body text).
 fn exchange(
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
     token: &str,
     method: &str,
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, String), String> {
-    stream
-        .set_read_timeout(Some(READ_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(CONNECT_TIMEOUT)))
-        .map_err(|e| e.to_string())?;
     let payload = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-         Accept: application/json\r\nUser-Agent: healgate-cli/{}\r\nConnection: close\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, addr.to_string())
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::ACCEPT, "application/json")
+        .header(
+            header::USER_AGENT,
+            concat!("healgate-cli/", env!("CARGO_PKG_VERSION")),
+        );
     if body.is_some() || method != "GET" {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            payload.len()
-        ));
+        request = request
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, payload.len());
     }
-    request.push_str("\r\n");
-    request.push_str(&payload);
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("sending {method} {path}: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .take(MAX_RESPONSE as u64)
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("reading the answer to {method} {path}: {e}"))?;
-    parse_response(&raw).map_err(|e| format!("answer to {method} {path}: {e}"))
+    let request = request
+        .body(Full::new(Bytes::from(payload)))
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("starting the client: {e}"))?;
+    rt.block_on(async {
+        let io = stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream))
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let answer = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("sending {method} {path}: {e}"))?;
+            let status = response.status().as_u16();
+            let body = Limited::new(response.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer to {method} {path}: {e}"))?
+                .to_bytes();
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        tokio::time::timeout(READ_TIMEOUT, answer)
+            .await
+            .map_err(|_| format!("no answer to {method} {path} within {READ_TIMEOUT:?}"))?
+    })
 }
 
-/// Parse a complete HTTP/1.1 response read to EOF: (status, body text).
-fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(raw) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return Err("connection closed before a complete response header".into())
-        }
-        Err(e) => return Err(format!("malformed response: {e}")),
-    };
-    let status = resp.code.unwrap_or(0);
-    let header = |name: &str| {
-        resp.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
-    };
-    let rest = &raw[head_len..];
-    let body = if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
-        dechunk(rest)?
-    } else if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
-        rest.get(..len)
-            .ok_or("connection closed before the whole body")?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// Decode a chunked body.
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunked body")?;
-        let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = data.get(..size).ok_or("truncated chunked body")?;
-        out.extend_from_slice(chunk);
-        data = data.get(size + 2..).ok_or("truncated chunked body")?;
-    }
-}
+/// What [`encode_segment`] escapes: all but RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Percent-encode one path segment (an app name or an instance id like `web#2`).
 pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A one-shot server on loopback that answers `raw` to the first request; the
+    /// request it read comes back through the handle.
+    fn serve_once(raw: &'static [u8]) -> (SocketAddr, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let served = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "closed before the request head");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            s.write_all(raw).unwrap();
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        (addr, served)
+    }
+
+    fn unit_dir(tag: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("healgate-client-unit-{tag}-{}", std::process::id()))
+    }
+
     #[test]
-    fn parses_length_and_chunked_bodies() {
-        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
-        assert_eq!(parse_response(raw).unwrap(), (200, "{\"ok\":true}".into()));
-        let raw = b"HTTP/1.1 409 Conflict\r\ntransfer-encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(raw).unwrap(), (409, "{\"a\":1}".into()));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    fn reads_length_and_chunked_answers() {
+        let (addr, served) =
+            serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}");
+        let v = call(
+            &unit_dir("len"),
+            Some("t0k"),
+            addr,
+            "GET",
+            "/api/v1/status",
+            None,
+        )
+        .unwrap();
+        assert_eq!(v["ok"], true);
+        let head = served.join().unwrap().to_ascii_lowercase();
+        assert!(
+            head.starts_with("get /api/v1/status http/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("authorization: bearer t0k\r\n"), "{head}");
+        let (addr, served) = serve_once(
+            b"HTTP/1.1 409 Conflict\r\ntransfer-encoding: chunked\r\n\r\n9\r\n{\"error\":\r\nb\r\n\"busy now\"}\r\n0\r\n\r\n",
+        );
+        let body = serde_json::json!({"instances": 2});
+        let e = call(
+            &unit_dir("chunked"),
+            Some("t"),
+            addr,
+            "POST",
+            "/x",
+            Some(&body),
+        )
+        .unwrap_err();
+        assert_eq!(e, "busy now (409)");
+        let head = served.join().unwrap().to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/json\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("content-length: 15\r\n"), "{head}");
+        let (addr, _served) = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nnope!");
+        let e = call(&unit_dir("notjson"), Some("t"), addr, "GET", "/y", None).unwrap_err();
+        assert!(e.contains("not JSON"), "{e}");
     }
 
     #[test]
     fn encodes_instance_ids() {
         assert_eq!(encode_segment("web#2"), "web%232");
         assert_eq!(encode_segment("my app"), "my%20app");
+        assert_eq!(encode_segment("a-b_c.d~e/f?"), "a-b_c.d~e%2Ff%3F");
+        assert_eq!(encode_segment("café"), "caf%C3%A9");
     }
 
     #[test]
     fn refused_connection_says_no_gateway() {
-        // Bind then drop: the port is (almost certainly) closed now.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let dir = std::env::temp_dir().join(format!("healgate-client-unit-{}", std::process::id()));
+        // Bound and never listening: nothing else can take the port, and connects to
+        // it are refused.
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = reserved.local_addr().unwrap();
+        let dir = unit_dir("refused");
         let err = call(&dir, Some("t"), addr, "GET", "/api/v1/status", None).unwrap_err();
         assert!(
             err.starts_with("no gateway is running: cannot connect to"),

@@ -91,23 +91,20 @@ fn instance_id(raw: &str) -> String {
     }
 }
 
-/// Decode `%XX` escapes; `None` for a broken escape or a result that is not UTF-8.
+/// Decode `%XX` escapes; `None` for a broken escape (which `percent-encoding` would
+/// keep as it is) or a result that is not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let broken = s.split('%').skip(1).any(|after| {
+        !after
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if broken {
+        return None;
     }
-    String::from_utf8(out).ok()
+    let decoded = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
+    Some(decoded.into_owned())
 }
 
 /// The value of query parameter `name`, decoded.
@@ -489,5 +486,14 @@ mod tests {
         );
         assert_eq!(query_param(Some("x=1"), "since"), None);
         assert_eq!(query_param(None, "since"), None);
+    }
+
+    #[test]
+    fn percent_escapes() {
+        assert_eq!(percent_decode("caf%C3%A9%20x").as_deref(), Some("café x"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        for broken in ["%", "a%2", "%zz", "%%41", "%ff"] {
+            assert_eq!(percent_decode(broken), None, "{broken}");
+        }
     }
 }

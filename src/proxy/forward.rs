@@ -22,8 +22,8 @@ use super::respond::{respond, ProxyBody};
 use super::retry::{self, Attempt, Retry};
 use super::route::Route;
 use super::{accept, headers, Gateway};
-use crate::error::{is_idempotent, Cause, ProxyError, Sent};
-use crate::upstream::h1::{Connection, Head, Outgoing};
+use crate::error::{is_idempotent, Cause, ProxyError, Sent, Side};
+use crate::upstream::h1::{Connection, Head, Outgoing, Timeouts};
 use crate::upstream::{Lease, Pool};
 use http::header::HeaderValue;
 use http::{Request, Response, Version};
@@ -172,7 +172,7 @@ async fn exchange(
     pool.note_request();
     let mut tried = 0u64;
     let mut crash_retries = 0;
-    let mut died = 0;
+    let mut died_before = 0;
     // Held while a request retried after a crash is in flight (see `Pool::crash_lane`).
     let mut crash_lane: Option<tokio::sync::OwnedSemaphorePermit> = None;
     loop {
@@ -196,20 +196,20 @@ async fn exchange(
         if !stale {
             lease.pool.record_failure(&lease.peer, &err);
         }
-        let poison = retry::exit_notice(&lease, &mut err, &mut crash_retries).await;
+        let notice = retry::exit_notice(&lease, &mut err, &mut crash_retries).await;
         let peer = lease.peer.clone();
         drop(lease);
+        let died = retry::unexplained_death(&err, notice);
         let facts = Attempt {
             number: rec.attempts,
             max,
             idempotent,
             replayable: bodiless || err.sent == Sent::Nothing,
-            poison,
-            died_before: died,
+            poison: notice == Some(true),
+            died_before,
+            died,
         };
-        if err.cause == Cause::ConnectionTerminated && err.sent == Sent::Request {
-            died += 1;
-        }
+        died_before += u32::from(died);
         rec.failed.push((peer.id.clone(), err.cause));
         let why_not = match retry::decide(&err, &facts) {
             Retry::Again if pool.allow_retry() => None,
@@ -227,12 +227,16 @@ async fn exchange(
                 "attempt {} failed ({err}); not retried: {why}",
                 rec.attempts
             );
-            peer.stats.record(
-                err.cause.status().as_u16(),
-                rec.start.elapsed(),
-                rec.path(),
-                Some(err.cause.proxy_status()),
-            );
+            if err.cause.side() == Side::Upstream {
+                // The client's own slowness (a stalled upload) is not the instance's:
+                // it must not feed its error counts, latency or AutoHeal rules.
+                peer.stats.record(
+                    err.cause.status().as_u16(),
+                    rec.start.elapsed(),
+                    rec.path(),
+                    Some(err.cause.proxy_status()),
+                );
+            }
             return Err(err);
         }
         tracing::debug!("attempt {} failed ({err}); retrying", rec.attempts);
@@ -262,22 +266,21 @@ async fn attempt(
         Some(conn) => conn,
         None => c.connect(&peer.id, &peer.target, peer.tls).await?,
     };
-    let timeout = pool.settings.response_header_timeout;
+    let timeouts = Timeouts {
+        deadlines: &gw.deadlines,
+        response_header: pool.settings.response_header_timeout,
+        client_body: gw.client_body_timeout,
+    };
     let idle = conn.idle_since.elapsed();
-    let sent = conn.send(&peer.id, request, body, c.response_header_limit);
-    match gw.deadlines.within(timeout, sent).await {
-        Ok(Ok(head)) => Ok((head, conn)),
-        Ok(Err(e)) => {
+    let sent = conn.send(&peer.id, request, body, c.response_header_limit, &timeouts);
+    match sent.await {
+        Ok(head) => Ok((head, conn)),
+        Err(e) => {
             if conn.reused && e.cause == Cause::ConnectionTerminated {
                 // The peer closed it while it was idle, or as the request arrived.
                 peer.conns.learn_idle_close(idle);
             }
             Err(e)
         }
-        Err(_) => Err(ProxyError::new(
-            Cause::ResponseTimeout,
-            format!("{}: no response header within {timeout:?}", peer.id),
-        )
-        .sent(Sent::Request)),
     }
 }

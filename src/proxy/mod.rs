@@ -48,8 +48,10 @@ pub struct Gateway {
     via_h2: HeaderValue,
     /// Hosts that mean "this gateway" in absolute-form requests.
     own_hosts: Vec<String>,
-    /// Response-header timeouts of requests in flight.
+    /// Response-header and client-body timeouts of requests in flight.
     pub deadlines: Arc<crate::upstream::deadline::Deadlines>,
+    /// `timeouts.client_body`: a request body that makes no progress this long → 408.
+    pub client_body_timeout: std::time::Duration,
 }
 
 /// Every pool a config asks for, with the config each was built from.
@@ -220,6 +222,7 @@ impl Gateway {
             via_token,
             own_hosts,
             deadlines: crate::upstream::deadline::Deadlines::new(),
+            client_body_timeout: g.timeouts.client_body,
         })
     }
 

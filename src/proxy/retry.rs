@@ -24,8 +24,11 @@ pub struct Attempt {
     pub replayable: bool,
     /// The request is the likely cause of the instance's crash (see [`exit_notice`]).
     pub poison: bool,
-    /// Earlier attempts whose connection died mid-request with no response.
+    /// Earlier attempts whose connection died mid-request with no response and no
+    /// instance exit to explain it ([`unexplained_death`]).
     pub died_before: u32,
+    /// This attempt's failure is such a death too.
+    pub died: bool,
 }
 
 /// What to do after a failed attempt.
@@ -60,10 +63,10 @@ pub fn decide(err: &ProxyError, a: &Attempt) -> Retry {
     if a.poison {
         return Retry::No("the request is the likely cause of the instance's crash");
     }
-    if a.died_before > 0 && err.sent == Sent::Request && err.cause == Cause::ConnectionTerminated {
+    if a.died && a.died_before > 0 {
         // A pre-fork server's worker can die under a request without its instance
-        // exiting (no exit notice): a second death is enough to stop, whatever
-        // instances remain.
+        // exiting (no exit notice, so no poison guard): a second such death is
+        // enough to stop, whatever instances remain.
         return Retry::No("a second connection died under this request (retried at most once)");
     }
     if a.number >= a.max {
@@ -73,24 +76,28 @@ pub fn decide(err: &ProxyError, a: &Attempt) -> Retry {
 }
 
 /// When an attempt on a supervised instance failed because its connection died, wait
-/// briefly for the instance's exit and name it in the error. Returns whether the
-/// request is the likely cause (alone on the instance when it crashed by itself, or
-/// in flight during a second such crash): it must not take every instance down.
-/// `crash_retries` counts the attempts that ended in a crash of the app's own making.
-pub async fn exit_notice(lease: &Lease, err: &mut ProxyError, crash_retries: &mut u32) -> bool {
+/// briefly for the instance's exit and name it in the error. `None`: no exit explains
+/// the death (a remote server, a pre-fork server whose worker died, an exit not seen
+/// in time). `Some(poison)`: the instance exited; `poison` says the request is the
+/// likely cause (alone on the instance when it crashed by itself, or in flight during
+/// a second such crash): it must not take every instance down. `crash_retries`
+/// counts the attempts that ended in a crash of the app's own making.
+pub async fn exit_notice(
+    lease: &Lease,
+    err: &mut ProxyError,
+    crash_retries: &mut u32,
+) -> Option<bool> {
     if err.sent == Sent::Nothing
         || !lease.peer.supervised
         || err.cause != Cause::ConnectionTerminated
     {
-        return false;
+        return None;
     }
-    let Some(exit) = lease.peer.exit_notice(EXIT_NOTICE_WAIT).await else {
-        return false;
-    };
+    let exit = lease.peer.exit_notice(EXIT_NOTICE_WAIT).await?;
     err.context = format!("{} while the request was in flight", exit.reason);
     err.source = None;
     if !exit.self_inflicted {
-        return false;
+        return Some(false);
     }
     let poison = exit.inflight <= 1 || *crash_retries > 0;
     if exit.inflight <= 1 {
@@ -98,7 +105,13 @@ pub async fn exit_notice(lease: &Lease, err: &mut ProxyError, crash_retries: &mu
             .push_str(" (the only request in flight: not retried)");
     }
     *crash_retries += 1;
-    poison
+    Some(poison)
+}
+
+/// Whether a failure is a connection that died mid-request with no response and no
+/// instance exit to explain it: a pre-fork server's worker killed by the request, say.
+pub fn unexplained_death(err: &ProxyError, notice: Option<bool>) -> bool {
+    notice.is_none() && err.sent == Sent::Request && err.cause == Cause::ConnectionTerminated
 }
 
 #[cfg(test)]
@@ -113,6 +126,7 @@ mod tests {
             replayable,
             poison: false,
             died_before: 0,
+            died: false,
         }
     }
 
@@ -167,14 +181,19 @@ mod tests {
         let again = Attempt {
             number: 2,
             died_before: 1,
+            died: true,
             ..first(true, true)
         };
         assert!(
             matches!(decide(&reset, &again), Retry::No(_)),
             "a connection dying mid-request is retried once at most"
         );
+        let refused_after = Attempt {
+            died: false,
+            ..again
+        };
         assert_eq!(
-            decide(&refused, &again),
+            decide(&refused, &refused_after),
             Retry::Again,
             "a refused connect is not a death"
         );

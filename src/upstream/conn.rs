@@ -257,3 +257,154 @@ impl Connector {
         conn.get_status(id, &host, path).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    /// A connection to a loopback peer, and the peer's end.
+    async fn pair(l: &TcpListener) -> (Connection, TcpStream) {
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (peer, _) = l.accept().await.unwrap();
+        (Connection::new(Stream::Plain(c)), peer)
+    }
+
+    async fn listener() -> TcpListener {
+        TcpListener::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    async fn pause(ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    fn len(pool: &IdlePool) -> usize {
+        pool.idle.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn checkout_is_last_in_first_out() {
+        let l = listener().await;
+        let pool = IdlePool::default();
+        let (a, _pa) = pair(&l).await;
+        let (b, _pb) = pair(&l).await;
+        pool.put(a, None, LONG);
+        pause(5).await;
+        pool.put(b, None, LONG);
+        let first = pool.checkout(true, LONG).expect("one");
+        let second = pool.checkout(true, LONG).expect("two");
+        assert!(
+            first.idle_since > second.idle_since,
+            "the most recently used comes first"
+        );
+        assert!(first.reused && second.reused);
+        assert!(pool.checkout(true, LONG).is_none(), "empty");
+    }
+
+    #[tokio::test]
+    async fn idle_life_is_bounded() {
+        let l = listener().await;
+        let pool = IdlePool::default();
+        // By the configured limit.
+        let (c, _p) = pair(&l).await;
+        pool.put(c, None, Duration::from_millis(100));
+        pause(150).await;
+        assert!(pool.checkout(true, Duration::from_millis(100)).is_none());
+        assert_eq!(len(&pool), 0, "the expired connection is closed");
+        // By the upstream's `Keep-Alive: timeout=1`, less a margin (500 ms here).
+        let (c, _p) = pair(&l).await;
+        pool.put(c, Some(Duration::from_secs(1)), LONG);
+        assert!(pool.checkout(true, LONG).is_some(), "young enough");
+        let (c, _p) = pair(&l).await;
+        pool.put(c, Some(Duration::from_secs(1)), LONG);
+        pause(600).await;
+        assert!(
+            pool.checkout(true, LONG).is_none(),
+            "past timeout=1 less the margin"
+        );
+        // A non-idempotent request takes only a briefly idle one (here under 200 ms,
+        // half the limit); an idempotent one still takes it.
+        let limit = Duration::from_millis(400);
+        let (c, _p) = pair(&l).await;
+        pool.put(c, None, limit);
+        pause(250).await;
+        assert!(pool.checkout(false, limit).is_none(), "too old for a POST");
+        assert_eq!(len(&pool), 1, "kept for idempotent requests");
+        assert!(pool.checkout(true, limit).is_some());
+        // Puts sweep the expired ones at the front.
+        let (c, _p) = pair(&l).await;
+        pool.put(c, None, Duration::from_millis(50));
+        pause(80).await;
+        let (c, _p2) = pair(&l).await;
+        pool.put(c, None, LONG);
+        assert_eq!(len(&pool), 1, "the expired one was swept");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_peer_closed_is_dropped_at_checkout() {
+        let l = listener().await;
+        let pool = IdlePool::default();
+        let (open, _keep) = pair(&l).await;
+        let (closed, peer) = pair(&l).await;
+        pool.put(open, None, LONG);
+        pause(5).await;
+        pool.put(closed, None, LONG);
+        let closed_since = pool.idle.lock().unwrap().back().unwrap().conn.idle_since;
+        drop(peer);
+        pause(50).await;
+        let got = pool.checkout(true, LONG).expect("the open one");
+        assert!(got.idle_since < closed_since, "the closed one was skipped");
+        assert_eq!(len(&pool), 0, "and dropped");
+        // One that holds bytes nobody asked for is no better.
+        let (chatty, mut peer) = pair(&l).await;
+        pool.put(chatty, None, LONG);
+        tokio::io::AsyncWriteExt::write_all(&mut peer, b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .unwrap();
+        pause(50).await;
+        assert!(pool.checkout(true, LONG).is_none());
+        assert_eq!(len(&pool), 0);
+    }
+
+    #[tokio::test]
+    async fn the_peers_idle_timeout_is_learned() {
+        let l = listener().await;
+        let pool = IdlePool::default();
+        assert_eq!(pool.effective_limit(LONG), LONG, "nothing learned yet");
+        // A close after a very short idle time says nothing about a timeout.
+        pool.learn_idle_close(Duration::from_millis(100));
+        assert_eq!(pool.effective_limit(LONG), LONG);
+        // The peer closes a connection idle for ~400 ms: found at checkout, learned.
+        let (c, peer) = pair(&l).await;
+        pool.put(c, None, LONG);
+        pause(400).await;
+        drop(peer);
+        pause(30).await;
+        assert!(pool.checkout(true, LONG).is_none());
+        let learned = pool.effective_limit(LONG);
+        assert!(
+            learned >= Duration::from_millis(300) && learned < Duration::from_millis(400),
+            "3/4 of the idle time seen: {learned:?}"
+        );
+        // Later connections live no longer than that.
+        let (c, _p) = pair(&l).await;
+        pool.put(c, None, LONG);
+        pause(learned.as_millis() as u64 + 50).await;
+        assert!(
+            pool.checkout(true, LONG).is_none(),
+            "expired by the learned limit"
+        );
+        // A shorter one seen later lowers it; a longer one does not raise it.
+        pool.learn_idle_close(Duration::from_millis(300));
+        assert_eq!(pool.effective_limit(LONG), Duration::from_millis(225));
+        pool.learn_idle_close(Duration::from_secs(5));
+        assert_eq!(pool.effective_limit(LONG), Duration::from_millis(225));
+        assert_eq!(
+            pool.effective_limit(Duration::from_millis(100)),
+            Duration::from_millis(100),
+            "the configured limit still bounds it"
+        );
+    }
+}

@@ -57,23 +57,18 @@ impl Deadlines {
         limit: Duration,
         work: F,
     ) -> Result<F::Output, Elapsed> {
+        self.start(limit).run(work).await
+    }
+
+    /// A deadline `limit` from now, to run work under and to move ([`Deadline::reset`])
+    /// as the work progresses: one table slot for several phases. Removed when dropped.
+    /// Must be called inside a tokio runtime (the ticker is spawned on first use).
+    pub fn start(self: &Arc<Self>, limit: Duration) -> Deadline<'_> {
         let key = self.insert(Instant::now() + limit);
-        let _remove = Remove {
+        Deadline {
             deadlines: self,
             key,
-        };
-        let mut work = pin!(work);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(v) = work.as_mut().poll(cx) {
-                return Poll::Ready(Ok(v));
-            }
-            if self.fired_or_wait(key, cx.waker()) {
-                Poll::Ready(Err(Elapsed))
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -151,12 +146,40 @@ impl Deadlines {
     }
 }
 
-struct Remove<'a> {
+/// One deadline in the table (see [`Deadlines::start`]).
+pub struct Deadline<'a> {
     deadlines: &'a Deadlines,
     key: usize,
 }
 
-impl Drop for Remove<'_> {
+impl Deadline<'_> {
+    /// Move the deadline to `limit` from now (and un-fire it).
+    pub fn reset(&self, limit: Duration) {
+        let at = Instant::now() + limit;
+        let mut t = self.deadlines.lock();
+        let slot = &mut t.slots[self.key];
+        slot.at = at;
+        slot.fired = false;
+    }
+
+    /// Run `work` until it finishes or the deadline passes.
+    pub async fn run<F: Future>(&self, work: F) -> Result<F::Output, Elapsed> {
+        let mut work = pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = work.as_mut().poll(cx) {
+                return Poll::Ready(Ok(v));
+            }
+            if self.deadlines.fired_or_wait(self.key, cx.waker()) {
+                Poll::Ready(Err(Elapsed))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Deadline<'_> {
     fn drop(&mut self) {
         self.deadlines.remove(self.key);
     }
@@ -231,5 +254,26 @@ mod tests {
         let (a, b) = tokio::join!(short, long);
         assert_eq!(a, Err(Elapsed));
         assert_eq!(b, Ok("done"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reset_deadline_counts_from_the_reset() {
+        let d = Deadlines::new();
+        let deadline = d.start(Duration::from_millis(200));
+        // Each step is shorter than the limit, their sum longer: progress resets it.
+        for _ in 0..4 {
+            let step = deadline.run(tokio::time::sleep(Duration::from_millis(100)));
+            assert_eq!(step.await, Ok(()));
+            deadline.reset(Duration::from_millis(200));
+        }
+        let start = Instant::now();
+        let stuck = deadline.run(std::future::pending::<()>()).await;
+        assert_eq!(stuck, Err(Elapsed));
+        assert!(start.elapsed() >= Duration::from_millis(200) - TICK);
+        // A fired deadline that is reset runs again.
+        deadline.reset(Duration::from_secs(5));
+        assert_eq!(deadline.run(async { 1 }).await, Ok(1));
+        drop(deadline);
+        assert_eq!(d.lock().live, 0, "the slot is given back");
     }
 }

@@ -345,7 +345,7 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
     request(addr, "GET", path, headers, b"").unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
-fn parse_response(raw: &[u8], head_only: bool) -> Option<Resp> {
+pub fn parse_response(raw: &[u8], head_only: bool) -> Option<Resp> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let mut lines = head.split("\r\n");
@@ -497,10 +497,27 @@ impl KeepAlive {
     }
 }
 
-/// A free port on 127.0.0.1 that nothing listens on (bound, then released).
-pub fn unused_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// An address on 127.0.0.1 where nothing listens, for as long as this lives: its
+/// port is held by a socket that is bound and never listens, so no other test can
+/// take it, and a connect to it is refused.
+pub struct Refused {
+    pub addr: SocketAddr,
+    _held: tokio::net::TcpSocket,
+}
+
+impl Refused {
+    pub fn new() -> Refused {
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        Refused {
+            addr: held.local_addr().unwrap(),
+            _held: held,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
 }
 
 /// Run `healgate` with arguments; (exit code, stdout, stderr).

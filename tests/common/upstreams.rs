@@ -381,3 +381,79 @@ impl Drop for DemoApp {
         self.stop();
     }
 }
+
+/// Read one request head and its body, `Content-Length` or chunked (chunk extensions
+/// and trailers dropped). None: the connection ended first.
+pub async fn read_request_any(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+        let mut chunk = [0u8; 8192];
+        let n = s.read(&mut chunk).await.ok()?;
+        (n > 0).then(|| buf.extend_from_slice(&chunk[..n]))
+    }
+    async fn line(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+        loop {
+            if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+                let l = String::from_utf8_lossy(&buf[..end]).into_owned();
+                buf.drain(..end + 2);
+                return Some(l);
+            }
+            fill(s, buf).await?;
+        }
+    }
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        fill(s, buf).await?;
+    };
+    let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+    buf.drain(..end + 4);
+    let field = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_ascii_lowercase())
+        })
+    };
+    let mut body = Vec::new();
+    if field("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+        loop {
+            let size = line(s, buf).await?;
+            let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+            if size == 0 {
+                while !line(s, buf).await?.is_empty() {}
+                break;
+            }
+            while buf.len() < size + 2 {
+                fill(s, buf).await?;
+            }
+            body.extend_from_slice(&buf[..size]);
+            buf.drain(..size + 2);
+        }
+    } else {
+        let len = field("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < len {
+            fill(s, buf).await?;
+        }
+        body = buf.drain(..len).collect();
+    }
+    Some((head, body))
+}
+
+/// Keep-alive server that answers each request 200 with the request's body as it
+/// received it (`Content-Length` or chunked), once the whole body is in.
+pub fn body_echo() -> Server {
+    tcp_server(|mut s, hits| async move {
+        let mut buf = Vec::new();
+        while let Some((_head, body)) = read_request_any(&mut s, &mut buf).await {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            if s.write_all(head.as_bytes()).await.is_err() || s.write_all(&body).await.is_err() {
+                return;
+            }
+        }
+    })
+}
