@@ -19,9 +19,6 @@ use std::time::Duration;
 /// The default config file.
 const DEFAULT_CONFIG: &str = "healgate.toml";
 
-/// The environment variable that may hold the admin token (as in the config).
-const TOKEN_ENV: &str = "HEALGATE_ADMIN_TOKEN";
-
 /// Exit code for a usage error (clap uses it too).
 const USAGE: u8 = 2;
 
@@ -149,7 +146,9 @@ impl Target {
                     return Ok(Resolved {
                         data_dir: config::Gateway::default().data_dir,
                         admin_listen: config::Admin::default().listen,
-                        token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+                        token: std::env::var(config::TOKEN_ENV)
+                            .ok()
+                            .filter(|t| !t.is_empty()),
                     });
                 }
                 p
