@@ -804,7 +804,7 @@ impl Actor {
             // Killed now; the exit is handled (and backed off) like a crash.
             p.failed_start = Some(why);
             if let Some(pid) = p.pid {
-                process::signal_group(pid, libc::SIGKILL);
+                process::signal_group(pid, process::Signal::KILL);
             }
             return;
         }
@@ -821,7 +821,7 @@ impl Actor {
                     ),
             );
             if let Some(pid) = p.pid {
-                process::signal_group(pid, libc::SIGKILL);
+                process::signal_group(pid, process::Signal::KILL);
             }
             slot.retiring.push(Proc {
                 stopping: true,
@@ -1508,11 +1508,11 @@ impl Actor {
             if *exited.borrow() {
                 return;
             }
-            process::signal_group(pid, libc::SIGTERM);
+            process::signal_group(pid, process::Signal::TERM);
             let wait = TERM_WAIT.min(grace.max(Duration::from_secs(1)));
             let _ = tokio::time::timeout(wait, exited.wait_for(|e| *e)).await;
             if !*exited.borrow() {
-                process::signal_group(pid, libc::SIGKILL);
+                process::signal_group(pid, process::Signal::KILL);
             }
         });
         self.publish();
@@ -1664,7 +1664,7 @@ async fn check(
 /// A process is gone: kill what is left of its group, free its port, stop its checks.
 fn finish_proc(p: &Proc, ports: &Ports) {
     if let Some(pid) = p.pid {
-        process::signal_group(pid, libc::SIGKILL);
+        process::signal_group(pid, process::Signal::KILL);
     }
     let _ = p.cancel.send(true);
     if p.port != 0 {
