@@ -1,7 +1,7 @@
 //! One app's actor: its state, its message loop, command routing and reloads.
 
-use super::control::Command;
-use super::instance::{Slot, CRASH_LOOP_AFTER};
+use super::control::{AppState, Command};
+use super::instance::{InstanceState, Slot, CRASH_LOOP_AFTER};
 use super::output::Output;
 use super::process::Ports;
 use super::sampler::Sampler;
@@ -111,7 +111,7 @@ impl Spawner {
         let (tx, rx) = mpsc::unbounded_channel();
         let view = Arc::new(RwLock::new(AppView {
             name: app.name.clone(),
-            state: "starting",
+            state: AppState::Starting,
             target: app.instances,
             reason: None,
             slots: Vec::new(),
@@ -190,10 +190,9 @@ impl Actor {
                 Msg::Ready { slot, gen, took } => self.ready(slot, gen, took),
                 Msg::NotReady { slot, gen, why } => self.not_ready(slot, gen, why),
                 Msg::RestartDue { slot } => {
-                    let due = self
-                        .slots
-                        .get(&slot)
-                        .is_some_and(|s| s.current.is_none() && s.backoff && !s.removing);
+                    let due = self.slots.get(&slot).is_some_and(|s| {
+                        s.current.is_none() && s.resting.is_backing_off() && !s.removing
+                    });
                     if due && self.shutdown.is_none() {
                         self.start_current(slot).await;
                     }
@@ -227,9 +226,8 @@ impl Actor {
             fast_exits: 0,
             last_exit: None,
             removing: false,
-            backoff: false,
-            health_fails: 0,
-            health_oks: 0,
+            resting: InstanceState::Stopped,
+            streak: Default::default(),
             failing_since: None,
         }
     }
@@ -384,7 +382,7 @@ impl Actor {
             .slots
             .values()
             .filter_map(|s| s.current.as_ref())
-            .filter(|p| p.ready && !p.stopping)
+            .filter(|p| p.state.is_serving())
             .map(|p| p.peer.clone())
             .collect();
         let none_ready = peers.is_empty();

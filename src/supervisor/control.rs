@@ -1,7 +1,8 @@
 //! The supervisor's outside face: one control channel (an enum of commands) and a
 //! status snapshot. Admin and CLI use only this.
 
-use serde::Serialize;
+pub use super::instance::InstanceState;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,14 +34,14 @@ pub struct Envelope {
 }
 
 /// What `healgate status` shows of one instance.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceStatus {
     /// `web#2`.
     pub id: String,
     pub pid: Option<u32>,
     pub port: u16,
-    /// starting | ready | unhealthy | draining | stopped | crashed | backoff
-    pub state: &'static str,
+    /// starting | ready | unhealthy | draining | stopped | crashed | backoff | crash_loop
+    pub state: InstanceState,
     pub uptime_s: f64,
     /// Resident memory of the process, bytes.
     pub memory_bytes: u64,
@@ -62,7 +63,7 @@ pub struct InstanceStatus {
 }
 
 /// Request measurements of one instance's current process.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct RequestStats {
     pub total: u64,
     /// `"2xx": n` and so on.
@@ -73,12 +74,22 @@ pub struct RequestStats {
     pub p99_ms: Option<u64>,
 }
 
+/// Where an app is: `starting` until an instance is ready, `running`, `crash_loop`
+/// when none is ready and a slot keeps crashing, `stopping` at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppState {
+    Starting,
+    Running,
+    CrashLoop,
+    Stopping,
+}
+
 /// What `healgate status` shows of one app.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AppStatus {
     pub name: String,
-    /// running | starting | crash_loop | stopped
-    pub state: &'static str,
+    pub state: AppState,
     /// Instances wanted.
     pub target: u32,
     pub ready: u32,

@@ -2,7 +2,9 @@
 //! the restart backoff and crash-loop detection.
 
 use super::app::{Actor, Msg};
-use super::instance::{Proc, BACKOFF_MAX, BACKOFF_MIN, CRASH_LOOP_AFTER, FAST_EXIT, STABLE};
+use super::instance::{
+    InstanceState, Proc, BACKOFF_MAX, BACKOFF_MIN, CRASH_LOOP_AFTER, FAST_EXIT, STABLE,
+};
 use super::process::{self, Ports};
 use crate::observe::events::Event;
 use crate::upstream::ExitNotice;
@@ -73,7 +75,7 @@ impl Actor {
             self_inflicted,
             inflight: 0,
         });
-        if p.stopping {
+        if p.state == InstanceState::Draining {
             self.events.emit(
                 Event::new("instance_stopped", &app)
                     .instance(&id)
@@ -114,6 +116,7 @@ impl Actor {
         }
         self.events.emit(ev);
         slot.last_exit = Some(reason.clone());
+        slot.resting = InstanceState::Crashed;
         // A recycle in progress: its replacement takes over when ready.
         if let Some((r, why)) = slot.replacement.take() {
             slot.current = Some(r);
@@ -136,7 +139,7 @@ impl Actor {
         };
         slot.attempt += 1;
         slot.restarts += 1;
-        slot.backoff = true;
+        slot.back_off();
         let delay = BACKOFF_MIN
             .saturating_mul(1 << (slot.attempt - 1).min(10))
             .min(BACKOFF_MAX);

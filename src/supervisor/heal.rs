@@ -21,7 +21,7 @@ impl Actor {
         let recycling = self.healing || self.slots.values().any(|s| s.replacement.is_some());
         let mut firing: Option<(u32, autoheal::Firing)> = None;
         'slots: for (n, slot) in &self.slots {
-            let Some(p) = slot.current.as_ref().filter(|p| p.ready && !p.stopping) else {
+            let Some(p) = slot.current.as_ref().filter(|p| p.state.is_serving()) else {
                 continue;
             };
             if p.started.elapsed() < ah.min_uptime || slot.replacement.is_some() {

@@ -8,6 +8,7 @@ use super::output::Tail;
 use super::process::{self, Spec};
 use super::sampler::Sample;
 use crate::observe::events::Event;
+use crate::upstream::health::Streak;
 use crate::upstream::stats::PeerStats;
 use crate::upstream::{Peer, Pool};
 use std::path::PathBuf;
@@ -28,6 +29,69 @@ pub(super) const READY_POLL: Duration = Duration::from_millis(100);
 /// After SIGTERM, how long a process may take to exit before SIGKILL (within grace).
 pub(super) const TERM_WAIT: Duration = Duration::from_secs(10);
 
+/// Where an instance is in its life (`state` in `healgate status`):
+/// `starting → ready ⇄ unhealthy → draining → stopped`, and
+/// `crashed → backoff → starting` (`crash_loop` after three fast exits in a row).
+/// The first four are a process's ([`Proc::state`]); the others a slot's while it
+/// has no process ([`Slot::resting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Started, not yet answering its health path (or port).
+    Starting,
+    /// Serving.
+    Ready,
+    /// Serving no requests: its health checks fail.
+    Unhealthy,
+    /// Stopping on purpose (recycle, scale-in, shutdown): in-flight requests finish.
+    Draining,
+    /// No process, none wanted.
+    Stopped,
+    /// Its last process exited by itself and no restart is due.
+    Crashed,
+    /// Its last process exited by itself; a restart is due after the backoff.
+    Backoff,
+    /// Like backoff, after three fast exits in a row.
+    CrashLoop,
+}
+
+impl InstanceState {
+    pub const ALL: [InstanceState; 8] = [
+        InstanceState::Starting,
+        InstanceState::Ready,
+        InstanceState::Unhealthy,
+        InstanceState::Draining,
+        InstanceState::Stopped,
+        InstanceState::Crashed,
+        InstanceState::Backoff,
+        InstanceState::CrashLoop,
+    ];
+
+    /// The name in status answers and messages (the serde name too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Ready => "ready",
+            InstanceState::Unhealthy => "unhealthy",
+            InstanceState::Draining => "draining",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Crashed => "crashed",
+            InstanceState::Backoff => "backoff",
+            InstanceState::CrashLoop => "crash_loop",
+        }
+    }
+
+    /// A process in this state is in the pool (the pool itself skips unhealthy ones).
+    pub fn is_serving(self) -> bool {
+        matches!(self, InstanceState::Ready | InstanceState::Unhealthy)
+    }
+
+    /// A slot in this state waits for its restart.
+    pub fn is_backing_off(self) -> bool {
+        matches!(self, InstanceState::Backoff | InstanceState::CrashLoop)
+    }
+}
+
 /// One running process of a slot.
 pub(super) struct Proc {
     pub(super) gen: u64,
@@ -35,9 +99,8 @@ pub(super) struct Proc {
     pub(super) port: u16,
     pub(super) started: Instant,
     pub(super) peer: Arc<Peer>,
-    pub(super) ready: bool,
-    /// We are stopping it on purpose (recycle, scale-in, shutdown).
-    pub(super) stopping: bool,
+    /// Starting, ready, unhealthy or draining.
+    pub(super) state: InstanceState,
     pub(super) exited: watch::Receiver<bool>,
     /// Stops its health checks.
     pub(super) cancel: watch::Sender<bool>,
@@ -65,8 +128,7 @@ impl Proc {
             port,
             started: Instant::now(),
             peer,
-            ready: false,
-            stopping: false,
+            state: InstanceState::Starting,
             exited,
             cancel,
             tail,
@@ -88,9 +150,11 @@ pub(super) struct Slot {
     pub(super) fast_exits: u32,
     pub(super) last_exit: Option<String>,
     pub(super) removing: bool,
-    pub(super) backoff: bool,
-    pub(super) health_fails: u32,
-    pub(super) health_oks: u32,
+    /// The slot's state while it has no process: stopped, crashed, backoff or
+    /// crash loop.
+    pub(super) resting: InstanceState,
+    /// Health checks of the current process in a row.
+    pub(super) streak: Streak,
     /// Since when health checks fail (for the `unhealthy` trigger).
     pub(super) failing_since: Option<Instant>,
 }
@@ -98,22 +162,33 @@ pub(super) struct Slot {
 impl Slot {
     /// A new process serves the slot: the health verdicts of the old one are not its.
     pub(super) fn reset_health(&mut self) {
-        self.health_fails = 0;
-        self.health_oks = 0;
+        self.streak = Streak::default();
         self.failing_since = None;
     }
-}
 
-pub(super) fn slot_state(s: &Slot) -> &'static str {
-    match &s.current {
-        Some(p) if p.stopping => "draining",
-        Some(p) if p.ready && !p.peer.is_healthy() => "unhealthy",
-        Some(p) if p.ready => "ready",
-        Some(_) => "starting",
-        None if s.backoff && s.fast_exits >= CRASH_LOOP_AFTER => "crash_loop",
-        None if s.backoff => "backoff",
-        None if s.last_exit.is_some() => "crashed",
-        None => "stopped",
+    /// The state `healgate status` shows: the current process's, else the slot's own.
+    pub(super) fn state(&self) -> InstanceState {
+        match &self.current {
+            Some(p) => p.state,
+            None => self.resting,
+        }
+    }
+
+    /// No restart is due any more (a process runs again, or the slot stops): a slot
+    /// that was backing off rests as crashed.
+    pub(super) fn settle(&mut self) {
+        if self.resting.is_backing_off() {
+            self.resting = InstanceState::Crashed;
+        }
+    }
+
+    /// A restart is due after the backoff: a crash loop after enough fast exits.
+    pub(super) fn back_off(&mut self) {
+        self.resting = if self.fast_exits >= CRASH_LOOP_AFTER {
+            InstanceState::CrashLoop
+        } else {
+            InstanceState::Backoff
+        };
     }
 }
 
@@ -333,7 +408,7 @@ impl Actor {
     pub(super) async fn start_current(&mut self, n: u32) {
         let p = self.spawn_proc(n).await;
         if let Some(s) = self.slots.get_mut(&n) {
-            s.backoff = false;
+            s.settle();
             s.reset_health();
             s.current = Some(p);
         }
@@ -344,13 +419,13 @@ impl Actor {
             return;
         };
         if slot.current.as_ref().is_some_and(|p| p.gen == gen) {
-            slot.current.as_mut().expect("checked").ready = true;
+            slot.current.as_mut().expect("checked").state = InstanceState::Ready;
             self.serve_current(n, took);
             return;
         }
         if slot.replacement.as_ref().is_some_and(|(p, _)| p.gen == gen) {
             let (mut new, reason) = slot.replacement.take().expect("checked");
-            new.ready = true;
+            new.state = InstanceState::Ready;
             let new_pid = new.pid.unwrap_or(0);
             let old = slot.current.replace(new);
             slot.reset_health();
@@ -417,7 +492,7 @@ impl Actor {
                 process::signal_group(pid, process::Signal::KILL);
             }
             slot.retiring.push(Proc {
-                stopping: true,
+                state: InstanceState::Draining,
                 ..p
             });
             self.finish_recycle(
@@ -436,35 +511,55 @@ impl Actor {
         };
         let Some(p) = slot
             .current
-            .as_ref()
-            .filter(|p| p.gen == gen && p.ready && !p.stopping)
+            .as_mut()
+            .filter(|p| p.gen == gen && p.state.is_serving())
         else {
             return;
         };
+        let healthy = p.state == InstanceState::Ready;
+        let verdict = slot.streak.record(ok.is_ok(), healthy, &h);
+        if let Some(now_healthy) = verdict {
+            p.state = if now_healthy {
+                InstanceState::Ready
+            } else {
+                InstanceState::Unhealthy
+            };
+        }
         let peer = p.peer.clone();
         match ok {
             Ok(()) => {
-                slot.health_fails = 0;
                 slot.failing_since = None;
-                slot.health_oks += 1;
-                if !peer.is_healthy() && slot.health_oks >= h.healthy_after {
+                if verdict == Some(true) {
                     self.pool.set_health(&peer, true, "health check passed");
                 }
             }
             Err(why) => {
-                slot.health_oks = 0;
-                slot.health_fails += 1;
                 slot.failing_since.get_or_insert_with(Instant::now);
-                if peer.is_healthy() && slot.health_fails >= h.unhealthy_after {
+                if verdict == Some(false) {
                     self.pool.set_health(&peer, false, &why);
                 }
                 // Still failing after three times as long: replace it.
-                if slot.health_fails == h.unhealthy_after * 3 && slot.replacement.is_none() {
+                if slot.streak.fails == h.unhealthy_after * 3 && slot.replacement.is_none() {
                     let id = slot.id.clone();
                     let (r, _w) = oneshot::channel();
                     self.recycle(&id, format!("unhealthy: {why}"), r).await;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_are_the_serde_names() {
+        for s in InstanceState::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            let back: InstanceState = serde_json::from_value(s.as_str().into()).unwrap();
+            assert_eq!(back, s);
+        }
+        assert_eq!(InstanceState::CrashLoop.as_str(), "crash_loop");
     }
 }

@@ -2,7 +2,7 @@
 //! SIGKILL).
 
 use super::app::{Actor, Msg, Reply};
-use super::instance::{slot_state, Proc, TERM_WAIT};
+use super::instance::{InstanceState, Proc, TERM_WAIT};
 use super::process;
 use crate::observe::events::Event;
 use std::time::Duration;
@@ -53,8 +53,8 @@ impl Actor {
             self.recycle_waiters.entry(n).or_default().push(reply);
             return;
         }
-        if !slot.current.as_ref().is_some_and(|p| p.ready) {
-            let state = slot_state(slot);
+        if !slot.current.as_ref().is_some_and(|p| p.state.is_serving()) {
+            let state = slot.state().as_str();
             let _ = reply.send(Err(format!(
                 "{instance} is {state}, not ready: nothing to recycle"
             )));
@@ -84,7 +84,7 @@ impl Actor {
         let Some(slot) = self.slots.get_mut(&n) else {
             return;
         };
-        slot.backoff = false;
+        slot.settle();
         let procs: Vec<Proc> = slot
             .current
             .take()
@@ -99,7 +99,7 @@ impl Actor {
     /// Take `p` out of rotation, let its in-flight requests finish (up to
     /// `shutdown_grace`), then SIGTERM its group, then SIGKILL.
     pub(super) fn retire(&mut self, n: u32, mut p: Proc) {
-        p.stopping = true;
+        p.state = InstanceState::Draining;
         let _ = p.cancel.send(true);
         p.peer.set_draining(true);
         let Some(slot) = self.slots.get_mut(&n) else {

@@ -1,8 +1,8 @@
 //! The status snapshot: what each app actor publishes and what admin and CLI read.
 
 use super::app::Actor;
-use super::control::{self, AppStatus, InstanceStatus};
-use super::instance::{slot_state, CRASH_LOOP_AFTER};
+use super::control::{self, AppState, AppStatus, InstanceStatus};
+use super::instance::{InstanceState, CRASH_LOOP_AFTER};
 use super::process;
 use super::sampler::Sample;
 use crate::upstream::stats::PeerStats;
@@ -16,7 +16,7 @@ pub(super) struct SlotView {
     pub(super) id: String,
     pub(super) pid: Option<u32>,
     pub(super) port: u16,
-    pub(super) state: &'static str,
+    pub(super) state: InstanceState,
     pub(super) started: Option<Instant>,
     pub(super) restarts: u32,
     pub(super) last_exit: Option<String>,
@@ -27,7 +27,7 @@ pub(super) struct SlotView {
 #[derive(Clone)]
 pub(super) struct AppView {
     pub(super) name: String,
-    pub(super) state: &'static str,
+    pub(super) state: AppState,
     pub(super) target: u32,
     pub(super) reason: Option<String>,
     pub(super) slots: Vec<SlotView>,
@@ -96,7 +96,10 @@ pub(super) fn app_status(v: &AppView, pool: &Pool) -> AppStatus {
         name: v.name.clone(),
         state: v.state,
         target: v.target,
-        ready: instances.iter().filter(|i| i.state == "ready").count() as u32,
+        ready: instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Ready)
+            .count() as u32,
         queued: pool.queued(),
         instances,
         reason: v.reason.clone(),
@@ -115,7 +118,7 @@ impl Actor {
                     id: s.id.clone(),
                     pid: p.and_then(|p| p.pid),
                     port: p.map(|p| p.port).unwrap_or(0),
-                    state: slot_state(s),
+                    state: s.state(),
                     started: p.map(|p| p.started),
                     restarts: s.restarts,
                     last_exit: s.last_exit.clone(),
@@ -124,21 +127,24 @@ impl Actor {
                 }
             })
             .collect();
-        let ready = slots.iter().filter(|s| s.state == "ready").count();
+        let ready = slots
+            .iter()
+            .filter(|s| s.state == InstanceState::Ready)
+            .count();
         let looping = self
             .slots
             .values()
             .any(|s| s.fast_exits >= CRASH_LOOP_AFTER);
         let state = if self.shutdown.is_some() {
-            "stopping"
+            AppState::Stopping
         } else if ready == 0 && looping {
-            "crash_loop"
+            AppState::CrashLoop
         } else if ready == 0 {
-            "starting"
+            AppState::Starting
         } else {
-            "running"
+            AppState::Running
         };
-        let reason = (state == "crash_loop").then(|| {
+        let reason = (state == AppState::CrashLoop).then(|| {
             self.slots
                 .values()
                 .find(|s| s.fast_exits >= CRASH_LOOP_AFTER)
