@@ -6,6 +6,7 @@
 
 use crate::admin::client;
 use crate::config;
+use crate::supervisor::control::InstanceId;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::fs::File;
@@ -246,13 +247,14 @@ pub fn main() -> ExitCode {
             command(g, &path, None)
         }),
         Command::Recycle { instance, target } => {
-            let Some(id) = instance_arg(&instance) else {
+            let Some(id) = InstanceId::parse(&instance) else {
                 eprintln!(
                     "healgate: recycle needs one instance, like web#2 (or web-2), not {instance:?}"
                 );
                 return ExitCode::from(USAGE);
             };
             with_target(&target, |g| {
+                let id = id.to_string();
                 let path = format!("/api/v1/instances/{}/recycle", client::encode_segment(&id));
                 let body = json!({"reason": "requested with healgate recycle"});
                 command(g, &path, Some(&body))
@@ -289,13 +291,6 @@ fn with_target(target: &Target, verb: impl FnOnce(&Resolved) -> ExitCode) -> Exi
         Ok(g) => verb(&g),
         Err(code) => code,
     }
-}
-
-/// `web#2` or `web-2` as `web#2`; `None` when it names no instance.
-fn instance_arg(raw: &str) -> Option<String> {
-    let (app, n) = raw.rsplit_once('#').or_else(|| raw.rsplit_once('-'))?;
-    (!app.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| format!("{app}#{n}"))
 }
 
 /// POST a control command and print the gateway's answer.
@@ -761,15 +756,6 @@ impl Followed {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn instance_arguments() {
-        assert_eq!(instance_arg("web#2").as_deref(), Some("web#2"));
-        assert_eq!(instance_arg("my-app-3").as_deref(), Some("my-app#3"));
-        assert_eq!(instance_arg("web"), None);
-        assert_eq!(instance_arg("web#x"), None);
-        assert_eq!(instance_arg("#2"), None);
-    }
 
     #[test]
     fn durations() {

@@ -6,13 +6,14 @@ use crate::observe::access::AccessLog;
 use crate::observe::events::{Event, Events};
 use crate::observe::jsonl::JsonlWriter;
 use crate::proxy::{server, Gateway, Pools};
+use crate::supervisor::control::{self, Command, ControlError, Envelope, Handle};
 use crate::{admin, supervisor};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Run the gateway in the foreground until SIGTERM or SIGINT. Exit 0 after a clean
 /// shutdown, 1 when it cannot start.
@@ -121,15 +122,15 @@ async fn serve(
     admin::write_admin_file(data_dir, admin_addr)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (supervisor, supervisor_task) =
-        supervisor::start(pools.apps.clone(), events.clone(), data_dir);
-    let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<admin::ReloadRequest>();
+    let supervisor = supervisor::start(pools.apps.clone(), events.clone(), data_dir);
+    // The one control channel: admin and SIGHUP send, the loop below receives.
+    let (control_tx, mut inbox) = mpsc::unbounded_channel::<Envelope>();
+    let control = Handle::new(control_tx, supervisor.status());
     let admin_state = Arc::new(admin::AdminState {
         token,
-        supervisor: Some(supervisor.clone()),
+        control: Some(control.clone()),
         events: events.clone(),
         started: std::time::Instant::now(),
-        reload: Some(reload_tx),
     });
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx.clone()));
     let mut live = Live {
@@ -138,7 +139,7 @@ async fn serve(
         health: HashMap::new(),
         pools,
         gw: gw.clone(),
-        supervisor: supervisor.clone(),
+        supervisor,
         events: events.clone(),
         stop: stop_rx.clone(),
     };
@@ -161,29 +162,34 @@ async fn serve(
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
-                match live.reload().await {
-                    Ok(m) => tracing::info!("SIGHUP: {m}"),
-                    Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays:\n{e}"),
-                }
+                let control = control.clone();
+                tokio::spawn(async move {
+                    match control.send(Command::Reload).await {
+                        Ok(done) => tracing::info!("SIGHUP: {}", done.message),
+                        Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays:\n{e}"),
+                    }
+                });
             }
-            Some(reply) = reload_rx.recv() => {
-                let _ = reply.send(live.reload().await);
+            Some(envelope) = inbox.recv() => {
+                if let Some(stop) = live.command(envelope).await {
+                    break stop;
+                }
             }
         }
     };
+    // Commands still queued get "the gateway is shutting down".
+    drop(inbox);
     tracing::info!("{signal}: shutting down");
     // Stop accepting and let in-flight requests finish, then stop the instances.
     let _ = stop_tx.send(true);
     let _ = serving.await;
-    match supervisor
-        .send(supervisor::control::Command::Shutdown)
-        .await
-    {
-        Ok(m) => tracing::info!("{m}"),
-        Err(e) => tracing::warn!("stopping instances: {e}"),
-    }
-    let _ = supervisor_task.await;
-    for (_, t) in live.health.drain() {
+    let Live {
+        supervisor,
+        mut health,
+        ..
+    } = live;
+    tracing::info!("{}", supervisor.shutdown().await.message);
+    for (_, t) in health.drain() {
         t.abort();
     }
     let _ = admin_task.await;
@@ -200,12 +206,40 @@ struct Live {
     /// Health-check tasks by pool (its address).
     health: HashMap<usize, tokio::task::JoinHandle<()>>,
     gw: Arc<Gateway>,
-    supervisor: supervisor::control::Handle,
+    supervisor: supervisor::Supervisor,
     events: Events,
     stop: watch::Receiver<bool>,
 }
 
 impl Live {
+    /// One command from the control channel: reload here, shutdown stops the loop
+    /// (returns what to log), the rest goes to the supervisor.
+    async fn command(&mut self, Envelope { command, reply }: Envelope) -> Option<&'static str> {
+        match command {
+            Command::Reload => {
+                let _ = reply.send(self.reload().await);
+                None
+            }
+            Command::Shutdown => {
+                let _ = reply.send(Ok("shutting down".to_owned().into()));
+                Some("shutdown command")
+            }
+            command => {
+                self.supervisor.dispatch(Envelope { command, reply });
+                None
+            }
+        }
+    }
+
+    /// Send `command` to the supervisor and wait for its reply.
+    async fn ask(&mut self, command: Command) -> control::Reply {
+        let (reply, answer) = oneshot::channel();
+        self.supervisor.dispatch(Envelope { command, reply });
+        answer
+            .await
+            .unwrap_or_else(|_| Err(ControlError::Stopped("the supervisor has stopped".into())))
+    }
+
     /// Run health checks for every upstream pool that has none running; stop those of
     /// pools that are gone.
     fn start_health_checks(&mut self) {
@@ -239,9 +273,11 @@ impl Live {
     /// changed apps are (re)configured (changed ones roll), removed ones drain and
     /// stop, unchanged apps and upstreams keep their pools and connections, and the
     /// routing table is swapped at once.
-    async fn reload(&mut self) -> Result<String, String> {
+    async fn reload(&mut self) -> control::Reply {
         let Some(path) = self.path.clone() else {
-            return Err("this gateway runs without a config file (demo): nothing to reload".into());
+            return Err(ControlError::ReloadFailed(
+                "this gateway runs without a config file (demo): nothing to reload".into(),
+            ));
         };
         let new = match crate::config::load(&path) {
             Ok(c) => c.config,
@@ -250,7 +286,7 @@ impl Live {
                     invalid.problems.iter().map(|p| p.to_string()).collect();
                 self.events
                     .emit(Event::new("config_rejected", "healgate").field("problems", problems));
-                return Err(invalid.to_string());
+                return Err(ControlError::ConfigRejected(invalid.to_string()));
             }
         };
         let mut notes = Vec::new();
@@ -270,8 +306,8 @@ impl Live {
             notes.push("[errors] changed: applies after a restart".to_owned());
             effective.errors = self.config.errors.clone();
         }
-        let pools =
-            Pools::build(&effective, &self.events, Some(&self.pools)).map_err(|e| e.to_string())?;
+        let pools = Pools::build(&effective, &self.events, Some(&self.pools))
+            .map_err(|e| ControlError::ReloadFailed(e.to_string()))?;
         let (mut added, mut changed, mut unchanged, mut removed) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (app, pool) in &pools.apps {
@@ -284,23 +320,24 @@ impl Live {
                 Some(_) => changed.push(app.name.clone()),
                 None => added.push(app.name.clone()),
             }
-            let cmd = supervisor::control::Command::Configure {
+            let cmd = Command::Configure {
                 app: Box::new(app.clone()),
                 pool: pool.clone(),
             };
-            if let Err(e) = self.supervisor.send(cmd).await {
+            if let Err(e) = self.ask(cmd).await {
                 notes.push(format!("{}: {e}", app.name));
             }
         }
         for (app, _) in &self.pools.apps {
             if !pools.apps.iter().any(|(a, _)| a.name == app.name) {
                 removed.push(app.name.clone());
-                let sup = self.supervisor.clone();
-                let name = app.name.clone();
-                tokio::spawn(async move {
-                    let _ = sup
-                        .send(supervisor::control::Command::Remove { app: name })
-                        .await;
+                // Draining takes a while: no one waits for the reply.
+                let (reply, _) = oneshot::channel();
+                self.supervisor.dispatch(Envelope {
+                    command: Command::Remove {
+                        app: app.name.clone(),
+                    },
+                    reply,
                 });
             }
         }
@@ -339,7 +376,7 @@ impl Live {
         for n in notes {
             msg.push_str(&format!("\nnote: {n}"));
         }
-        Ok(msg)
+        Ok(msg.into())
     }
 }
 

@@ -1,6 +1,6 @@
 //! One app's actor: its state, its message loop, command routing and reloads.
 
-use super::control::{AppState, Command};
+use super::control::{self, AppState, Command, ControlError, Outcome};
 use super::instance::{InstanceState, Slot, CRASH_LOOP_AFTER};
 use super::output::Output;
 use super::process::Ports;
@@ -17,11 +17,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-pub(super) type Reply = oneshot::Sender<Result<String, String>>;
+/// Where the reply to one command goes.
+pub(super) type ReplyTo = oneshot::Sender<control::Reply>;
 
 /// What the app actor hears.
 pub(super) enum Msg {
-    Command(Command, Reply),
+    Command(Command, ReplyTo),
     Exited {
         slot: u32,
         gen: u64,
@@ -47,14 +48,14 @@ pub(super) enum Msg {
     },
     /// A recycle ended (for rolling restarts): slot, outcome.
     RecycleDone {
-        outcome: Result<String, String>,
+        outcome: control::Reply,
     },
     /// Time to sample the instances and evaluate AutoHeal and autoscale.
     Tick,
     /// The actions of an AutoHeal firing finished.
     AutohealDone,
     /// A reloaded config for this app, and the pool its routes now point at.
-    Update(Box<App>, Arc<Pool>, Reply),
+    Update(Box<App>, Arc<Pool>, ReplyTo),
 }
 
 /// How often instances are sampled and rules evaluated.
@@ -71,9 +72,9 @@ pub(super) struct Actor {
     pub(super) slots: BTreeMap<u32, Slot>,
     pub(super) target: u32,
     pub(super) next_gen: u64,
-    pub(super) recycle_waiters: HashMap<u32, Vec<Reply>>,
-    pub(super) rolling: Option<(Vec<u32>, Reply, usize)>,
-    pub(super) shutdown: Option<Reply>,
+    pub(super) recycle_waiters: HashMap<u32, Vec<ReplyTo>>,
+    pub(super) rolling: Option<(Vec<u32>, ReplyTo, usize)>,
+    pub(super) shutdown: Option<ReplyTo>,
     pub(super) view: Arc<RwLock<AppView>>,
     /// The pool before the last reload: still served by requests queued in it.
     pub(super) previous_pool: Option<Arc<Pool>>,
@@ -208,7 +209,9 @@ impl Actor {
             self.refresh();
             if self.shutdown.is_some() && self.all_stopped() {
                 if let Some(r) = self.shutdown.take() {
-                    let _ = r.send(Ok(format!("{}: all instances stopped", self.app.name)));
+                    let _ = r.send(Ok(
+                        format!("{}: all instances stopped", self.app.name).into()
+                    ));
                 }
                 return;
             }
@@ -232,15 +235,20 @@ impl Actor {
         }
     }
 
-    pub(super) async fn command(&mut self, cmd: Command, reply: Reply) {
+    pub(super) async fn command(&mut self, cmd: Command, reply: ReplyTo) {
         match cmd {
-            Command::Recycle { instance, reason } => self.recycle(&instance, reason, reply).await,
+            Command::Recycle { instance, reason } if instance.app == self.app.name => {
+                self.recycle(instance.slot, reason, reply).await
+            }
+            Command::Recycle { instance, .. } => {
+                let _ = reply.send(Err(ControlError::UnknownInstance(instance.to_string())));
+            }
             Command::Restart { .. } => {
                 if self.rolling.is_some() {
-                    let _ = reply.send(Err(format!(
+                    let _ = reply.send(Err(ControlError::Busy(format!(
                         "{}: a restart is already rolling",
                         self.app.name
-                    )));
+                    ))));
                     return;
                 }
                 let order: Vec<u32> = self
@@ -250,15 +258,15 @@ impl Actor {
                     .map(|(n, _)| *n)
                     .collect();
                 if order.is_empty() {
-                    let _ = reply.send(Err(format!(
+                    let _ = reply.send(Err(ControlError::Refused(format!(
                         "{}: no running instance to restart",
                         self.app.name
-                    )));
+                    ))));
                     return;
                 }
                 let total = order.len();
                 self.rolling = Some((order, reply, total));
-                self.roll_on(Ok(String::new())).await;
+                self.roll_on(Ok(Outcome::from(String::new()))).await;
             }
             Command::Scale { instances, .. } => {
                 if self.app.autoscale.is_some() {
@@ -266,8 +274,10 @@ impl Actor {
                 }
                 let _ = reply.send(self.scale(instances, "requested").await);
             }
-            Command::Configure { .. } | Command::Remove { .. } => {
-                let _ = reply.send(Err("handled by the supervisor, not an app".into()));
+            Command::Configure { .. } | Command::Remove { .. } | Command::Reload => {
+                let _ = reply.send(Err(ControlError::Refused(
+                    "handled by the supervisor, not an app".into(),
+                )));
             }
             Command::Shutdown => {
                 self.shutdown = Some(reply);
@@ -282,7 +292,7 @@ impl Actor {
     /// Apply a reloaded config: a changed command, environment or health check rolls
     /// every instance (overlapping); a changed count scales; rules and limits apply
     /// from now on. A manual scale stops overriding autoscale.
-    pub(super) async fn update(&mut self, app: App, pool: Arc<Pool>) -> Result<String, String> {
+    pub(super) async fn update(&mut self, app: App, pool: Arc<Pool>) -> control::Reply {
         let old = std::mem::replace(&mut self.app, app);
         if !Arc::ptr_eq(&pool, &self.pool) {
             self.previous_pool = Some(std::mem::replace(&mut self.pool, pool));
@@ -319,7 +329,9 @@ impl Actor {
             let name = self.app.name.clone();
             tokio::spawn(async move {
                 if let Ok(Err(e)) = w.await {
-                    events.emit(Event::new("reload_restart_failed", &name).field("reason", e));
+                    events.emit(
+                        Event::new("reload_restart_failed", &name).field("reason", e.to_string()),
+                    );
                 }
             });
             did.push("rolling restart with the new command".into());
@@ -327,7 +339,7 @@ impl Actor {
         if did.is_empty() {
             did.push("settings updated".into());
         }
-        Ok(format!("{}: {}", self.app.name, did.join(", ")))
+        Ok(format!("{}: {}", self.app.name, did.join(", ")).into())
     }
 
     /// Every [`TICK`]: measure every instance's process tree, then evaluate AutoHeal

@@ -2,6 +2,7 @@
 //! the restart backoff and crash-loop detection.
 
 use super::app::{Actor, Msg};
+use super::control::ControlError;
 use super::instance::{
     InstanceState, Proc, BACKOFF_MAX, BACKOFF_MIN, CRASH_LOOP_AFTER, FAST_EXIT, STABLE,
 };
@@ -56,9 +57,9 @@ impl Actor {
             );
             self.finish_recycle(
                 n,
-                Err(format!(
+                Err(ControlError::Failed(format!(
                     "{id}: the replacement exited before it was ready: {why}"
-                )),
+                ))),
             );
             return;
         }

@@ -3,7 +3,7 @@
 
 use super::app::{Actor, Msg};
 use super::autoheal;
-use super::control::Command;
+use super::control::{Command, InstanceId};
 use crate::config::Action;
 use crate::observe::events::Event;
 use std::time::{Duration, Instant};
@@ -87,7 +87,7 @@ impl Actor {
             "autoheal rule {}: {} (measured {}, threshold {})",
             f.rule, f.trigger, f.measured, f.threshold
         );
-        self.run_actions(id, pid, actions, reason);
+        self.run_actions(n, id, pid, actions, reason);
     }
 
     /// An event about a rule firing on instance `id`: the rule, its trigger, the
@@ -109,7 +109,14 @@ impl Actor {
     }
 
     /// Run a firing's actions in order, each reported by an `autoheal_action` event.
-    pub(super) fn run_actions(&self, id: String, pid: u32, actions: Vec<Action>, reason: String) {
+    pub(super) fn run_actions(
+        &self,
+        n: u32,
+        id: String,
+        pid: u32,
+        actions: Vec<Action>,
+        reason: String,
+    ) {
         let (tx, events, app, dir) = (
             self.tx.clone(),
             self.events.clone(),
@@ -141,14 +148,17 @@ impl Actor {
                     Action::Recycle => {
                         let (r, w) = oneshot::channel();
                         let cmd = Command::Recycle {
-                            instance: id.clone(),
+                            instance: InstanceId {
+                                app: app.clone(),
+                                slot: n,
+                            },
                             reason: reason.clone(),
                         };
                         if tx.send(Msg::Command(cmd, r)).is_err() {
                             return;
                         }
                         match w.await {
-                            Ok(Ok(m)) => ev.field("outcome", m),
+                            Ok(Ok(m)) => ev.field("outcome", m.message),
                             Ok(Err(e)) => ev.field("outcome", format!("recycle failed: {e}")),
                             Err(_) => ev.field("outcome", "recycle abandoned"),
                         }

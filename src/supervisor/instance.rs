@@ -3,6 +3,7 @@
 
 use super::app::{Actor, Msg};
 use super::autoheal;
+use super::control::ControlError;
 use super::crash::Ended;
 use super::output::Tail;
 use super::process::{self, Spec};
@@ -444,7 +445,7 @@ impl Actor {
                     .field("reason", reason),
             );
             let msg = format!("{id} recycled: pid {old_pid} → pid {new_pid}");
-            self.finish_recycle(n, Ok(msg));
+            self.finish_recycle(n, Ok(msg.into()));
         }
     }
 
@@ -497,9 +498,9 @@ impl Actor {
             });
             self.finish_recycle(
                 n,
-                Err(format!(
+                Err(ControlError::Failed(format!(
                     "{id}: the replacement {why}; the old instance keeps serving"
-                )),
+                ))),
             );
         }
     }
@@ -540,9 +541,8 @@ impl Actor {
                 }
                 // Still failing after three times as long: replace it.
                 if slot.streak.fails == h.unhealthy_after * 3 && slot.replacement.is_none() {
-                    let id = slot.id.clone();
                     let (r, _w) = oneshot::channel();
-                    self.recycle(&id, format!("unhealthy: {why}"), r).await;
+                    self.recycle(n, format!("unhealthy: {why}"), r).await;
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! The supervisor: runs every `[[app]]`'s instances, restarts the ones that exit,
 //! recycles with overlap, and publishes ready instances into the app's pool.
 //!
-//! One actor task per app owns all of that app's state; everything that takes time
+//! [`Supervisor`] routes commands to one actor task per app ([`app`]), which owns
+//! all of that app's state; everything that takes time
 //! (starting, readiness, health checks, draining) runs in small tasks that report
 //! back to the actor as [`Msg`]s. The proxy only sees the pool: the supervisor
 //! publishes peers into it and never the reverse.
@@ -27,7 +28,7 @@ use crate::config::App;
 use crate::observe::events::Events;
 use crate::upstream::Pool;
 use app::{Msg, Spawner};
-use control::{Command, Envelope, Handle};
+use control::{Command, ControlError, Envelope, Outcome};
 use output::Output;
 use process::Ports;
 use status::app_status;
@@ -36,74 +37,87 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// Start supervising `apps` (each with the pool its routes point at). Returns the
-/// control handle and the supervisor's task.
-pub fn start(
-    apps: Vec<(App, Arc<Pool>)>,
-    events: Events,
-    data_dir: &Path,
-) -> (Handle, tokio::task::JoinHandle<()>) {
-    let ctx = Spawner {
-        output: Output::start(),
-        ports: Arc::new(Ports::default()),
-        events,
-        data_dir: data_dir.to_owned(),
-        views: Arc::default(),
+/// The running supervisor: one actor per app, and the routing of commands to them.
+/// Owned by the gateway process, which receives the one control channel and hands
+/// every command but `Reload` to [`Supervisor::dispatch`].
+pub struct Supervisor {
+    ctx: Spawner,
+    actors: HashMap<String, mpsc::UnboundedSender<Msg>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Start supervising `apps` (each with the pool its routes point at).
+pub fn start(apps: Vec<(App, Arc<Pool>)>, events: Events, data_dir: &Path) -> Supervisor {
+    let mut sup = Supervisor {
+        ctx: Spawner {
+            output: Output::start(),
+            ports: Arc::new(Ports::default()),
+            events,
+            data_dir: data_dir.to_owned(),
+            views: Arc::default(),
+        },
+        actors: HashMap::new(),
+        tasks: Vec::new(),
     };
-    let mut actors: HashMap<String, mpsc::UnboundedSender<Msg>> = HashMap::new();
-    let mut tasks = Vec::new();
     for (app, pool) in apps {
-        let name = app.name.clone();
-        let (tx, task) = ctx.spawn(app, pool);
-        actors.insert(name, tx);
-        tasks.push(task);
+        sup.spawn(app, pool);
     }
-    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Envelope>();
-    let views = ctx.views.clone();
-    let router = tokio::spawn(async move {
-        while let Some(Envelope { command, reply }) = ctl_rx.recv().await {
-            match command {
-                Command::Shutdown => {
-                    let waits: Vec<_> = actors
-                        .values()
-                        .filter_map(|tx| {
-                            let (r, w) = oneshot::channel();
-                            tx.send(Msg::Command(Command::Shutdown, r))
-                                .is_ok()
-                                .then_some(w)
-                        })
-                        .collect();
-                    for w in waits {
-                        let _ = w.await;
-                    }
-                    ctx.output.flush();
-                    let _ = reply.send(Ok("all instances stopped".into()));
-                    break;
-                }
-                Command::Configure { app, pool } => match actors.get(&app.name) {
+    sup
+}
+
+impl Supervisor {
+    fn spawn(&mut self, app: App, pool: Arc<Pool>) {
+        let name = app.name.clone();
+        let (tx, task) = self.ctx.spawn(app, pool);
+        self.actors.insert(name, tx);
+        self.tasks.push(task);
+    }
+
+    /// A reader of every app's status snapshot (for [`control::Handle`]).
+    pub fn status(&self) -> Arc<dyn Fn() -> Vec<control::AppStatus> + Send + Sync> {
+        let views = self.ctx.views.clone();
+        Arc::new(move || {
+            views
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(_, v, pool)| app_status(&v.read().unwrap_or_else(|p| p.into_inner()), pool))
+                .collect()
+        })
+    }
+
+    /// Route one command to its app's actor (or start, reconfigure or remove an app).
+    /// Returns at once; the reply follows when the command is done.
+    pub fn dispatch(&mut self, Envelope { command, reply }: Envelope) {
+        let app = match command {
+            Command::Configure { app, pool } => {
+                match self.actors.get(&app.name) {
                     Some(tx) => {
-                        ctx.set_pool(&app.name, &pool);
-                        if let Err(mpsc::error::SendError(Msg::Update(_, _, r))) =
+                        self.ctx.set_pool(&app.name, &pool);
+                        if let Err(mpsc::error::SendError(Msg::Update(app, _, r))) =
                             tx.send(Msg::Update(app, pool, reply))
                         {
-                            let _ = r.send(Err("the app is stopped".into()));
+                            let _ = r.send(Err(stopped(&app.name)));
                         }
                     }
                     None => {
                         let name = app.name.clone();
-                        let (tx, task) = ctx.spawn(*app, pool);
-                        actors.insert(name.clone(), tx);
-                        tasks.push(task);
-                        let _ = reply.send(Ok(format!("{name}: started")));
+                        self.spawn(*app, pool);
+                        let _ = reply.send(Ok(format!("{name}: started").into()));
                     }
-                },
-                Command::Remove { app } => match actors.remove(&app) {
+                }
+                return;
+            }
+            Command::Remove { app } => {
+                match self.actors.remove(&app) {
                     Some(tx) => {
                         let (r, w) = oneshot::channel();
                         let _ = tx.send(Msg::Command(Command::Shutdown, r));
-                        let views = ctx.views.clone();
+                        let views = self.ctx.views.clone();
                         tokio::spawn(async move {
-                            let outcome = w.await.unwrap_or_else(|_| Ok(format!("{app}: stopped")));
+                            let outcome = w
+                                .await
+                                .unwrap_or_else(|_| Ok(format!("{app}: stopped").into()));
                             views
                                 .write()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -112,43 +126,57 @@ pub fn start(
                         });
                     }
                     None => {
-                        let _ = reply.send(Err(format!("unknown app {app:?}")));
-                    }
-                },
-                cmd => {
-                    let app = match &cmd {
-                        Command::Restart { app } | Command::Scale { app, .. } => app.clone(),
-                        Command::Recycle { instance, .. } => {
-                            instance.split('#').next().unwrap_or("").to_owned()
-                        }
-                        _ => String::new(),
-                    };
-                    match actors.get(&app) {
-                        Some(tx) => {
-                            if let Err(mpsc::error::SendError(Msg::Command(_, r))) =
-                                tx.send(Msg::Command(cmd, reply))
-                            {
-                                let _ = r.send(Err(format!("app {app} is stopped")));
-                            }
-                        }
-                        None => {
-                            let _ = reply.send(Err(format!("unknown app {app:?}")));
-                        }
+                        let _ = reply.send(Err(ControlError::UnknownApp(app)));
                     }
                 }
+                return;
+            }
+            Command::Reload | Command::Shutdown => {
+                let _ = reply.send(Err(ControlError::Refused(format!(
+                    "{command:?} is handled by the gateway, not the supervisor"
+                ))));
+                return;
+            }
+            Command::Restart { ref app } | Command::Scale { ref app, .. } => app.clone(),
+            Command::Recycle { ref instance, .. } => instance.app.clone(),
+        };
+        match self.actors.get(&app) {
+            Some(tx) => {
+                if let Err(mpsc::error::SendError(Msg::Command(_, r))) =
+                    tx.send(Msg::Command(command, reply))
+                {
+                    let _ = r.send(Err(stopped(&app)));
+                }
+            }
+            None => {
+                let _ = reply.send(Err(ControlError::UnknownApp(app)));
             }
         }
-        for t in tasks {
+    }
+
+    /// Stop every instance of every app (drained, then signalled) and wait for it.
+    pub async fn shutdown(self) -> Outcome {
+        let waits: Vec<_> = self
+            .actors
+            .values()
+            .filter_map(|tx| {
+                let (r, w) = oneshot::channel();
+                tx.send(Msg::Command(Command::Shutdown, r))
+                    .is_ok()
+                    .then_some(w)
+            })
+            .collect();
+        for w in waits {
+            let _ = w.await;
+        }
+        self.ctx.output.flush();
+        for t in self.tasks {
             let _ = t.await;
         }
-    });
-    let status = Arc::new(move || {
-        views
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(_, v, pool)| app_status(&v.read().unwrap_or_else(|p| p.into_inner()), pool))
-            .collect()
-    });
-    (Handle::new(ctl_tx, status), router)
+        Outcome::from("all instances stopped".to_owned())
+    }
+}
+
+fn stopped(app: &str) -> ControlError {
+    ControlError::Stopped(format!("app {app} is stopped"))
 }

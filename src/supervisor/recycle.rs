@@ -1,7 +1,9 @@
 //! Overlapping recycles, rolling restarts, and retiring a process (drain, SIGTERM,
 //! SIGKILL).
 
-use super::app::{Actor, Msg, Reply};
+use super::app::{Actor, Msg, ReplyTo};
+use super::control::ControlError;
+use super::control::Reply;
 use super::instance::{InstanceState, Proc, TERM_WAIT};
 use super::process;
 use crate::observe::events::Event;
@@ -10,44 +12,46 @@ use tokio::sync::oneshot;
 
 impl Actor {
     /// The next step of a rolling restart: recycle the next instance, or report.
-    pub(super) async fn roll_on(&mut self, outcome: Result<String, String>) {
+    pub(super) async fn roll_on(&mut self, outcome: Reply) {
         let Some((mut order, reply, total)) = self.rolling.take() else {
             return;
         };
         if let Err(e) = outcome {
-            let _ = reply.send(Err(format!("restart of {} stopped: {e}", self.app.name)));
+            let _ = reply.send(Err(ControlError::Failed(format!(
+                "restart of {} stopped: {e}",
+                self.app.name
+            ))));
             return;
         }
         if order.is_empty() {
             let _ = reply.send(Ok(format!(
                 "{}: {total} instances restarted",
                 self.app.name
-            )));
+            )
+            .into()));
             return;
         }
         let n = order.remove(0);
-        let id = format!("{}#{n}", self.app.name);
         self.rolling = Some((order, reply, total));
         let (r, w) = oneshot::channel();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let outcome = w.await.unwrap_or_else(|_| Err("recycle abandoned".into()));
+            let outcome = w
+                .await
+                .unwrap_or_else(|_| Err(ControlError::Failed("recycle abandoned".into())));
             let _ = tx.send(Msg::RecycleDone { outcome });
         });
-        self.recycle(&id, "restart".into(), r).await;
+        self.recycle(n, "restart".into(), r).await;
     }
 
     /// Overlapping recycle: start the replacement; when it is ready, move traffic,
     /// then drain and stop the old process (see `ready`).
-    pub(super) async fn recycle(&mut self, instance: &str, reason: String, reply: Reply) {
-        let n = instance
-            .rsplit_once('#')
-            .and_then(|(_, k)| k.parse::<u32>().ok())
-            .filter(|n| self.slots.get(n).is_some_and(|s| !s.removing));
-        let Some(n) = n else {
-            let _ = reply.send(Err(format!("unknown instance {instance:?}")));
+    pub(super) async fn recycle(&mut self, n: u32, reason: String, reply: ReplyTo) {
+        let instance = format!("{}#{n}", self.app.name);
+        if self.slots.get(&n).is_none_or(|s| s.removing) {
+            let _ = reply.send(Err(ControlError::UnknownInstance(instance)));
             return;
-        };
+        }
         let slot = &self.slots[&n];
         if slot.replacement.is_some() {
             self.recycle_waiters.entry(n).or_default().push(reply);
@@ -55,14 +59,14 @@ impl Actor {
         }
         if !slot.current.as_ref().is_some_and(|p| p.state.is_serving()) {
             let state = slot.state().as_str();
-            let _ = reply.send(Err(format!(
+            let _ = reply.send(Err(ControlError::Refused(format!(
                 "{instance} is {state}, not ready: nothing to recycle"
-            )));
+            ))));
             return;
         }
         self.events.emit(
             Event::new("instance_recycling", &self.app.name)
-                .instance(instance)
+                .instance(&instance)
                 .pid(slot.current.as_ref().and_then(|p| p.pid).unwrap_or(0))
                 .field("reason", reason.clone()),
         );
@@ -73,7 +77,7 @@ impl Actor {
         self.recycle_waiters.entry(n).or_default().push(reply);
     }
 
-    pub(super) fn finish_recycle(&mut self, n: u32, outcome: Result<String, String>) {
+    pub(super) fn finish_recycle(&mut self, n: u32, outcome: Reply) {
         for w in self.recycle_waiters.remove(&n).unwrap_or_default() {
             let _ = w.send(outcome.clone());
         }

@@ -1,6 +1,7 @@
 //! Manual scaling and autoscale.
 
 use super::app::Actor;
+use super::control::{ControlError, Reply};
 use super::instance::Proc;
 use crate::config::App;
 use crate::observe::events::Event;
@@ -14,9 +15,9 @@ pub(super) fn initial_target(app: &App) -> u32 {
 }
 
 impl Actor {
-    pub(super) async fn scale(&mut self, instances: u32, reason: &str) -> Result<String, String> {
+    pub(super) async fn scale(&mut self, instances: u32, reason: &str) -> Reply {
         if instances == 0 {
-            return Err("scale: at least 1 instance".into());
+            return Err(ControlError::Refused("scale: at least 1 instance".into()));
         }
         let from = self.target;
         self.target = instances;
@@ -41,7 +42,10 @@ impl Actor {
             for n in active.iter().rev().take(active.len() - instances as usize) {
                 self.slots.get_mut(n).expect("active").removing = true;
                 self.stop_slot(*n);
-                self.finish_recycle(*n, Err("the instance was scaled away".into()));
+                self.finish_recycle(
+                    *n,
+                    Err(ControlError::Failed("the instance was scaled away".into())),
+                );
                 self.drop_removed(*n);
             }
             self.publish();
@@ -56,7 +60,8 @@ impl Actor {
         Ok(format!(
             "{}: scaled from {from} to {instances} instances",
             self.app.name
-        ))
+        )
+        .into())
     }
 
     /// Between `min` and `max`: enough instances for the in-flight requests and the
