@@ -4,7 +4,7 @@
 //! `recycle` and `scale` talk to a running gateway through its admin API
 //! ([`crate::admin::client`]); `logs` reads the files under `data_dir/logs`.
 
-use crate::admin::client;
+use crate::admin::{client, StatusAnswer};
 use crate::config;
 use crate::supervisor::control::InstanceId;
 use clap::{Args, Parser, Subcommand};
@@ -326,6 +326,13 @@ fn status(g: &Resolved, raw_json: bool) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    let status: StatusAnswer = match serde_json::from_value(status) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("healgate: the gateway's status answer is not what this version reads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let events = g.call("GET", "/api/v1/events?since=0", None);
     let mut out = io::stdout().lock();
     let _ = out.write_all(render_status(&status).as_bytes());
@@ -344,20 +351,11 @@ fn status(g: &Resolved, raw_json: bool) -> ExitCode {
 }
 
 /// The status answer as text tables.
-fn render_status(status: &Value) -> String {
+fn render_status(status: &StatusAnswer) -> String {
     let mut s = String::new();
-    let pid = field(status, "pid");
-    let uptime = status
-        .get("uptime_s")
-        .and_then(Value::as_f64)
-        .map_or_else(|| "-".to_owned(), duration);
-    s.push_str(&format!("gateway: pid {pid}, up {uptime}\n\n"));
-    let apps = status
-        .get("apps")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if apps.is_empty() {
+    let uptime = duration(status.uptime_s);
+    s.push_str(&format!("gateway: pid {}, up {uptime}\n\n", status.pid));
+    if status.apps.is_empty() {
         s.push_str("no apps\n");
         return s;
     }
@@ -377,51 +375,37 @@ fn render_status(status: &Value) -> String {
         "RESTARTS",
         "LAST EXIT",
     ])];
-    for app in &apps {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    for app in &status.apps {
         rows.push(vec![
-            field(app, "name"),
-            field(app, "state"),
-            format!("{}/{}", field(app, "ready"), field(app, "target")),
-            field(app, "queued"),
-            field(app, "reason"),
+            app.name.clone(),
+            name_of(&app.state),
+            format!("{}/{}", app.ready, app.target),
+            app.queued.to_string(),
+            or_dash(app.reason.clone()),
         ]);
-        for inst in app
-            .get("instances")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let uptime = inst
-                .get("uptime_s")
-                .and_then(Value::as_f64)
-                .map_or_else(|| "-".to_owned(), duration);
-            let memory = inst
-                .get("memory_bytes")
-                .and_then(Value::as_f64)
-                .map_or_else(|| "-".to_owned(), |b| format!("{:.1} MiB", b / 1048576.0));
-            let cpu = inst
-                .get("cpu_s")
-                .and_then(Value::as_f64)
-                .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}s"));
+        for inst in &app.instances {
             inst_rows.push(vec![
-                field(inst, "id"),
-                field(inst, "pid"),
-                field(inst, "port"),
-                field(inst, "state"),
-                uptime,
-                memory,
-                cpu,
-                field(inst, "inflight"),
-                requests_field(inst, "total"),
-                inst.pointer("/requests/by_class/5xx")
-                    .and_then(Value::as_u64)
+                inst.id.clone(),
+                or_dash(inst.pid.map(|p| p.to_string())),
+                inst.port.to_string(),
+                inst.state.as_str().to_owned(),
+                duration(inst.uptime_s),
+                format!("{:.1} MiB", inst.memory_bytes as f64 / 1048576.0),
+                format!("{:.2}s", inst.cpu_s),
+                inst.inflight.to_string(),
+                inst.requests.total.to_string(),
+                inst.requests
+                    .by_class
+                    .get("5xx")
+                    .copied()
                     .unwrap_or(0)
                     .to_string(),
-                inst.pointer("/requests/p99_ms")
-                    .and_then(Value::as_u64)
+                inst.requests
+                    .p99_ms
                     .map_or_else(|| "-".to_owned(), |ms| format!("≤{ms}ms")),
-                field(inst, "restarts"),
-                field(inst, "last_exit"),
+                inst.restarts.to_string(),
+                or_dash(inst.last_exit.clone()),
             ]);
         }
     }
@@ -433,11 +417,12 @@ fn render_status(status: &Value) -> String {
     s
 }
 
-fn requests_field(inst: &Value, key: &str) -> String {
-    inst.get("requests")
-        .and_then(|r| r.get(key))
-        .and_then(Value::as_u64)
-        .map_or_else(|| "-".to_owned(), |n| n.to_string())
+/// A serialized enum's name (`crash_loop`).
+fn name_of(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), value_text)
 }
 
 /// The last `n` events of an `/api/v1/events` answer, one line each.
@@ -767,18 +752,23 @@ mod tests {
 
     #[test]
     fn status_tables_show_apps_and_instances() {
+        // The admin API's JSON, read back as the status type.
         let status = json!({
-            "pid": 42, "uptime_s": 75.0,
+            "pid": 42, "uptime_s": 75.0, "version": "0.1.0",
             "apps": [{
                 "name": "web", "state": "running", "target": 2, "ready": 1, "queued": 0,
                 "reason": null,
                 "instances": [{
                     "id": "web#1", "pid": 1234, "port": 41000, "state": "ready",
                     "uptime_s": 61.0, "memory_bytes": 10485760u64, "cpu_s": 1.5,
-                    "inflight": 3, "restarts": 1, "last_exit": "exit code 1"
+                    "inflight": 3, "restarts": 1, "last_exit": "exit code 1",
+                    "cpu_pct": 0.0, "threads": 1, "open_files": 3,
+                    "requests": {"total": 7, "by_class": {"5xx": 2}, "errors": {},
+                                 "p50_ms": 1, "p99_ms": 5}
                 }]
             }]
         });
+        let status: StatusAnswer = serde_json::from_value(status).unwrap();
         let text = render_status(&status);
         assert!(text.contains("gateway: pid 42, up 1m15s"), "{text}");
         let app_line = text.lines().find(|l| l.starts_with("web ")).unwrap();
@@ -794,6 +784,7 @@ mod tests {
             "1m01s",
             "10.0 MiB",
             "1.50s",
+            "≤5ms",
             "exit code 1",
         ] {
             assert!(inst.contains(part), "{part} missing in {inst}");

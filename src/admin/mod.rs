@@ -57,6 +57,17 @@ pub const ADMIN_FILE: &str = "admin.json";
 /// How long open admin connections may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The answer of `GET /api/v1/status` (what `healgate status` reads).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StatusAnswer {
+    pub apps: Vec<crate::supervisor::control::AppStatus>,
+    /// Seconds since the gateway started.
+    pub uptime_s: f64,
+    /// The gateway's process id.
+    pub pid: u32,
+    pub version: String,
+}
+
 /// What the admin API reads and drives.
 pub struct AdminState {
     /// The bearer token every protected route requires.

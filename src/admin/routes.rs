@@ -326,14 +326,15 @@ fn status(state: &AdminState) -> Response<Body> {
         .map(|h| h.status())
         .unwrap_or_default();
     let uptime = (state.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    let answer = super::StatusAnswer {
+        apps,
+        uptime_s: uptime,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
     json_response(
         StatusCode::OK,
-        &json!({
-            "apps": apps,
-            "uptime_s": uptime,
-            "pid": std::process::id(),
-            "version": env!("CARGO_PKG_VERSION"),
-        }),
+        &serde_json::to_value(answer).unwrap_or_default(),
     )
 }
 
