@@ -446,7 +446,8 @@ fn render_events(answer: &Value, n: usize) -> String {
     s
 }
 
-/// One event as `ts  kind  instance-or-app  key=value ...`.
+/// One event as `ts  kind  instance-or-app  key=value ...` (fields without a value
+/// left out).
 fn event_line(event: &Value) -> String {
     let who = event
         .get("instance")
@@ -462,7 +463,8 @@ fn event_line(event: &Value) -> String {
     );
     if let Some(obj) = event.as_object() {
         for (k, v) in obj {
-            if !matches!(k.as_str(), "ts" | "kind" | "app" | "instance") {
+            let empty = v.is_null() || v.as_array().is_some_and(Vec::is_empty);
+            if !empty && !matches!(k.as_str(), "ts" | "kind" | "app" | "instance") {
                 line.push_str(&format!(" {k}={}", value_text(v)));
             }
         }

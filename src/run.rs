@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::observe::access::AccessLog;
-use crate::observe::events::{Event, Events};
+use crate::observe::events::{Event, Events, GATEWAY};
 use crate::observe::jsonl::JsonlWriter;
 use crate::proxy::{server, Gateway, Pools};
 use crate::supervisor::control::{self, Command, ControlError, Envelope, Handle};
@@ -144,7 +144,10 @@ async fn serve(
         stop: stop_rx.clone(),
     };
     live.start_health_checks();
-    events.emit(Event::new("gateway_started", "healgate").field("pid", std::process::id()));
+    events.emit(Event::GatewayStarted {
+        app: GATEWAY,
+        pid: std::process::id(),
+    });
     let serving = tokio::spawn(server::serve(
         gw,
         listeners_announced(listeners, admin_addr, demo.then_some(data_dir.as_path()))?,
@@ -194,7 +197,10 @@ async fn serve(
     }
     let _ = admin_task.await;
     admin::remove_admin_file(data_dir);
-    events.emit(Event::new("gateway_stopped", "healgate").field("signal", signal));
+    events.emit(Event::GatewayStopped {
+        app: GATEWAY,
+        signal: signal.to_owned(),
+    });
     Ok(())
 }
 
@@ -284,8 +290,10 @@ impl Live {
             Err(invalid) => {
                 let problems: Vec<String> =
                     invalid.problems.iter().map(|p| p.to_string()).collect();
-                self.events
-                    .emit(Event::new("config_rejected", "healgate").field("problems", problems));
+                self.events.emit(Event::ConfigRejected {
+                    app: GATEWAY,
+                    problems,
+                });
                 return Err(ControlError::ConfigRejected(invalid.to_string()));
             }
         };
@@ -357,14 +365,14 @@ impl Live {
         self.pools = pools;
         self.config = effective;
         self.start_health_checks();
-        self.events.emit(
-            Event::new("config_reloaded", "healgate")
-                .field("added", added.clone())
-                .field("changed", changed.clone())
-                .field("removed", removed.clone())
-                .field("unchanged", unchanged.clone())
-                .field("notes", notes.clone()),
-        );
+        self.events.emit(Event::ConfigReloaded {
+            app: GATEWAY,
+            added: added.clone(),
+            changed: changed.clone(),
+            removed: removed.clone(),
+            unchanged: unchanged.clone(),
+            notes: notes.clone(),
+        });
         let mut msg = format!(
             "reloaded {}: {} added, {} changed, {} removed, {} unchanged",
             path.display(),

@@ -329,9 +329,10 @@ impl Actor {
             let name = self.app.name.clone();
             tokio::spawn(async move {
                 if let Ok(Err(e)) = w.await {
-                    events.emit(
-                        Event::new("reload_restart_failed", &name).field("reason", e.to_string()),
-                    );
+                    events.emit(Event::ReloadRestartFailed {
+                        app: name,
+                        reason: e.to_string(),
+                    });
                 }
             });
             did.push("rolling restart with the new command".into());

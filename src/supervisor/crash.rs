@@ -35,13 +35,13 @@ impl Actor {
                 self_inflicted: false,
                 inflight: 0,
             });
-            self.events.emit(
-                Event::new("instance_stopped", &app)
-                    .instance(&id)
-                    .pid(p.pid.unwrap_or(0))
-                    .field("uptime_s", round1(p.started.elapsed().as_secs_f64()))
-                    .field("exit", describe_end(&how)),
-            );
+            self.events.emit(Event::InstanceStopped {
+                app,
+                instance: id,
+                pid: p.pid.unwrap_or(0),
+                uptime_s: round1(p.started.elapsed().as_secs_f64()),
+                exit: describe_end(&how),
+            });
             self.drop_removed(n);
             return;
         }
@@ -49,12 +49,12 @@ impl Actor {
             let (p, _) = slot.replacement.take().expect("checked");
             finish_proc(&p, &self.ports);
             let why = exit_reason(&id, &p, &how);
-            self.events.emit(
-                Event::new("recycle_failed", &app)
-                    .instance(&id)
-                    .pid(p.pid.unwrap_or(0))
-                    .field("reason", format!("the replacement exited before it was ready: {why}; the old instance keeps serving")),
-            );
+            self.events.emit(Event::RecycleFailed {
+                app,
+                instance: id.clone(),
+                pid: p.pid.unwrap_or(0),
+                reason: format!("the replacement exited before it was ready: {why}; the old instance keeps serving"),
+            });
             self.finish_recycle(
                 n,
                 Err(ControlError::Failed(format!(
@@ -77,45 +77,40 @@ impl Actor {
             inflight: 0,
         });
         if p.state == InstanceState::Draining {
-            self.events.emit(
-                Event::new("instance_stopped", &app)
-                    .instance(&id)
-                    .pid(p.pid.unwrap_or(0))
-                    .field("uptime_s", round1(uptime.as_secs_f64())),
-            );
+            self.events.emit(Event::InstanceStopped {
+                app,
+                instance: id,
+                pid: p.pid.unwrap_or(0),
+                uptime_s: round1(uptime.as_secs_f64()),
+                exit: describe_end(&how),
+            });
             self.publish();
             self.drop_removed(n);
             return;
         }
-        let mut ev = Event::new("instance_exited", &app)
-            .instance(&id)
-            .pid(p.pid.unwrap_or(0))
-            .field("uptime_s", round1(uptime.as_secs_f64()))
-            .field("reason", reason.clone());
-        match &how {
-            Ended::Status(s) => {
-                if let Some(c) = s.code() {
-                    ev = ev.field("code", c);
-                }
-                if let Some(sig) = s.signal() {
-                    ev = ev
-                        .field("signal", sig)
-                        .field("signal_name", process::signal_name(sig));
-                }
-            }
-            Ended::SpawnFailed(e) => ev = ev.field("error", e.clone()),
-        }
-        let tail: Vec<String> = p
-            .tail
-            .lock()
-            .unwrap_or_else(|x| x.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        if !tail.is_empty() {
-            ev = ev.field("stderr", tail[tail.len().saturating_sub(5)..].to_vec());
-        }
-        self.events.emit(ev);
+        let (code, signal, error) = match &how {
+            Ended::Status(s) => (s.code(), s.signal(), None),
+            Ended::SpawnFailed(e) => (None, None, Some(e.clone())),
+        };
+        let stderr: Vec<String> = {
+            let tail = p.tail.lock().unwrap_or_else(|x| x.into_inner());
+            tail.iter()
+                .skip(tail.len().saturating_sub(5))
+                .cloned()
+                .collect()
+        };
+        self.events.emit(Event::InstanceExited {
+            app: app.clone(),
+            instance: id.clone(),
+            pid: p.pid.unwrap_or(0),
+            uptime_s: round1(uptime.as_secs_f64()),
+            reason: reason.clone(),
+            code,
+            signal,
+            signal_name: signal.map(process::signal_name),
+            error,
+            stderr,
+        });
         slot.last_exit = Some(reason.clone());
         slot.resting = InstanceState::Crashed;
         // A recycle in progress: its replacement takes over when ready.
@@ -145,19 +140,19 @@ impl Actor {
             .saturating_mul(1 << (slot.attempt - 1).min(10))
             .min(BACKOFF_MAX);
         if slot.fast_exits == CRASH_LOOP_AFTER {
-            self.events.emit(
-                Event::new("crash_loop", &app)
-                    .instance(&id)
-                    .field("fast_exits", slot.fast_exits)
-                    .field("reason", reason.clone()),
-            );
+            self.events.emit(Event::CrashLoop {
+                app: app.clone(),
+                instance: id.clone(),
+                fast_exits: slot.fast_exits,
+                reason: reason.clone(),
+            });
         }
-        self.events.emit(
-            Event::new("instance_restarting", &app)
-                .instance(&id)
-                .field("attempt", slot.attempt)
-                .field("delay_ms", delay.as_millis() as u64),
-        );
+        self.events.emit(Event::InstanceRestarting {
+            app,
+            instance: id,
+            attempt: slot.attempt,
+            delay_ms: delay.as_millis() as u64,
+        });
         let tx = self.tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;

@@ -5,7 +5,7 @@ use super::app::{Actor, Msg};
 use super::autoheal;
 use super::control::{Command, InstanceId};
 use crate::config::Action;
-use crate::observe::events::Event;
+use crate::observe::events::{Event, Rule};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -66,10 +66,13 @@ impl Actor {
             if self.recycles.len() >= limit as usize {
                 if self.suppressed.insert((gen, f.rule)) {
                     let why = format!("max_recycles reached: {limit} within {within:?}");
-                    self.events.emit(
-                        self.firing_event("autoheal_suppressed", &id, pid, &f)
-                            .field("reason", why),
-                    );
+                    self.events.emit(Event::AutohealSuppressed {
+                        app: self.app.name.clone(),
+                        instance: id,
+                        pid,
+                        rule: rule_of(&f),
+                        reason: why,
+                    });
                 }
                 return;
             }
@@ -79,33 +82,18 @@ impl Actor {
         self.fired.insert((gen, f.rule));
         autoheal::reset(&ah, f.rule, &peer);
         let names: Vec<String> = actions.iter().map(action_name).collect();
-        self.events.emit(
-            self.firing_event("autoheal_fired", &id, pid, &f)
-                .field("actions", names),
-        );
+        self.events.emit(Event::AutohealFired {
+            app: self.app.name.clone(),
+            instance: id.clone(),
+            pid,
+            rule: rule_of(&f),
+            actions: names,
+        });
         let reason = format!(
             "autoheal rule {}: {} (measured {}, threshold {})",
             f.rule, f.trigger, f.measured, f.threshold
         );
         self.run_actions(n, id, pid, actions, reason);
-    }
-
-    /// An event about a rule firing on instance `id`: the rule, its trigger, the
-    /// measured value and the threshold.
-    pub(super) fn firing_event(
-        &self,
-        kind: &'static str,
-        id: &str,
-        pid: u32,
-        f: &autoheal::Firing,
-    ) -> Event {
-        Event::new(kind, &self.app.name)
-            .instance(id)
-            .pid(pid)
-            .field("rule", f.rule)
-            .field("trigger", f.trigger.clone())
-            .field("measured", f.measured.clone())
-            .field("threshold", f.threshold.clone())
     }
 
     /// Run a firing's actions in order, each reported by an `autoheal_action` event.
@@ -125,12 +113,9 @@ impl Actor {
         );
         tokio::spawn(async move {
             for action in actions {
-                let ev = Event::new("autoheal_action", &app)
-                    .instance(&id)
-                    .pid(pid)
-                    .field("action", action_name(&action));
-                let ev = match action {
-                    Action::Log => ev.field("outcome", "logged"),
+                let name = action_name(&action);
+                let (outcome, path) = match action {
+                    Action::Log => ("logged".to_owned(), None),
                     Action::Diagnose => {
                         let (d, i, r) = (dir.clone(), id.clone(), reason.clone());
                         let captured = tokio::task::spawn_blocking(move || {
@@ -138,11 +123,11 @@ impl Actor {
                         })
                         .await;
                         match captured {
-                            Ok(Ok(path)) => ev
-                                .field("outcome", "captured")
-                                .field("path", path.display().to_string()),
-                            Ok(Err(e)) => ev.field("outcome", format!("capture failed: {e}")),
-                            Err(e) => ev.field("outcome", format!("capture failed: {e}")),
+                            Ok(Ok(path)) => {
+                                ("captured".to_owned(), Some(path.display().to_string()))
+                            }
+                            Ok(Err(e)) => (format!("capture failed: {e}"), None),
+                            Err(e) => (format!("capture failed: {e}"), None),
                         }
                     }
                     Action::Recycle => {
@@ -157,11 +142,12 @@ impl Actor {
                         if tx.send(Msg::Command(cmd, r)).is_err() {
                             return;
                         }
-                        match w.await {
-                            Ok(Ok(m)) => ev.field("outcome", m.message),
-                            Ok(Err(e)) => ev.field("outcome", format!("recycle failed: {e}")),
-                            Err(_) => ev.field("outcome", "recycle abandoned"),
-                        }
+                        let outcome = match w.await {
+                            Ok(Ok(m)) => m.message,
+                            Ok(Err(e)) => format!("recycle failed: {e}"),
+                            Err(_) => "recycle abandoned".to_owned(),
+                        };
+                        (outcome, None)
                     }
                     Action::Command(argv) => {
                         let argv: Vec<String> = argv
@@ -171,13 +157,30 @@ impl Actor {
                                     .replace("{instance}", &id)
                             })
                             .collect();
-                        ev.field("outcome", run_operator_command(&argv).await)
+                        (run_operator_command(&argv).await, None)
                     }
                 };
-                events.emit(ev);
+                events.emit(Event::AutohealAction {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid,
+                    action: name,
+                    outcome,
+                    path,
+                });
             }
             let _ = tx.send(Msg::AutohealDone);
         });
+    }
+}
+
+/// What an event says about a firing.
+fn rule_of(f: &autoheal::Firing) -> Rule {
+    Rule {
+        rule: f.rule,
+        trigger: f.trigger.clone(),
+        measured: f.measured.clone(),
+        threshold: f.threshold.clone(),
     }
 }
 

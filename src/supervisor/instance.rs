@@ -313,12 +313,12 @@ impl Actor {
             };
             let _ = tx.send(Msg::Exited { slot: n, gen, how });
         });
-        self.events.emit(
-            Event::new("instance_started", &self.app.name)
-                .instance(&id)
-                .pid(pid.unwrap_or(0))
-                .field("port", port),
-        );
+        self.events.emit(Event::InstanceStarted {
+            app: self.app.name.clone(),
+            instance: id.clone(),
+            pid: pid.unwrap_or(0),
+            port,
+        });
         let stats = PeerStats::with_windows(autoheal::windows(self.app.autoheal.as_ref()));
         let peer = Arc::new(Peer::instance(&id, port, stats));
         self.watch_ready(n, gen, &peer, exited.clone());
@@ -437,13 +437,13 @@ impl Actor {
             if let Some(old) = old {
                 self.retire(n, old);
             }
-            self.events.emit(
-                Event::new("instance_recycled", &self.app.name)
-                    .instance(&id)
-                    .pid(new_pid)
-                    .field("old_pid", old_pid)
-                    .field("reason", reason),
-            );
+            self.events.emit(Event::InstanceRecycled {
+                app: self.app.name.clone(),
+                instance: id.clone(),
+                pid: new_pid,
+                old_pid,
+                reason,
+            });
             let msg = format!("{id} recycled: pid {old_pid} → pid {new_pid}");
             self.finish_recycle(n, Ok(msg.into()));
         }
@@ -454,13 +454,13 @@ impl Actor {
     pub(super) fn serve_current(&self, n: u32, took: Duration) {
         let slot = &self.slots[&n];
         let p = slot.current.as_ref().expect("a ready process");
-        self.events.emit(
-            Event::new("instance_ready", &self.app.name)
-                .instance(&slot.id)
-                .pid(p.pid.unwrap_or(0))
-                .field("port", p.port)
-                .field("startup_ms", took.as_millis() as u64),
-        );
+        self.events.emit(Event::InstanceReady {
+            app: self.app.name.clone(),
+            instance: slot.id.clone(),
+            pid: p.pid.unwrap_or(0),
+            port: p.port,
+            startup_ms: took.as_millis() as u64,
+        });
         self.watch_health(n, p);
         self.publish();
     }
@@ -480,15 +480,12 @@ impl Actor {
         if slot.replacement.as_ref().is_some_and(|(p, _)| p.gen == gen) {
             let (p, _) = slot.replacement.take().expect("checked");
             let id = slot.id.clone();
-            self.events.emit(
-                Event::new("recycle_failed", &self.app.name)
-                    .instance(&id)
-                    .pid(p.pid.unwrap_or(0))
-                    .field(
-                        "reason",
-                        format!("the replacement {why}; the old instance keeps serving"),
-                    ),
-            );
+            self.events.emit(Event::RecycleFailed {
+                app: self.app.name.clone(),
+                instance: id.clone(),
+                pid: p.pid.unwrap_or(0),
+                reason: format!("the replacement {why}; the old instance keeps serving"),
+            });
             if let Some(pid) = p.pid {
                 process::signal_group(pid, process::Signal::KILL);
             }

@@ -64,12 +64,12 @@ impl Actor {
             ))));
             return;
         }
-        self.events.emit(
-            Event::new("instance_recycling", &self.app.name)
-                .instance(&instance)
-                .pid(slot.current.as_ref().and_then(|p| p.pid).unwrap_or(0))
-                .field("reason", reason.clone()),
-        );
+        self.events.emit(Event::InstanceRecycling {
+            app: self.app.name.clone(),
+            instance,
+            pid: slot.current.as_ref().and_then(|p| p.pid).unwrap_or(0),
+            reason: reason.clone(),
+        });
         let p = self.spawn_proc(n).await;
         let slot = self.slots.get_mut(&n).expect("checked");
         slot.replacement = Some((p, reason));
@@ -109,12 +109,12 @@ impl Actor {
         let Some(slot) = self.slots.get_mut(&n) else {
             return;
         };
-        self.events.emit(
-            Event::new("instance_draining", &self.app.name)
-                .instance(&slot.id)
-                .pid(p.pid.unwrap_or(0))
-                .field("inflight", p.peer.outstanding()),
-        );
+        self.events.emit(Event::InstanceDraining {
+            app: self.app.name.clone(),
+            instance: slot.id.clone(),
+            pid: p.pid.unwrap_or(0),
+            inflight: p.peer.outstanding(),
+        });
         let grace = self.app.shutdown_grace;
         let (peer, pid, mut exited) = (p.peer.clone(), p.pid, p.exited.clone());
         slot.retiring.push(p);

@@ -51,12 +51,12 @@ impl Actor {
             self.publish();
         }
         self.last_scale = Instant::now();
-        self.events.emit(
-            Event::new("scaled", &self.app.name)
-                .field("from", from)
-                .field("to", instances)
-                .field("reason", reason),
-        );
+        self.events.emit(Event::Scaled {
+            app: self.app.name.clone(),
+            from,
+            to: instances,
+            reason: reason.to_owned(),
+        });
         Ok(format!(
             "{}: scaled from {from} to {instances} instances",
             self.app.name

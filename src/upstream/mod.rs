@@ -15,7 +15,7 @@ pub mod tls;
 
 use crate::config::{Eject, Queue, Retry};
 use crate::error::{Cause, ProxyError};
-use crate::observe::events::{Event, Events};
+use crate::observe::events::{Ejection, Event, Events};
 use conn::{Connector, IdlePool};
 use dns::Target;
 use std::cell::Cell;
@@ -380,11 +380,11 @@ impl Pool {
             && peer.ejected_until_ms.swap(0, Ordering::Relaxed) != 0
         {
             peer.ejections.store(0, Ordering::Relaxed);
-            self.events.emit(
-                Event::new("instance_readmitted", &self.name)
-                    .instance(&peer.id)
-                    .field("reason", "a request succeeded after the cool-down"),
-            );
+            self.events.emit(Event::InstanceReadmitted {
+                app: self.name.to_string(),
+                instance: peer.id.to_string(),
+                reason: "a request succeeded after the cool-down".into(),
+            });
         }
     }
 
@@ -408,23 +408,19 @@ impl Pool {
         peer.ejected_until_ms
             .store(now + cooldown.as_millis() as u64, Ordering::Relaxed);
         peer.conns.clear();
-        self.events.emit(
-            Event::new("instance_ejected", &self.name)
-                .instance(&peer.id)
-                .field("reason", err.to_string())
-                .field("consecutive_failures", n)
-                .field("cooldown_ms", cooldown.as_millis() as u64),
-        );
+        self.events.emit(Event::InstanceEjected {
+            app: self.name.to_string(),
+            instance: peer.id.to_string(),
+            reason: err.to_string(),
+            by: Ejection::Passive,
+            consecutive_failures: Some(n),
+            cooldown_ms: Some(cooldown.as_millis() as u64),
+        });
     }
 
     /// Active health verdict for `peer`, with events on change.
     pub fn set_health(&self, peer: &Peer, healthy: bool, why: &str) {
         if peer.healthy.swap(healthy, Ordering::Relaxed) != healthy {
-            let kind = if healthy {
-                "instance_readmitted"
-            } else {
-                "instance_ejected"
-            };
             if healthy {
                 peer.consecutive_failures.store(0, Ordering::Relaxed);
                 peer.ejected_until_ms.store(0, Ordering::Relaxed);
@@ -433,11 +429,24 @@ impl Pool {
             } else {
                 peer.conns.clear();
             }
-            self.events.emit(
-                Event::new(kind, &self.name)
-                    .instance(&peer.id)
-                    .field("reason", why),
-            );
+            let (app, instance, reason) =
+                (self.name.to_string(), peer.id.to_string(), why.to_owned());
+            self.events.emit(if healthy {
+                Event::InstanceReadmitted {
+                    app,
+                    instance,
+                    reason,
+                }
+            } else {
+                Event::InstanceEjected {
+                    app,
+                    instance,
+                    reason,
+                    by: Ejection::HealthCheck,
+                    consecutive_failures: None,
+                    cooldown_ms: None,
+                }
+            });
         }
     }
 }
