@@ -5,10 +5,11 @@ use crate::config::Config;
 use crate::observe::access::AccessLog;
 use crate::observe::events::{Event, Events, GATEWAY};
 use crate::observe::jsonl::JsonlWriter;
-use crate::proxy::{server, Gateway, Pools};
+use crate::proxy::route::{Route, Router};
+use crate::proxy::{server, Gateway};
 use crate::supervisor::control::{self, Command, ControlError, Envelope, Handle};
+use crate::upstream::registry::{HealthChecks, Pools};
 use crate::{admin, supervisor};
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -106,7 +107,7 @@ async fn serve(
         .unwrap_or_default();
     let events = Events::new(Some(events_log.sender()));
     let pools = Pools::build(cfg, &events, None)?;
-    let gw = Arc::new(Gateway::new(cfg, access, pools.router())?);
+    let gw = Arc::new(Gateway::new(cfg, access, router(&pools))?);
     let data_dir = &cfg.gateway.data_dir;
     let token = admin::token(data_dir, cfg.admin.token.as_deref())?;
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
@@ -136,14 +137,13 @@ async fn serve(
     let mut live = Live {
         path,
         config: cfg.clone(),
-        health: HashMap::new(),
+        health: HealthChecks::new(stop_rx.clone()),
         pools,
         gw: gw.clone(),
         supervisor,
         events: events.clone(),
-        stop: stop_rx.clone(),
     };
-    live.start_health_checks();
+    live.health.sync(&live.pools);
     events.emit(Event::GatewayStarted {
         app: GATEWAY,
         pid: std::process::id(),
@@ -192,9 +192,7 @@ async fn serve(
         ..
     } = live;
     tracing::info!("{}", supervisor.shutdown().await.message);
-    for (_, t) in health.drain() {
-        t.abort();
-    }
+    health.stop_all();
     let _ = admin_task.await;
     admin::remove_admin_file(data_dir);
     events.emit(Event::GatewayStopped {
@@ -209,12 +207,11 @@ struct Live {
     path: Option<PathBuf>,
     config: Config,
     pools: Pools,
-    /// Health-check tasks by pool (its address).
-    health: HashMap<usize, tokio::task::JoinHandle<()>>,
+    /// The upstream pools' health checks.
+    health: HealthChecks,
     gw: Arc<Gateway>,
     supervisor: supervisor::Supervisor,
     events: Events,
-    stop: watch::Receiver<bool>,
 }
 
 impl Live {
@@ -246,34 +243,6 @@ impl Live {
             .unwrap_or_else(|_| Err(ControlError::Stopped("the supervisor has stopped".into())))
     }
 
-    /// Run health checks for every upstream pool that has none running; stop those of
-    /// pools that are gone.
-    fn start_health_checks(&mut self) {
-        let mut keep = HashMap::new();
-        for (up, pool) in &self.pools.upstreams {
-            let key = Arc::as_ptr(pool) as usize;
-            match self.health.remove(&key) {
-                Some(t) => {
-                    keep.insert(key, t);
-                }
-                None => {
-                    if let Some(h) = &up.health {
-                        let t = tokio::spawn(crate::upstream::health::run(
-                            pool.clone(),
-                            h.clone(),
-                            self.stop.clone(),
-                        ));
-                        keep.insert(key, t);
-                    }
-                }
-            }
-        }
-        for (_, t) in self.health.drain() {
-            t.abort();
-        }
-        self.health = keep;
-    }
-
     /// Re-read the config file. An invalid file is refused with the same messages as
     /// `healgate check` and nothing changes. A valid one is applied as a diff: new and
     /// changed apps are (re)configured (changed ones roll), removed ones drain and
@@ -297,36 +266,29 @@ impl Live {
                 return Err(ControlError::ConfigRejected(invalid.to_string()));
             }
         };
+        let diff = crate::config::diff::diff(&self.config, &new);
         let mut notes = Vec::new();
-        let mut effective = new.clone();
-        if new.gateway != self.config.gateway {
+        let mut effective = new;
+        if diff.gateway_changed {
             notes.push(
                 "[gateway] changed: listeners, timeouts and limits apply after a restart"
                     .to_owned(),
             );
             effective.gateway = self.config.gateway.clone();
         }
-        if new.admin != self.config.admin {
+        if diff.admin_changed {
             notes.push("[admin] changed: applies after a restart".to_owned());
             effective.admin = self.config.admin.clone();
         }
-        if new.errors != self.config.errors {
+        if diff.errors_changed {
             notes.push("[errors] changed: applies after a restart".to_owned());
             effective.errors = self.config.errors.clone();
         }
         let pools = Pools::build(&effective, &self.events, Some(&self.pools))
             .map_err(|e| ControlError::ReloadFailed(e.to_string()))?;
-        let (mut added, mut changed, mut unchanged, mut removed) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (app, pool) in &pools.apps {
-            let old = self.pools.apps.iter().find(|(a, _)| a.name == app.name);
-            match old {
-                Some((a, p)) if a == app && Arc::ptr_eq(p, pool) => {
-                    unchanged.push(app.name.clone());
-                    continue;
-                }
-                Some(_) => changed.push(app.name.clone()),
-                None => added.push(app.name.clone()),
+            if diff.apps.is_unchanged(&app.name) {
+                continue;
             }
             let cmd = Command::Configure {
                 app: Box::new(app.clone()),
@@ -336,43 +298,29 @@ impl Live {
                 notes.push(format!("{}: {e}", app.name));
             }
         }
-        for (app, _) in &self.pools.apps {
-            if !pools.apps.iter().any(|(a, _)| a.name == app.name) {
-                removed.push(app.name.clone());
-                // Draining takes a while: no one waits for the reply.
-                let (reply, _) = oneshot::channel();
-                self.supervisor.dispatch(Envelope {
-                    command: Command::Remove {
-                        app: app.name.clone(),
-                    },
-                    reply,
-                });
-            }
+        for app in &diff.apps.removed {
+            // Draining takes a while: no one waits for the reply.
+            let (reply, _) = oneshot::channel();
+            self.supervisor.dispatch(Envelope {
+                command: Command::Remove { app: app.clone() },
+                reply,
+            });
         }
-        for (up, pool) in &pools.upstreams {
-            match self.pools.upstreams.iter().find(|(u, _)| u.name == up.name) {
-                Some((_, p)) if Arc::ptr_eq(p, pool) => unchanged.push(up.name.clone()),
-                Some(_) => changed.push(up.name.clone()),
-                None => added.push(up.name.clone()),
-            }
-        }
-        for (up, _) in &self.pools.upstreams {
-            if !pools.upstreams.iter().any(|(u, _)| u.name == up.name) {
-                removed.push(up.name.clone());
-            }
-        }
-        self.gw.set_router(pools.router());
+        self.gw.set_router(router(&pools));
+        self.health.sync(&pools);
         self.pools = pools;
         self.config = effective;
-        self.start_health_checks();
+        let names = diff.names();
         self.events.emit(Event::ConfigReloaded {
             app: GATEWAY,
-            added: added.clone(),
-            changed: changed.clone(),
-            removed: removed.clone(),
-            unchanged: unchanged.clone(),
+            added: names.added.clone(),
+            changed: names.changed.clone(),
+            removed: names.removed.clone(),
+            unchanged: names.unchanged.clone(),
             notes: notes.clone(),
         });
+        let (added, changed, removed, unchanged) =
+            (names.added, names.changed, names.removed, names.unchanged);
         let mut msg = format!(
             "reloaded {}: {} added, {} changed, {} removed, {} unchanged",
             path.display(),
@@ -386,6 +334,23 @@ impl Live {
         }
         Ok(msg.into())
     }
+}
+
+/// The routing table over `pools`.
+fn router(pools: &Pools) -> Router {
+    let mut routes = Vec::new();
+    for (r, pool) in pools.routes() {
+        for prefix in &r.prefixes {
+            routes.push(Route {
+                name: pool.name.clone(),
+                host: r.host.clone(),
+                prefix: prefix.clone(),
+                strip_prefix: r.strip_prefix,
+                pool: pool.clone(),
+            });
+        }
+    }
+    Router::new(routes)
 }
 
 /// The signals the gateway acts on, registered once: TERM/INT stop, HUP reloads.

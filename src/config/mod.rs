@@ -10,6 +10,7 @@
 //! `"100MB"`); relative paths are taken from the config file's directory.
 
 mod compile;
+pub mod diff;
 pub mod model;
 mod reader;
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod dns;
 pub mod h1;
 pub mod health;
+pub mod registry;
 pub mod stats;
 pub mod tls;
 
