@@ -33,8 +33,8 @@ pub(super) const TERM_WAIT: Duration = Duration::from_secs(10);
 /// Where an instance is in its life (`state` in `healgate status`):
 /// `starting → ready ⇄ unhealthy → draining → stopped`, and
 /// `crashed → backoff → starting` (`crash_loop` after three fast exits in a row).
-/// The first four are a process's ([`Proc::state`]); the others a slot's while it
-/// has no process ([`Slot::resting`]).
+/// The first four are a process's (`Proc::state`); the others a slot's while it
+/// has no process (`Slot::resting`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {

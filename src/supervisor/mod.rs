@@ -1,15 +1,26 @@
 //! The supervisor: runs every `[[app]]`'s instances, restarts the ones that exit,
 //! recycles with overlap, and publishes ready instances into the app's pool.
 //!
-//! [`Supervisor`] routes commands to one actor task per app ([`app`]), which owns
-//! all of that app's state; everything that takes time
-//! (starting, readiness, health checks, draining) runs in small tasks that report
-//! back to the actor as [`Msg`]s. The proxy only sees the pool: the supervisor
-//! publishes peers into it and never the reverse.
+//! [`Supervisor`] routes commands (from the gateway's one control channel,
+//! [`control`]) to one actor task per app (`app.rs`), which owns all of that app's
+//! state; everything that takes time (starting, readiness, health checks, draining)
+//! runs in small tasks that report back to the actor as messages. The proxy only
+//! sees the pool: the supervisor publishes peers into it and never the reverse.
 //!
-//! Instance states: `starting → ready → (unhealthy) → draining → stopped`, and
-//! `crashed → backoff → starting`. Slot ids (`web#1`, `web#2` ...) are stable across
-//! restarts and recycles.
+//! | file | concern |
+//! | --- | --- |
+//! | `app.rs` | the actor: its state, message loop, command routing, reloaded config |
+//! | `instance.rs` | `Slot`, `Proc`, [`control::InstanceState`]; start, readiness, health |
+//! | `crash.rs` | exits: stopped on purpose, or a crash with backoff and crash-loop detection |
+//! | `recycle.rs` | overlapping recycles, rolling restarts, retiring (drain, TERM, KILL) |
+//! | `scale.rs` | manual scale and autoscale |
+//! | `heal.rs` | AutoHeal firing and its actions (the triggers are in `autoheal.rs`) |
+//! | `status.rs` | the status snapshot admin and CLI read |
+//! | `process.rs`, `sampler.rs`, `output.rs` | child processes, `/proc` measurements, app output |
+//!
+//! Instance states: `starting → ready ⇄ unhealthy → draining → stopped`, and
+//! `crashed → backoff → starting` (`crash_loop` after three fast exits in a row).
+//! Slot ids (`web#1`, `web#2` ...) are stable across restarts and recycles.
 
 mod app;
 pub mod autoheal;
