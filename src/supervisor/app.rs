@@ -61,6 +61,8 @@ pub(super) enum Msg {
 /// How often instances are sampled and rules evaluated.
 pub(super) const TICK: Duration = Duration::from_millis(500);
 
+/// One app's state: its slots (each with its processes), the pool it publishes
+/// into, AutoHeal and autoscale bookkeeping, and the replies still owed.
 pub(super) struct Actor {
     pub(super) app: App,
     pub(super) pool: Arc<Pool>,

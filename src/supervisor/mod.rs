@@ -191,3 +191,47 @@ impl Supervisor {
 fn stopped(app: &str) -> ControlError {
     ControlError::Stopped(format!("app {app} is stopped"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Send `command` through `dispatch` and wait for its reply.
+    async fn ask(sup: &mut Supervisor, command: Command) -> control::Reply {
+        let (reply, answer) = oneshot::channel();
+        sup.dispatch(Envelope { command, reply });
+        answer.await.expect("a reply")
+    }
+
+    #[tokio::test]
+    async fn commands_for_apps_that_do_not_run_here_are_refused_by_kind() {
+        let dir = std::env::temp_dir().join(format!("healgate-sup-unit-{}", std::process::id()));
+        let mut sup = start(Vec::new(), Events::new(None), &dir);
+        let restart = Command::Restart { app: "web".into() };
+        assert_eq!(
+            ask(&mut sup, restart).await,
+            Err(ControlError::UnknownApp("web".into()))
+        );
+        let recycle = Command::Recycle {
+            instance: control::InstanceId::parse("api#2").unwrap(),
+            reason: "test".into(),
+        };
+        assert_eq!(
+            ask(&mut sup, recycle).await,
+            Err(ControlError::UnknownApp("api".into()))
+        );
+        let remove = Command::Remove { app: "jobs".into() };
+        assert_eq!(
+            ask(&mut sup, remove).await,
+            Err(ControlError::UnknownApp("jobs".into()))
+        );
+        // Reload belongs to the gateway process, not to the supervisor.
+        let reload = ask(&mut sup, Command::Reload).await;
+        assert!(
+            matches!(reload, Err(ControlError::Refused(_))),
+            "{reload:?}"
+        );
+        assert!((sup.status())().is_empty());
+        assert_eq!(sup.shutdown().await.message, "all instances stopped");
+    }
+}
