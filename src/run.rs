@@ -317,6 +317,7 @@ impl Live {
             changed: names.changed.clone(),
             removed: names.removed.clone(),
             unchanged: names.unchanged.clone(),
+            routes_changed: diff.routes_changed,
             notes: notes.clone(),
         });
         let (added, changed, removed, unchanged) =

@@ -44,13 +44,15 @@ pub enum Event {
         app: &'static str,
         problems: Vec<String>,
     },
-    /// A reload applied: apps and upstreams by what happened to them.
+    /// A reload applied: apps and upstreams by what happened to them, and whether
+    /// any route was added, removed or changed.
     ConfigReloaded {
         app: &'static str,
         added: Vec<String>,
         changed: Vec<String>,
         removed: Vec<String>,
         unchanged: Vec<String>,
+        routes_changed: bool,
         notes: Vec<String>,
     },
     /// A process was started for a slot.
@@ -346,9 +348,17 @@ mod tests {
                     changed: vec!["web".into()],
                     removed: vec![],
                     unchanged: vec![],
+                    routes_changed: false,
                     notes: vec![],
                 },
-                &["added", "changed", "removed", "unchanged", "notes"],
+                &[
+                    "added",
+                    "changed",
+                    "removed",
+                    "unchanged",
+                    "routes_changed",
+                    "notes",
+                ],
             ),
             (
                 Event::InstanceStarted {
