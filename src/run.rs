@@ -3,16 +3,18 @@
 
 use crate::config::Config;
 use crate::observe::access::AccessLog;
-use crate::observe::events::{Event, Events};
+use crate::observe::events::{Event, Events, GATEWAY};
 use crate::observe::jsonl::JsonlWriter;
-use crate::proxy::{server, Gateway, Pools};
+use crate::proxy::route::{Route, Router};
+use crate::proxy::{server, Gateway};
+use crate::supervisor::control::{self, Command, ControlError, Envelope, Handle};
+use crate::upstream::registry::{HealthChecks, Pools};
 use crate::{admin, supervisor};
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Run the gateway in the foreground until SIGTERM or SIGINT. Exit 0 after a clean
 /// shutdown, 1 when it cannot start.
@@ -105,7 +107,7 @@ async fn serve(
         .unwrap_or_default();
     let events = Events::new(Some(events_log.sender()));
     let pools = Pools::build(cfg, &events, None)?;
-    let gw = Arc::new(Gateway::new(cfg, access, pools.router())?);
+    let gw = Arc::new(Gateway::new(cfg, access, router(&pools))?);
     let data_dir = &cfg.gateway.data_dir;
     let token = admin::token(data_dir, cfg.admin.token.as_deref())?;
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
@@ -121,29 +123,31 @@ async fn serve(
     admin::write_admin_file(data_dir, admin_addr)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (supervisor, supervisor_task) =
-        supervisor::start(pools.apps.clone(), events.clone(), data_dir);
-    let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<admin::ReloadRequest>();
+    let supervisor = supervisor::start(pools.apps.clone(), events.clone(), data_dir);
+    // The one control channel: admin and SIGHUP send, the loop below receives.
+    let (control_tx, mut inbox) = mpsc::unbounded_channel::<Envelope>();
+    let control = Handle::new(control_tx, supervisor.status());
     let admin_state = Arc::new(admin::AdminState {
         token,
-        supervisor: Some(supervisor.clone()),
+        control: Some(control.clone()),
         events: events.clone(),
         started: std::time::Instant::now(),
-        reload: Some(reload_tx),
     });
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx.clone()));
     let mut live = Live {
         path,
         config: cfg.clone(),
-        health: HashMap::new(),
+        health: HealthChecks::new(stop_rx.clone()),
         pools,
         gw: gw.clone(),
-        supervisor: supervisor.clone(),
+        supervisor,
         events: events.clone(),
-        stop: stop_rx.clone(),
     };
-    live.start_health_checks();
-    events.emit(Event::new("gateway_started", "healgate").field("pid", std::process::id()));
+    live.health.sync(&live.pools);
+    events.emit(Event::GatewayStarted {
+        app: GATEWAY,
+        pid: std::process::id(),
+    });
     let serving = tokio::spawn(server::serve(
         gw,
         listeners_announced(listeners, admin_addr, demo.then_some(data_dir.as_path()))?,
@@ -161,34 +165,40 @@ async fn serve(
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
-                match live.reload().await {
-                    Ok(m) => tracing::info!("SIGHUP: {m}"),
-                    Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays:\n{e}"),
-                }
+                let control = control.clone();
+                tokio::spawn(async move {
+                    match control.send(Command::Reload).await {
+                        Ok(done) => tracing::info!("SIGHUP: {}", done.message),
+                        Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays:\n{e}"),
+                    }
+                });
             }
-            Some(reply) = reload_rx.recv() => {
-                let _ = reply.send(live.reload().await);
+            Some(envelope) = inbox.recv() => {
+                if let Some(stop) = live.command(envelope).await {
+                    break stop;
+                }
             }
         }
     };
+    // Commands still queued get "the gateway is shutting down".
+    drop(inbox);
     tracing::info!("{signal}: shutting down");
     // Stop accepting and let in-flight requests finish, then stop the instances.
     let _ = stop_tx.send(true);
     let _ = serving.await;
-    match supervisor
-        .send(supervisor::control::Command::Shutdown)
-        .await
-    {
-        Ok(m) => tracing::info!("{m}"),
-        Err(e) => tracing::warn!("stopping instances: {e}"),
-    }
-    let _ = supervisor_task.await;
-    for (_, t) in live.health.drain() {
-        t.abort();
-    }
+    let Live {
+        supervisor,
+        mut health,
+        ..
+    } = live;
+    tracing::info!("{}", supervisor.shutdown().await.message);
+    health.stop_all();
     let _ = admin_task.await;
     admin::remove_admin_file(data_dir);
-    events.emit(Event::new("gateway_stopped", "healgate").field("signal", signal));
+    events.emit(Event::GatewayStopped {
+        app: GATEWAY,
+        signal: signal.to_owned(),
+    });
     Ok(())
 }
 
@@ -197,41 +207,40 @@ struct Live {
     path: Option<PathBuf>,
     config: Config,
     pools: Pools,
-    /// Health-check tasks by pool (its address).
-    health: HashMap<usize, tokio::task::JoinHandle<()>>,
+    /// The upstream pools' health checks.
+    health: HealthChecks,
     gw: Arc<Gateway>,
-    supervisor: supervisor::control::Handle,
+    supervisor: supervisor::Supervisor,
     events: Events,
-    stop: watch::Receiver<bool>,
 }
 
 impl Live {
-    /// Run health checks for every upstream pool that has none running; stop those of
-    /// pools that are gone.
-    fn start_health_checks(&mut self) {
-        let mut keep = HashMap::new();
-        for (up, pool) in &self.pools.upstreams {
-            let key = Arc::as_ptr(pool) as usize;
-            match self.health.remove(&key) {
-                Some(t) => {
-                    keep.insert(key, t);
-                }
-                None => {
-                    if let Some(h) = &up.health {
-                        let t = tokio::spawn(crate::upstream::health::run(
-                            pool.clone(),
-                            h.clone(),
-                            self.stop.clone(),
-                        ));
-                        keep.insert(key, t);
-                    }
-                }
+    /// One command from the control channel: reload here, shutdown stops the loop
+    /// (returns what to log), the rest goes to the supervisor.
+    async fn command(&mut self, Envelope { command, reply }: Envelope) -> Option<&'static str> {
+        match command {
+            Command::Reload => {
+                let _ = reply.send(self.reload().await);
+                None
+            }
+            Command::Shutdown => {
+                let _ = reply.send(Ok("shutting down".to_owned().into()));
+                Some("shutdown command")
+            }
+            command => {
+                self.supervisor.dispatch(Envelope { command, reply });
+                None
             }
         }
-        for (_, t) in self.health.drain() {
-            t.abort();
-        }
-        self.health = keep;
+    }
+
+    /// Send `command` to the supervisor and wait for its reply.
+    async fn ask(&mut self, command: Command) -> control::Reply {
+        let (reply, answer) = oneshot::channel();
+        self.supervisor.dispatch(Envelope { command, reply });
+        answer
+            .await
+            .unwrap_or_else(|_| Err(ControlError::Stopped("the supervisor has stopped".into())))
     }
 
     /// Re-read the config file. An invalid file is refused with the same messages as
@@ -239,95 +248,80 @@ impl Live {
     /// changed apps are (re)configured (changed ones roll), removed ones drain and
     /// stop, unchanged apps and upstreams keep their pools and connections, and the
     /// routing table is swapped at once.
-    async fn reload(&mut self) -> Result<String, String> {
+    async fn reload(&mut self) -> control::Reply {
         let Some(path) = self.path.clone() else {
-            return Err("this gateway runs without a config file (demo): nothing to reload".into());
+            return Err(ControlError::ReloadFailed(
+                "this gateway runs without a config file (demo): nothing to reload".into(),
+            ));
         };
         let new = match crate::config::load(&path) {
             Ok(c) => c.config,
             Err(invalid) => {
                 let problems: Vec<String> =
                     invalid.problems.iter().map(|p| p.to_string()).collect();
-                self.events
-                    .emit(Event::new("config_rejected", "healgate").field("problems", problems));
-                return Err(invalid.to_string());
+                self.events.emit(Event::ConfigRejected {
+                    app: GATEWAY,
+                    problems,
+                });
+                return Err(ControlError::ConfigRejected(invalid.to_string()));
             }
         };
+        let diff = crate::config::diff::diff(&self.config, &new);
         let mut notes = Vec::new();
-        let mut effective = new.clone();
-        if new.gateway != self.config.gateway {
+        let mut effective = new;
+        if diff.gateway_changed {
             notes.push(
                 "[gateway] changed: listeners, timeouts and limits apply after a restart"
                     .to_owned(),
             );
             effective.gateway = self.config.gateway.clone();
         }
-        if new.admin != self.config.admin {
+        if diff.admin_changed {
             notes.push("[admin] changed: applies after a restart".to_owned());
             effective.admin = self.config.admin.clone();
         }
-        if new.errors != self.config.errors {
+        if diff.errors_changed {
             notes.push("[errors] changed: applies after a restart".to_owned());
             effective.errors = self.config.errors.clone();
         }
-        let pools =
-            Pools::build(&effective, &self.events, Some(&self.pools)).map_err(|e| e.to_string())?;
-        let (mut added, mut changed, mut unchanged, mut removed) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let pools = Pools::build(&effective, &self.events, Some(&self.pools))
+            .map_err(|e| ControlError::ReloadFailed(e.to_string()))?;
         for (app, pool) in &pools.apps {
-            let old = self.pools.apps.iter().find(|(a, _)| a.name == app.name);
-            match old {
-                Some((a, p)) if a == app && Arc::ptr_eq(p, pool) => {
-                    unchanged.push(app.name.clone());
-                    continue;
-                }
-                Some(_) => changed.push(app.name.clone()),
-                None => added.push(app.name.clone()),
+            if diff.apps.is_unchanged(&app.name) {
+                continue;
             }
-            let cmd = supervisor::control::Command::Configure {
+            let cmd = Command::Configure {
                 app: Box::new(app.clone()),
                 pool: pool.clone(),
             };
-            if let Err(e) = self.supervisor.send(cmd).await {
+            if let Err(e) = self.ask(cmd).await {
                 notes.push(format!("{}: {e}", app.name));
             }
         }
-        for (app, _) in &self.pools.apps {
-            if !pools.apps.iter().any(|(a, _)| a.name == app.name) {
-                removed.push(app.name.clone());
-                let sup = self.supervisor.clone();
-                let name = app.name.clone();
-                tokio::spawn(async move {
-                    let _ = sup
-                        .send(supervisor::control::Command::Remove { app: name })
-                        .await;
-                });
-            }
+        for app in &diff.apps.removed {
+            // Draining takes a while: no one waits for the reply.
+            let (reply, _) = oneshot::channel();
+            self.supervisor.dispatch(Envelope {
+                command: Command::Remove { app: app.clone() },
+                reply,
+            });
         }
-        for (up, pool) in &pools.upstreams {
-            match self.pools.upstreams.iter().find(|(u, _)| u.name == up.name) {
-                Some((_, p)) if Arc::ptr_eq(p, pool) => unchanged.push(up.name.clone()),
-                Some(_) => changed.push(up.name.clone()),
-                None => added.push(up.name.clone()),
-            }
-        }
-        for (up, _) in &self.pools.upstreams {
-            if !pools.upstreams.iter().any(|(u, _)| u.name == up.name) {
-                removed.push(up.name.clone());
-            }
-        }
-        self.gw.set_router(pools.router());
+        self.gw.set_router(router(&pools));
+        self.health.sync(&pools);
         self.pools = pools;
         self.config = effective;
-        self.start_health_checks();
-        self.events.emit(
-            Event::new("config_reloaded", "healgate")
-                .field("added", added.clone())
-                .field("changed", changed.clone())
-                .field("removed", removed.clone())
-                .field("unchanged", unchanged.clone())
-                .field("notes", notes.clone()),
-        );
+        let names = diff.names();
+        self.events.emit(Event::ConfigReloaded {
+            app: GATEWAY,
+            added: names.added.clone(),
+            changed: names.changed.clone(),
+            removed: names.removed.clone(),
+            unchanged: names.unchanged.clone(),
+            routes_changed: diff.routes_changed,
+            notes: notes.clone(),
+        });
+        let (added, changed, removed, unchanged) =
+            (names.added, names.changed, names.removed, names.unchanged);
         let mut msg = format!(
             "reloaded {}: {} added, {} changed, {} removed, {} unchanged",
             path.display(),
@@ -339,8 +333,25 @@ impl Live {
         for n in notes {
             msg.push_str(&format!("\nnote: {n}"));
         }
-        Ok(msg)
+        Ok(msg.into())
     }
+}
+
+/// The routing table over `pools`.
+fn router(pools: &Pools) -> Router {
+    let mut routes = Vec::new();
+    for (r, pool) in pools.routes() {
+        for prefix in &r.prefixes {
+            routes.push(Route {
+                name: pool.name.clone(),
+                host: r.host.clone(),
+                prefix: prefix.clone(),
+                strip_prefix: r.strip_prefix,
+                pool: pool.clone(),
+            });
+        }
+    }
+    Router::new(routes)
 }
 
 /// The signals the gateway acts on, registered once: TERM/INT stop, HUP reloads.

@@ -7,7 +7,9 @@ mod common;
 use common::{request, Resp, TempDir};
 use healgate::admin::{self, AdminState};
 use healgate::observe::events::{Event, Events};
-use healgate::supervisor::control::{AppStatus, Command, Envelope, Handle, InstanceStatus};
+use healgate::supervisor::control::{
+    AppState, AppStatus, Command, ControlError, Envelope, Handle, InstanceState, InstanceStatus,
+};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -60,10 +62,9 @@ impl Admin {
         let events = Events::new(None);
         let state = Arc::new(AdminState {
             token: token.clone(),
-            supervisor,
+            control: supervisor,
             events: events.clone(),
             started: Instant::now() - Duration::from_secs(90),
-            reload: None,
         });
         let (stop, stop_rx) = watch::channel(false);
         let served = rt.spawn(admin::serve(listener, state, stop_rx));
@@ -124,31 +125,35 @@ async fn fake_supervisor(
             Command::Restart { app } if app == "web" => {
                 Ok("restarting web: 2 instances, one at a time".to_owned())
             }
-            Command::Scale { app, instances: 0 } if app == "web" => {
-                Err("cannot scale web to 0 instances: at least 1 is needed".to_owned())
-            }
+            Command::Scale { app, instances: 0 } if app == "web" => Err(ControlError::Refused(
+                "cannot scale web to 0 instances: at least 1 is needed".to_owned(),
+            )),
             Command::Scale { app, instances } if app == "web" => {
                 Ok(format!("scaling web from 2 to {instances} instances"))
             }
-            Command::Recycle { instance, .. } if instance == "web#1" || instance == "web#2" => {
+            Command::Recycle { instance, .. }
+                if instance.app == "web" && (1..=2).contains(&instance.slot) =>
+            {
                 Ok(format!("recycling {instance}"))
             }
-            Command::Recycle { instance, .. } => Err(format!("unknown instance {instance:?}")),
+            Command::Recycle { instance, .. } => {
+                Err(ControlError::UnknownInstance(instance.to_string()))
+            }
             Command::Restart { app } | Command::Scale { app, .. } => {
-                Err(format!("unknown app {app:?}"))
+                Err(ControlError::UnknownApp(app.clone()))
             }
             Command::Shutdown => Ok("stopping".to_owned()),
-            Command::Configure { .. } | Command::Remove { .. } => {
-                Err("not sent by admin".to_owned())
+            Command::Reload | Command::Configure { .. } | Command::Remove { .. } => {
+                Err(ControlError::Refused("not sent by admin".to_owned()))
             }
         };
         received.lock().unwrap().push(command);
-        let _ = reply.send(answer);
+        let _ = reply.send(answer.map(Into::into));
     }
 }
 
 fn snapshot() -> Vec<AppStatus> {
-    let instance = |n: u32, state: &'static str| InstanceStatus {
+    let instance = |n: u32, state: InstanceState| InstanceStatus {
         id: format!("web#{n}"),
         pid: Some(4000 + n),
         port: 41000 + n as u16,
@@ -166,13 +171,31 @@ fn snapshot() -> Vec<AppStatus> {
     };
     vec![AppStatus {
         name: "web".to_owned(),
-        state: "running",
+        state: AppState::Running,
         target: 2,
         ready: 1,
         queued: 0,
-        instances: vec![instance(1, "ready"), instance(2, "starting")],
+        instances: vec![
+            instance(1, InstanceState::Ready),
+            instance(2, InstanceState::Starting),
+        ],
         reason: None,
     }]
+}
+
+fn exited_with_code_1() -> Event {
+    Event::InstanceExited {
+        app: "web".into(),
+        instance: "web#2".into(),
+        pid: 4002,
+        uptime_s: 0.3,
+        reason: "web#2 (pid 4002) exited with code 1 after 0.3s".into(),
+        code: Some(1),
+        signal: None,
+        signal_name: None,
+        error: None,
+        stderr: Vec::new(),
+    }
 }
 
 fn json_of(resp: &Resp) -> Value {
@@ -362,18 +385,20 @@ fn events_since_returns_only_newer_events() {
     let a = Admin::start();
     let r = a.call("GET", "/api/v1/events", "");
     assert_eq!(json_of(&r), json!({"events": [], "last": 0}));
-    a.events.emit(
-        Event::new("instance_started", "web")
-            .instance("web#1")
-            .pid(4001),
-    );
-    a.events
-        .emit(Event::new("instance_ready", "web").instance("web#1"));
-    a.events.emit(
-        Event::new("instance_exited", "web")
-            .instance("web#2")
-            .field("code", 1),
-    );
+    a.events.emit(Event::InstanceStarted {
+        app: "web".into(),
+        instance: "web#1".into(),
+        pid: 4001,
+        port: 41001,
+    });
+    a.events.emit(Event::InstanceReady {
+        app: "web".into(),
+        instance: "web#1".into(),
+        pid: 4001,
+        port: 41001,
+        startup_ms: 120,
+    });
+    a.events.emit(exited_with_code_1());
     let all = json_of(&a.call("GET", "/api/v1/events?since=0", ""));
     assert_eq!(all["last"], 3);
     let seqs: Vec<u64> = all["events"]
@@ -559,11 +584,7 @@ fn cli_verbs_drive_the_running_gateway() {
     let refused = common::Refused::new();
     let unused = refused.addr;
     let cfg = config_file(&dir, unused);
-    a.events.emit(
-        Event::new("instance_exited", "web")
-            .instance("web#2")
-            .field("code", 1),
-    );
+    a.events.emit(exited_with_code_1());
 
     let (code, out, err) = common::healgate(&["status", "-c", &cfg]);
     assert_eq!(code, 0, "{out}\n{err}");

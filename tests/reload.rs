@@ -141,6 +141,7 @@ fn reload_rolls_only_the_changed_app_and_refuses_an_invalid_file() {
         .collect();
     assert_eq!(reloaded.len(), 1);
     assert_eq!(reloaded[0]["changed"], serde_json::json!(["web"]));
+    assert_eq!(reloaded[0]["routes_changed"], false, "a new command only");
     assert_eq!(get(gw.addr, "/api/", &[]).status, 200);
 }
 
@@ -178,4 +179,34 @@ fn reload_adds_and_removes_routes_atomically() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("1 removed"), "{out}");
     assert_ne!(get(gw.addr, "/new/x", &[]).text(), "from the new upstream");
+    let reloads = eventually(Duration::from_secs(5), || {
+        let all = gw.events("config_reloaded");
+        (all.len() == 2).then_some(all)
+    })
+    .expect("two config_reloaded events");
+    let reloads: Vec<_> = reloads
+        .iter()
+        .map(|e| {
+            (
+                e["added"].clone(),
+                e["removed"].clone(),
+                e["routes_changed"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reloads,
+        [
+            (
+                serde_json::json!(["new"]),
+                serde_json::json!([]),
+                true.into()
+            ),
+            (
+                serde_json::json!([]),
+                serde_json::json!(["new"]),
+                true.into()
+            ),
+        ]
+    );
 }

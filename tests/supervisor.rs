@@ -389,3 +389,47 @@ fn demo_answers_and_status_shows_three_ready_instances() {
         .starts_with("hello from demo#"));
     assert_eq!(exit.and_then(|s| s.code()), Some(0));
 }
+
+/// `healgate status` names each instance's state as its life goes: a hung instance
+/// turns `unhealthy` once its checks fail `unhealthy_after` times in a row, then the
+/// supervisor replaces it and the slot is `ready` again under a new pid.
+#[test]
+fn status_shows_a_hung_instance_unhealthy_until_it_is_replaced() {
+    let gw = Gateway::start(&demo_app("web", 1, ""));
+    let (id, hung) = gw.wait_ready("web", 1)[0].clone();
+    let state = |gw: &Gateway| {
+        let st = gw.status();
+        let inst = &st["apps"][0]["instances"][0];
+        (
+            inst["state"].as_str().unwrap_or("-").to_owned(),
+            inst["pid"].as_u64().unwrap_or(0) as u32,
+        )
+    };
+    assert_eq!(state(&gw), ("ready".to_owned(), hung));
+    // Never answered (the instance is replaced under it): sent, not waited for.
+    let mut hang = std::net::TcpStream::connect(gw.addr).unwrap();
+    std::io::Write::write_all(&mut hang, b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    eventually(Duration::from_secs(10), || {
+        (state(&gw) == ("unhealthy".to_owned(), hung)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{id} shown unhealthy: {}", gw.status()));
+    let (_, new_pid) = eventually(Duration::from_secs(20), || {
+        let (s, pid) = state(&gw);
+        (s == "ready" && pid != hung).then_some((s, pid))
+    })
+    .unwrap_or_else(|| panic!("{id} replaced and ready: {}", gw.status()));
+    let recycled = gw
+        .events("instance_recycled")
+        .into_iter()
+        .find(|e| e["old_pid"] == hung)
+        .expect("a recycle of the hung process");
+    assert_eq!(recycled["pid"], new_pid);
+    assert!(
+        recycled["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("unhealthy: "),
+        "{recycled}"
+    );
+    drop(hang);
+}

@@ -17,10 +17,13 @@
 //! | `POST /api/v1/reload` | re-read the config file and apply the difference; 422 with the `check` messages when the file is invalid |
 //! | `POST /api/v1/instances/{id}/recycle` | an overlapping recycle of instance `id` (`web#2`, sent as `web%232`; `web-2` works too); optional body `{"reason":"..."}` |
 //!
-//! Command routes answer `200 {"ok":true,"message":..}` when the supervisor accepted
-//! the command, `404 {"ok":false,"error":..}` for an unknown app or instance and
-//! `409 {"ok":false,"error":..}` for any other refusal. A malformed body is `400`, an
-//! unknown route `404`, a known route with the wrong method `405` (with `Allow`).
+//! Command routes (reload too) send a [`Command`](crate::supervisor::control::Command)
+//! through the one control channel and answer `200 {"ok":true,"message":..}` when it
+//! succeeded, else `{"ok":false,"error":..}` with the status of its
+//! [`ControlError`](crate::supervisor::control::ControlError): 404 for an unknown app
+//! or instance, 409 for a refusal or a failure, 422 for a rejected config, 503 while
+//! the gateway stops. A malformed body is `400`, an unknown route `404`, a known route
+//! with the wrong method `405` (with `Allow`).
 //!
 //! Files: [`token`] keeps the generated token in `data_dir/admin.token` (mode 0600);
 //! [`write_admin_file`] records the bound address in `data_dir/admin.json` so that the
@@ -54,22 +57,29 @@ pub const ADMIN_FILE: &str = "admin.json";
 /// How long open admin connections may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The answer of `GET /api/v1/status` (what `healgate status` reads).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StatusAnswer {
+    pub apps: Vec<crate::supervisor::control::AppStatus>,
+    /// Seconds since the gateway started.
+    pub uptime_s: f64,
+    /// The gateway's process id.
+    pub pid: u32,
+    pub version: String,
+}
+
 /// What the admin API reads and drives.
 pub struct AdminState {
     /// The bearer token every protected route requires.
     pub token: String,
-    /// The supervisor's control channel; `None` for a gateway that runs no apps.
-    pub supervisor: Option<Handle>,
+    /// The control channel (commands for the supervisor, and reload); `None` for a
+    /// gateway that runs no apps and offers no reload.
+    pub control: Option<Handle>,
     /// The event feed served at `/api/v1/events`.
     pub events: Events,
     /// When the gateway started (for `uptime_s`).
     pub started: Instant,
-    /// Where `POST /api/v1/reload` sends its request; `None` when reload is not offered.
-    pub reload: Option<tokio::sync::mpsc::UnboundedSender<ReloadRequest>>,
 }
-
-/// A reload request: the reply carries the outcome (the `check` messages on refusal).
-pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
 
 /// The admin token: `configured` (from the config file or env `HEALGATE_ADMIN_TOKEN`,
 /// already resolved by config) when given, else the one in `data_dir/admin.token`, else

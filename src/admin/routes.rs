@@ -1,7 +1,7 @@
 //! One admin request: authenticate, route, run the handler, answer JSON.
 
 use super::AdminState;
-use crate::supervisor::control::Command;
+use crate::supervisor::control::{Command, ControlError, InstanceId, Reply};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -71,23 +71,8 @@ fn route(path: &str) -> Result<Route, NoRoute> {
         ["api", "v1", "reload"] => Ok(Route::Reload),
         ["api", "v1", "apps", app, "restart"] => Ok(Route::Restart(named(app)?)),
         ["api", "v1", "apps", app, "scale"] => Ok(Route::Scale(named(app)?)),
-        ["api", "v1", "instances", id, "recycle"] => Ok(Route::Recycle(instance_id(&named(id)?))),
+        ["api", "v1", "instances", id, "recycle"] => Ok(Route::Recycle(named(id)?)),
         _ => Err(NoRoute::NotFound),
-    }
-}
-
-/// `web#2` as is; `web-2` (a form that needs no escaping in a URL) as `web#2`.
-fn instance_id(raw: &str) -> String {
-    if raw.contains('#') {
-        return raw.to_owned();
-    }
-    match raw.rsplit_once('-') {
-        Some((app, n))
-            if !app.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            format!("{app}#{n}")
-        }
-        _ => raw.to_owned(),
     }
 }
 
@@ -199,29 +184,10 @@ where
         Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
         Route::Status => status(state),
         Route::Events => events(state, query.as_deref()),
-        Route::Reload => {
-            let Some(tx) = &state.reload else {
-                return error(StatusCode::NOT_FOUND, "this gateway does not offer reload");
-            };
-            let (reply, outcome) = tokio::sync::oneshot::channel();
-            if tx.send(reply).is_err() {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the gateway is shutting down",
-                );
-            }
-            match outcome.await {
-                Ok(Ok(m)) => json_response(StatusCode::OK, &json!({"ok": true, "message": m})),
-                Ok(Err(why)) => json_response(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    &json!({"ok": false, "error": why}),
-                ),
-                Err(_) => error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the gateway is shutting down",
-                ),
-            }
-        }
+        Route::Reload => match &state.control {
+            Some(handle) => command_response(handle.send(Command::Reload).await),
+            None => error(StatusCode::NOT_FOUND, "this gateway does not offer reload"),
+        },
         Route::Restart(app) => {
             // A restart takes no body; any body is ignored.
             let command = Command::Restart { app: app.clone() };
@@ -251,8 +217,15 @@ where
                 Ok(r) => r,
                 Err(why) => return error(StatusCode::BAD_REQUEST, &why),
             };
+            let Some(id) = InstanceId::parse(&instance) else {
+                let unknown = match &state.control {
+                    Some(_) => ControlError::UnknownInstance(instance),
+                    None => ControlError::NoApps(format!("instance {instance:?}")),
+                };
+                return command_response(Err(unknown));
+            };
             let command = Command::Recycle {
-                instance: instance.clone(),
+                instance: id,
                 reason,
             };
             command_response(run(state, command, Missing::Instance(&instance)).await)
@@ -322,48 +295,43 @@ enum Missing<'a> {
 }
 
 /// Send `command` to the supervisor and wait for its outcome.
-async fn run(state: &AdminState, command: Command, names: Missing<'_>) -> Result<String, String> {
-    match &state.supervisor {
+async fn run(state: &AdminState, command: Command, names: Missing<'_>) -> Reply {
+    match &state.control {
         Some(handle) => handle.send(command).await,
-        None => Err(match names {
-            Missing::App(app) => format!("unknown app {app:?}: this gateway runs no apps"),
-            Missing::Instance(id) => {
-                format!("unknown instance {id:?}: this gateway runs no apps")
-            }
-        }),
+        None => Err(ControlError::NoApps(match names {
+            Missing::App(app) => format!("app {app:?}"),
+            Missing::Instance(id) => format!("instance {id:?}"),
+        })),
     }
 }
 
-/// Ok → 200; an unknown app or instance → 404; any other refusal → 409.
-fn command_response(outcome: Result<String, String>) -> Response<Body> {
+/// Ok → 200; a refusal → its [`ControlError::status`].
+fn command_response(outcome: Reply) -> Response<Body> {
     match outcome {
-        Ok(message) => json_response(StatusCode::OK, &json!({"ok": true, "message": message})),
-        Err(e) => {
-            let status = if e.starts_with("unknown") {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::CONFLICT
-            };
-            json_response(status, &json!({"ok": false, "error": e}))
-        }
+        Ok(done) => json_response(
+            StatusCode::OK,
+            &json!({"ok": true, "message": done.message}),
+        ),
+        Err(e) => json_response(e.status(), &json!({"ok": false, "error": e.to_string()})),
     }
 }
 
 fn status(state: &AdminState) -> Response<Body> {
     let apps = state
-        .supervisor
+        .control
         .as_ref()
         .map(|h| h.status())
         .unwrap_or_default();
     let uptime = (state.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    let answer = super::StatusAnswer {
+        apps,
+        uptime_s: uptime,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
     json_response(
         StatusCode::OK,
-        &json!({
-            "apps": apps,
-            "uptime_s": uptime,
-            "pid": std::process::id(),
-            "version": env!("CARGO_PKG_VERSION"),
-        }),
+        &serde_json::to_value(answer).unwrap_or_default(),
     )
 }
 
@@ -437,7 +405,7 @@ mod tests {
         );
         assert_eq!(
             route("/api/v1/instances/my-app-12/recycle"),
-            Ok(Route::Recycle("my-app#12".into()))
+            Ok(Route::Recycle("my-app-12".into()))
         );
         assert_eq!(
             route("/api/v1/apps/my%20app/restart"),
@@ -446,14 +414,6 @@ mod tests {
         assert_eq!(route("/api/v1/apps//restart"), Err(NoRoute::NotFound));
         assert_eq!(route("/api/v1/apps/%zz/scale"), Err(NoRoute::BadEscape));
         assert_eq!(route("/api/v2/status"), Err(NoRoute::NotFound));
-    }
-
-    #[test]
-    fn instance_ids_without_a_number_stay_as_given() {
-        assert_eq!(instance_id("web"), "web");
-        assert_eq!(instance_id("web-"), "web-");
-        assert_eq!(instance_id("-2"), "-2");
-        assert_eq!(instance_id("web#x-2"), "web#x-2");
     }
 
     #[test]

@@ -16,8 +16,6 @@ use super::reader::{Ctx, Field, Node, Span, TableReader};
 
 /// The most proxy worker threads `gateway.workers` may ask for.
 const MAX_WORKERS: i64 = 1024;
-/// The env variable that gives the admin token when the file does not.
-pub(crate) const TOKEN_ENV: &str = "HEALGATE_ADMIN_TOKEN";
 
 /// Reads the whole document. Problems go to `cx`; the returned config is only
 /// meaningful when `cx` has no errors.
@@ -264,7 +262,9 @@ fn admin(cx: &mut Ctx, t: Option<TableReader>, gateway: &Gateway) -> Admin {
         t.finish(cx);
     }
     if a.token.is_none() {
-        a.token = std::env::var(TOKEN_ENV).ok().filter(|s| !s.is_empty());
+        a.token = std::env::var(super::TOKEN_ENV)
+            .ok()
+            .filter(|s| !s.is_empty());
     }
     if let Some(f) = listen_field {
         if gateway.listen.contains(&a.listen) && a.listen.port() != 0 {

@@ -10,6 +10,7 @@
 //! `"100MB"`); relative paths are taken from the config file's directory.
 
 mod compile;
+pub mod diff;
 pub mod model;
 mod reader;
 #[cfg(test)]
@@ -20,6 +21,10 @@ pub use model::*;
 
 use std::fmt;
 use std::net::SocketAddr;
+
+/// The environment variable that gives the admin token when the config file does not
+/// (read by the gateway and by the CLI verbs).
+pub const TOKEN_ENV: &str = "HEALGATE_ADMIN_TOKEN";
 use std::path::{Path, PathBuf};
 
 /// How bad a [`Problem`] is.
@@ -189,9 +194,7 @@ pub fn demo(data_dir: PathBuf, listen: SocketAddr, admin: SocketAddr, self_exe: 
         },
         admin: Admin {
             listen: admin,
-            token: std::env::var(compile::TOKEN_ENV)
-                .ok()
-                .filter(|s| !s.is_empty()),
+            token: std::env::var(TOKEN_ENV).ok().filter(|s| !s.is_empty()),
         },
         errors: ErrorPages::default(),
         upstreams: Vec::new(),
@@ -229,9 +232,7 @@ pub fn control_target(path: &Path) -> (PathBuf, SocketAddr, Option<String>) {
     let base = path.parent().unwrap_or(Path::new(".")).to_owned();
     let mut data_dir = Gateway::default().data_dir;
     let mut listen = Admin::default().listen;
-    let mut token = std::env::var("HEALGATE_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
+    let mut token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
     if let Some(doc) = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| toml_edit::Document::parse(t).ok())

@@ -1,10 +1,13 @@
 //! Lifecycle events: `logs/events.jsonl`, one JSON object per state change (SPEC §5).
 //!
-//! [`Events::emit`] is the one call that records an event: it writes the log line,
-//! logs it to stderr, and keeps it in a ring for the admin API.
+//! Every kind is one variant of [`Event`] with its fields, so one kind has the same
+//! fields wherever it is emitted. [`Events::emit`] is the one call that records an
+//! event: it writes the log line (`ts`, `kind`, `app`, then the kind's fields), logs
+//! it to stderr, and keeps it in a ring for the admin API.
 
 use super::jsonl::JsonlSender;
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -12,45 +15,237 @@ use std::time::SystemTime;
 /// How many recent events are kept in memory.
 const RING: usize = 1000;
 
-/// An event about to be emitted: its kind and its fields.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub kind: &'static str,
-    pub app: String,
-    pub instance: Option<String>,
-    pub pid: Option<u32>,
-    pub fields: Map<String, Value>,
+/// The name of the gateway itself in events that concern no app.
+pub const GATEWAY: &str = "healgate";
+
+/// What an AutoHeal rule saw when it fired (or would have): the rule's index, its
+/// trigger, the measured value and the threshold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rule {
+    pub rule: usize,
+    /// e.g. `memory_above 64MiB`.
+    pub trigger: String,
+    pub measured: Value,
+    pub threshold: Value,
+}
+
+/// One lifecycle event. `app` is an app or upstream name (`healgate` for the gateway
+/// itself); `instance` an instance or server id (`web#2`); `pid` the process
+/// concerned (0 when there is none).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// The gateway runs (its own pid).
+    GatewayStarted { app: &'static str, pid: u32 },
+    /// The gateway stopped, on this signal.
+    GatewayStopped { app: &'static str, signal: String },
+    /// A reload found an invalid file; nothing changed.
+    ConfigRejected {
+        app: &'static str,
+        problems: Vec<String>,
+    },
+    /// A reload applied: apps and upstreams by what happened to them, and whether
+    /// any route was added, removed or changed.
+    ConfigReloaded {
+        app: &'static str,
+        added: Vec<String>,
+        changed: Vec<String>,
+        removed: Vec<String>,
+        unchanged: Vec<String>,
+        routes_changed: bool,
+        notes: Vec<String>,
+    },
+    /// A process was started for a slot.
+    InstanceStarted {
+        app: String,
+        instance: String,
+        pid: u32,
+        port: u16,
+    },
+    /// It answers its health path (or port): it serves now.
+    InstanceReady {
+        app: String,
+        instance: String,
+        pid: u32,
+        port: u16,
+        startup_ms: u64,
+    },
+    /// A process exited by itself (or failed to start).
+    InstanceExited {
+        app: String,
+        instance: String,
+        pid: u32,
+        uptime_s: f64,
+        reason: String,
+        /// Exit code, when it exited.
+        code: Option<i32>,
+        /// Signal number and name, when a signal ended it.
+        signal: Option<i32>,
+        signal_name: Option<&'static str>,
+        /// Why it could not be started or waited for.
+        error: Option<String>,
+        /// Its last stderr lines (up to 5).
+        stderr: Vec<String>,
+    },
+    /// A slot restarts after its backoff.
+    InstanceRestarting {
+        app: String,
+        instance: String,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    /// Fast exits in a row: a crash loop.
+    CrashLoop {
+        app: String,
+        instance: String,
+        fast_exits: u32,
+        reason: String,
+    },
+    /// A process leaves rotation; in-flight requests finish.
+    InstanceDraining {
+        app: String,
+        instance: String,
+        pid: u32,
+        inflight: u32,
+    },
+    /// A process stopped on purpose has exited.
+    InstanceStopped {
+        app: String,
+        instance: String,
+        pid: u32,
+        uptime_s: f64,
+        /// How it ended (`exited with code 0`, `killed by signal 15 (SIGTERM)`).
+        exit: String,
+    },
+    /// A recycle starts its replacement.
+    InstanceRecycling {
+        app: String,
+        instance: String,
+        pid: u32,
+        reason: String,
+    },
+    /// A replacement serves; the old process (`old_pid`) drains.
+    InstanceRecycled {
+        app: String,
+        instance: String,
+        pid: u32,
+        old_pid: u32,
+        reason: String,
+    },
+    /// A replacement did not get ready; the old process keeps serving.
+    RecycleFailed {
+        app: String,
+        instance: String,
+        pid: u32,
+        reason: String,
+    },
+    /// The number of instances changed.
+    Scaled {
+        app: String,
+        from: u32,
+        to: u32,
+        reason: String,
+    },
+    /// The rolling restart a reload asked for did not finish.
+    ReloadRestartFailed { app: String, reason: String },
+    /// An AutoHeal rule fired; its actions follow.
+    AutohealFired {
+        app: String,
+        instance: String,
+        pid: u32,
+        #[serde(flatten)]
+        rule: Rule,
+        actions: Vec<String>,
+    },
+    /// A rule held but its recycle was not allowed (`max_recycles`).
+    AutohealSuppressed {
+        app: String,
+        instance: String,
+        pid: u32,
+        #[serde(flatten)]
+        rule: Rule,
+        reason: String,
+    },
+    /// One action of a firing ran.
+    AutohealAction {
+        app: String,
+        instance: String,
+        pid: u32,
+        action: String,
+        outcome: String,
+        /// Where a `diagnose` capture was written.
+        path: Option<String>,
+    },
+    /// A peer left rotation: passive ejection (`by` = `passive`, with the failures
+    /// and the cool-down) or failing health checks (`by` = `health_check`).
+    InstanceEjected {
+        app: String,
+        instance: String,
+        reason: String,
+        by: Ejection,
+        consecutive_failures: Option<u32>,
+        cooldown_ms: Option<u64>,
+    },
+    /// A peer is back in rotation.
+    InstanceReadmitted {
+        app: String,
+        instance: String,
+        reason: String,
+    },
+    /// The gateway itself is short of file descriptors, local ports or memory (at
+    /// most one every 10 s; `held_back` counts the ones not reported).
+    GatewayResourcesExhausted {
+        app: String,
+        reason: String,
+        held_back: u64,
+        advice: &'static str,
+    },
+}
+
+/// What took a peer out of rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ejection {
+    Passive,
+    HealthCheck,
 }
 
 impl Event {
-    /// A new event of `kind` for `app` (an app or upstream name).
-    pub fn new(kind: &'static str, app: &str) -> Event {
-        Event {
-            kind,
-            app: app.to_owned(),
-            instance: None,
-            pid: None,
-            fields: Map::new(),
+    /// The kind's name, as in the `kind` field (the one place to count events by kind).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::GatewayStarted { .. } => "gateway_started",
+            Event::GatewayStopped { .. } => "gateway_stopped",
+            Event::ConfigRejected { .. } => "config_rejected",
+            Event::ConfigReloaded { .. } => "config_reloaded",
+            Event::InstanceStarted { .. } => "instance_started",
+            Event::InstanceReady { .. } => "instance_ready",
+            Event::InstanceExited { .. } => "instance_exited",
+            Event::InstanceRestarting { .. } => "instance_restarting",
+            Event::CrashLoop { .. } => "crash_loop",
+            Event::InstanceDraining { .. } => "instance_draining",
+            Event::InstanceStopped { .. } => "instance_stopped",
+            Event::InstanceRecycling { .. } => "instance_recycling",
+            Event::InstanceRecycled { .. } => "instance_recycled",
+            Event::RecycleFailed { .. } => "recycle_failed",
+            Event::Scaled { .. } => "scaled",
+            Event::ReloadRestartFailed { .. } => "reload_restart_failed",
+            Event::AutohealFired { .. } => "autoheal_fired",
+            Event::AutohealSuppressed { .. } => "autoheal_suppressed",
+            Event::AutohealAction { .. } => "autoheal_action",
+            Event::InstanceEjected { .. } => "instance_ejected",
+            Event::InstanceReadmitted { .. } => "instance_readmitted",
+            Event::GatewayResourcesExhausted { .. } => "gateway_resources_exhausted",
         }
     }
+}
 
-    /// For one instance or server, e.g. `web#2`.
-    pub fn instance(mut self, id: &str) -> Event {
-        self.instance = Some(id.to_owned());
-        self
-    }
-
-    /// The process concerned.
-    pub fn pid(mut self, pid: u32) -> Event {
-        self.pid = Some(pid);
-        self
-    }
-
-    /// One more field.
-    pub fn field(mut self, key: &str, value: impl Into<Value>) -> Event {
-        self.fields.insert(key.to_owned(), value.into());
-        self
-    }
+/// An event as written: when, then the event.
+#[derive(Serialize)]
+struct Line<'a> {
+    ts: String,
+    #[serde(flatten)]
+    event: &'a Event,
 }
 
 /// The event feed.
@@ -75,25 +270,10 @@ impl Events {
         }
     }
 
-    /// Record one event.
-    pub fn emit(&self, ev: Event) {
-        let mut obj = Map::new();
-        obj.insert(
-            "ts".into(),
-            super::time::rfc3339_millis(SystemTime::now()).into(),
-        );
-        obj.insert("kind".into(), ev.kind.into());
-        obj.insert("app".into(), ev.app.clone().into());
-        if let Some(i) = &ev.instance {
-            obj.insert("instance".into(), i.clone().into());
-        }
-        if let Some(p) = ev.pid {
-            obj.insert("pid".into(), p.into());
-        }
-        for (k, v) in ev.fields {
-            obj.insert(k, v);
-        }
-        let value = Value::Object(obj);
+    /// Record one event: the JSONL line, stderr, the ring.
+    pub fn emit(&self, event: Event) {
+        // Counting events by kind (`event.kind()`) goes here.
+        let value = to_json(&event, SystemTime::now());
         let line = value.to_string();
         tracing::info!(target: "healgate::event", "{line}");
         if let Some(sink) = &self.sink {
@@ -116,5 +296,341 @@ impl Events {
             .filter(|(s, _)| *s > since)
             .cloned()
             .collect()
+    }
+}
+
+/// The JSON object of one event at `at`.
+fn to_json(event: &Event, at: SystemTime) -> Value {
+    let line = Line {
+        ts: super::time::rfc3339_millis(at),
+        event,
+    };
+    serde_json::to_value(line).unwrap_or_else(|e| {
+        serde_json::json!({"kind": event.kind(), "error": format!("unserializable event: {e}")})
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rule() -> Rule {
+        Rule {
+            rule: 0,
+            trigger: "memory_above".into(),
+            measured: json!(629145600u64),
+            threshold: json!(536870912u64),
+        }
+    }
+
+    /// One event of every kind, with the fields it must carry besides `ts`, `kind`
+    /// and `app`.
+    fn every_kind() -> Vec<(Event, &'static [&'static str])> {
+        let (app, id) = ("web".to_owned(), "web#1".to_owned());
+        vec![
+            (
+                Event::GatewayStarted {
+                    app: GATEWAY,
+                    pid: 1,
+                },
+                &["pid"],
+            ),
+            (
+                Event::GatewayStopped {
+                    app: GATEWAY,
+                    signal: "SIGTERM".into(),
+                },
+                &["signal"],
+            ),
+            (
+                Event::ConfigRejected {
+                    app: GATEWAY,
+                    problems: vec!["x".into()],
+                },
+                &["problems"],
+            ),
+            (
+                Event::ConfigReloaded {
+                    app: GATEWAY,
+                    added: vec![],
+                    changed: vec!["web".into()],
+                    removed: vec![],
+                    unchanged: vec![],
+                    routes_changed: false,
+                    notes: vec![],
+                },
+                &[
+                    "added",
+                    "changed",
+                    "removed",
+                    "unchanged",
+                    "routes_changed",
+                    "notes",
+                ],
+            ),
+            (
+                Event::InstanceStarted {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: 2,
+                    port: 4000,
+                },
+                &["instance", "pid", "port"],
+            ),
+            (
+                Event::InstanceReady {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: 2,
+                    port: 4000,
+                    startup_ms: 120,
+                },
+                &["instance", "pid", "port", "startup_ms"],
+            ),
+            (
+                Event::InstanceExited {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: 2,
+                    uptime_s: 1.5,
+                    reason: "web#1 (pid 2) exited with code 1".into(),
+                    code: Some(1),
+                    signal: None,
+                    signal_name: None,
+                    error: None,
+                    stderr: vec!["Traceback".into()],
+                },
+                &[
+                    "instance",
+                    "pid",
+                    "uptime_s",
+                    "reason",
+                    "code",
+                    "signal",
+                    "signal_name",
+                    "error",
+                    "stderr",
+                ],
+            ),
+            (
+                Event::InstanceRestarting {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    attempt: 1,
+                    delay_ms: 500,
+                },
+                &["instance", "attempt", "delay_ms"],
+            ),
+            (
+                Event::CrashLoop {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    fast_exits: 3,
+                    reason: "r".into(),
+                },
+                &["instance", "fast_exits", "reason"],
+            ),
+            (
+                Event::InstanceDraining {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: 2,
+                    inflight: 0,
+                },
+                &["instance", "pid", "inflight"],
+            ),
+            (
+                Event::InstanceStopped {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: 2,
+                    uptime_s: 3.0,
+                    exit: "exited with code 0".into(),
+                },
+                &["instance", "pid", "uptime_s", "exit"],
+            ),
+            (
+                Event::InstanceRecycling {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: 2,
+                    reason: "r".into(),
+                },
+                &["instance", "pid", "reason"],
+            ),
+            (
+                Event::InstanceRecycled {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: 3,
+                    old_pid: 2,
+                    reason: "r".into(),
+                },
+                &["instance", "pid", "old_pid", "reason"],
+            ),
+            (
+                Event::RecycleFailed {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: 3,
+                    reason: "r".into(),
+                },
+                &["instance", "pid", "reason"],
+            ),
+            (
+                Event::Scaled {
+                    app: app.clone(),
+                    from: 2,
+                    to: 3,
+                    reason: "requested".into(),
+                },
+                &["from", "to", "reason"],
+            ),
+            (
+                Event::ReloadRestartFailed {
+                    app: app.clone(),
+                    reason: "r".into(),
+                },
+                &["reason"],
+            ),
+            (
+                Event::AutohealFired {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: 2,
+                    rule: rule(),
+                    actions: vec!["recycle".into()],
+                },
+                &[
+                    "instance",
+                    "pid",
+                    "rule",
+                    "trigger",
+                    "measured",
+                    "threshold",
+                    "actions",
+                ],
+            ),
+            (
+                Event::AutohealSuppressed {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: 2,
+                    rule: rule(),
+                    reason: "max_recycles".into(),
+                },
+                &[
+                    "instance",
+                    "pid",
+                    "rule",
+                    "trigger",
+                    "measured",
+                    "threshold",
+                    "reason",
+                ],
+            ),
+            (
+                Event::AutohealAction {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: 2,
+                    action: "diagnose".into(),
+                    outcome: "captured".into(),
+                    path: Some("/tmp/x".into()),
+                },
+                &["instance", "pid", "action", "outcome", "path"],
+            ),
+            (
+                Event::InstanceEjected {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    reason: "r".into(),
+                    by: Ejection::Passive,
+                    consecutive_failures: Some(5),
+                    cooldown_ms: Some(10_000),
+                },
+                &[
+                    "instance",
+                    "reason",
+                    "by",
+                    "consecutive_failures",
+                    "cooldown_ms",
+                ],
+            ),
+            (
+                Event::InstanceReadmitted {
+                    app: app.clone(),
+                    instance: id,
+                    reason: "r".into(),
+                },
+                &["instance", "reason"],
+            ),
+            (
+                Event::GatewayResourcesExhausted {
+                    app,
+                    reason: "r".into(),
+                    held_back: 3,
+                    advice: "raise it",
+                },
+                &["reason", "held_back", "advice"],
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_kind_carries_ts_kind_app_and_its_fields() {
+        let kinds = every_kind();
+        let mut seen = std::collections::HashSet::new();
+        for (event, fields) in &kinds {
+            let v = to_json(event, SystemTime::UNIX_EPOCH);
+            let obj = v.as_object().expect("an object");
+            assert_eq!(obj["ts"], "1970-01-01T00:00:00.000Z", "{v}");
+            assert_eq!(obj["kind"], event.kind(), "{v}");
+            assert!(obj["app"].is_string(), "{v}");
+            let mut want: Vec<&str> = vec!["ts", "kind", "app"];
+            want.extend(fields.iter());
+            let mut got: Vec<&str> = obj.keys().map(String::as_str).collect();
+            want.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, want, "{}", event.kind());
+            assert!(seen.insert(event.kind()), "{} twice", event.kind());
+        }
+        assert_eq!(seen.len(), 22, "a kind without a test case");
+    }
+
+    #[test]
+    fn fields_keep_their_spec_names_and_values() {
+        let v = to_json(
+            &Event::AutohealFired {
+                app: "web".into(),
+                instance: "web#2".into(),
+                pid: 42,
+                rule: rule(),
+                actions: vec!["diagnose".into(), "recycle".into()],
+            },
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(
+            v,
+            json!({
+                "ts": "1970-01-01T00:00:00.000Z", "kind": "autoheal_fired", "app": "web",
+                "instance": "web#2", "pid": 42, "rule": 0, "trigger": "memory_above",
+                "measured": 629145600u64, "threshold": 536870912u64,
+                "actions": ["diagnose", "recycle"],
+            })
+        );
+    }
+
+    #[test]
+    fn the_ring_keeps_order_and_numbers() {
+        let events = Events::new(None);
+        for pid in 1..=3 {
+            events.emit(Event::GatewayStarted { app: GATEWAY, pid });
+        }
+        let newer = events.since(1);
+        assert_eq!(newer.len(), 2);
+        assert_eq!(newer[0].0, 2);
+        assert_eq!(newer[1].1["pid"], 3);
     }
 }

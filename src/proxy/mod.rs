@@ -18,15 +18,10 @@ pub mod route;
 pub mod server;
 pub mod tunnel;
 
-use crate::config::{self, App, Config, Limits, Upstream};
+use crate::config::{Config, Limits};
 use crate::observe::access::AccessLog;
-use crate::observe::events::Events;
-use crate::upstream::conn::Connector;
-use crate::upstream::dns::{Resolver, Target};
-use crate::upstream::tls::Tls;
-use crate::upstream::{Peer, Pool, PoolSettings};
 use http::HeaderValue;
-use route::{Route, Router};
+use route::Router;
 use std::io;
 use std::sync::{Arc, RwLock};
 
@@ -52,144 +47,6 @@ pub struct Gateway {
     pub deadlines: Arc<crate::upstream::deadline::Deadlines>,
     /// `timeouts.client_body`: a request body that makes no progress this long → 408.
     pub client_body_timeout: std::time::Duration,
-}
-
-/// Every pool a config asks for, with the config each was built from.
-#[derive(Default, Clone)]
-pub struct Pools {
-    pub upstreams: Vec<(Upstream, Arc<Pool>)>,
-    pub apps: Vec<(App, Arc<Pool>)>,
-}
-
-impl Pools {
-    /// Build the pools of `cfg`, reusing from `previous` every pool whose settings did
-    /// not change (its connections, health verdicts and queue stay as they are).
-    pub fn build(cfg: &Config, events: &Events, previous: Option<&Pools>) -> io::Result<Pools> {
-        let g = &cfg.gateway;
-        let mut pools = Pools::default();
-        for up in &cfg.upstreams {
-            let reused = previous
-                .and_then(|p| p.upstreams.iter().find(|(u, _)| u == up))
-                .map(|(_, pool)| pool.clone());
-            let pool = match reused {
-                Some(p) => p,
-                None => upstream_pool(up, g, events)?,
-            };
-            pools.upstreams.push((up.clone(), pool));
-        }
-        for app in &cfg.apps {
-            let same_pool = |a: &App| {
-                a.name == app.name
-                    && a.max_concurrency == app.max_concurrency
-                    && a.queue == app.queue
-                    && a.retry == app.retry
-            };
-            let reused = previous
-                .and_then(|p| p.apps.iter().find(|(a, _)| same_pool(a)))
-                .map(|(_, pool)| pool.clone());
-            let pool = reused.unwrap_or_else(|| app_pool(app, g, events));
-            pools.apps.push((app.clone(), pool));
-        }
-        Ok(pools)
-    }
-
-    /// The routing table over these pools.
-    pub fn router(&self) -> Router {
-        let mut routes = Vec::new();
-        let named = self
-            .upstreams
-            .iter()
-            .map(|(u, p)| (&u.routes, p))
-            .chain(self.apps.iter().map(|(a, p)| (&a.routes, p)));
-        for (r, pool) in named {
-            for prefix in &r.prefixes {
-                routes.push(Route {
-                    name: pool.name.clone(),
-                    host: r.host.clone(),
-                    prefix: prefix.clone(),
-                    strip_prefix: r.strip_prefix,
-                    pool: pool.clone(),
-                });
-            }
-        }
-        Router::new(routes)
-    }
-}
-
-/// The pool of an `[[upstream]]`: its servers as peers, DNS, TLS.
-pub fn upstream_pool(up: &Upstream, g: &config::Gateway, events: &Events) -> io::Result<Arc<Pool>> {
-    let peers = up
-        .servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            Arc::new(Peer::new(
-                &format!("{}#{}", up.name, i + 1),
-                Target::new(&s.host, s.port),
-                s.tls,
-            ))
-        })
-        .collect();
-    let tls = if up.servers.iter().any(|s| s.tls) {
-        Some(
-            Tls::new(&up.tls)
-                .map_err(|e| io::Error::new(e.kind(), format!("upstream {}: {e}", up.name)))?,
-        )
-    } else {
-        None
-    };
-    let connector = Connector {
-        resolver: Resolver::new(&up.dns, g.timeouts.dns),
-        tls,
-        connect_timeout: g.timeouts.connect,
-        dns_timeout: g.timeouts.dns,
-        dns_refresh: up.dns.refresh,
-        response_header_limit: g.limits.response_header,
-        idle_limit: g.timeouts.upstream_idle,
-    };
-    let settings = PoolSettings {
-        max_concurrency: up.max_concurrency,
-        queue: up.queue.clone(),
-        retry: up.retry.clone(),
-        eject: up.eject.clone(),
-        response_header_timeout: g.timeouts.response_header,
-        wait_for_peers: false,
-    };
-    Ok(Arc::new(Pool::new(
-        &up.name,
-        peers,
-        settings,
-        connector,
-        events.clone(),
-    )))
-}
-
-/// The (empty) pool of an `[[app]]`, for the supervisor to publish instances into.
-pub fn app_pool(app: &App, g: &config::Gateway, events: &Events) -> Arc<Pool> {
-    let connector = Connector {
-        resolver: Resolver::System,
-        tls: None,
-        connect_timeout: g.timeouts.connect,
-        dns_timeout: g.timeouts.dns,
-        dns_refresh: std::time::Duration::from_secs(30),
-        response_header_limit: g.limits.response_header,
-        idle_limit: g.timeouts.upstream_idle,
-    };
-    let settings = PoolSettings {
-        max_concurrency: app.max_concurrency,
-        queue: app.queue.clone(),
-        retry: app.retry.clone(),
-        eject: config::Eject::default(),
-        response_header_timeout: g.timeouts.response_header,
-        wait_for_peers: true,
-    };
-    Arc::new(Pool::new(
-        &app.name,
-        Vec::new(),
-        settings,
-        connector,
-        events.clone(),
-    ))
 }
 
 impl Gateway {

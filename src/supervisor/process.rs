@@ -1,8 +1,9 @@
 //! Child processes: started in their own process group with a parent-death signal,
 //! signalled as a group, measured from `/proc`.
 //!
-//! This is the one module that needs `unsafe`: `pre_exec` (to set the parent-death
-//! signal between fork and exec) and `killpg`. Each use says why it is sound.
+//! This is the one module that needs `unsafe`, once: `pre_exec` (to set the
+//! parent-death signal between fork and exec). Group signals and system constants go
+//! through `rustix`'s safe calls.
 #![allow(unsafe_code)]
 
 use std::collections::HashSet;
@@ -95,11 +96,16 @@ fn spawn_here(spec: Spec) -> io::Result<Child> {
     })
 }
 
-/// Send `sig` to the process group led by `pid`.
-pub fn signal_group(pid: u32, sig: libc::c_int) {
-    // SAFETY: killpg has no memory effects; a stale pgid at worst returns ESRCH.
-    unsafe {
-        libc::killpg(pid as libc::pid_t, sig);
+pub use rustix::process::Signal;
+
+/// Send `sig` to the process group led by `pid`. A group that is already gone
+/// (ESRCH) is not an error worth reporting.
+pub fn signal_group(pid: u32, sig: Signal) {
+    if let Some(pgid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pgid, sig);
     }
 }
 
@@ -121,38 +127,66 @@ pub fn signal_name(sig: i32) -> &'static str {
     }
 }
 
+/// What the gateway reads of one process's `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub ppid: u32,
+    /// utime + stime, clock ticks.
+    pub cpu_ticks: u64,
+    pub threads: u64,
+    /// Resident set size, pages.
+    pub rss_pages: u64,
+}
+
+impl Stat {
+    /// Read `/proc/<pid>/stat`; `None` when the process is gone or the line is odd.
+    pub fn read(pid: u32) -> Option<Stat> {
+        Stat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    /// Parse one `stat` line. The command name (field 2) is in parentheses and may
+    /// itself hold spaces and `)`, so fields are counted from the last `)`.
+    pub fn parse(line: &str) -> Option<Stat> {
+        let rest = line.get(line.rfind(')')? + 1..)?;
+        // After the name: state (3), ppid (4) ... utime (14), stime (15),
+        // num_threads (20), rss (24).
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |field: usize| f.get(field - 3)?.parse::<u64>().ok();
+        Some(Stat {
+            ppid: u32::try_from(num(4)?).ok()?,
+            cpu_ticks: num(14)? + num(15)?,
+            threads: num(20)?,
+            rss_pages: num(24)?,
+        })
+    }
+
+    /// Resident memory, bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        self.rss_pages * page_size()
+    }
+
+    /// CPU time, seconds.
+    pub fn cpu_s(&self) -> f64 {
+        self.cpu_ticks as f64 / clock_ticks()
+    }
+}
+
 /// Resident memory (bytes) and CPU time (seconds) of one process, from /proc.
 pub fn stats(pid: u32) -> Option<(u64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    let rss_pages: u64 = f.get(21)?.parse().ok()?;
-    let tick = clock_ticks();
-    Some((rss_pages * page_size(), (utime + stime) as f64 / tick))
+    Stat::read(pid).map(|s| (s.rss_bytes(), s.cpu_s()))
 }
 
 /// Clock ticks per second (for /proc CPU times).
 pub fn clock_ticks() -> f64 {
-    // SAFETY: sysconf reads a constant.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
+    match rustix::param::clock_ticks_per_second() {
+        0 => 100.0,
+        t => t as f64,
     }
 }
 
 /// The memory page size in bytes.
 pub fn page_size() -> u64 {
-    // SAFETY: sysconf reads a constant.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as u64
-    } else {
-        4096
-    }
+    rustix::param::page_size() as u64
 }
 
 /// Loopback ports handed to instances: never one that a live instance of ours still
@@ -186,5 +220,34 @@ impl Ports {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&port);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_command_names() {
+        let line = "4242 (my app) (x)) S 7 4242 4242 0 -1 4194560 100 0 0 0 \
+                    25 17 0 0 20 0 3 0 12345 104857600 2560 18446744073709551615";
+        assert_eq!(
+            Stat::parse(line),
+            Some(Stat {
+                ppid: 7,
+                cpu_ticks: 42,
+                threads: 3,
+                rss_pages: 2560,
+            })
+        );
+        assert_eq!(Stat::parse("4242 (short) S 7 8"), None);
+        assert_eq!(Stat::parse("no parenthesis"), None);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = Stat::read(std::process::id()).expect("own stat");
+        assert!(me.threads >= 1 && me.rss_pages > 0, "{me:?}");
+        assert!(clock_ticks() > 0.0 && page_size() >= 4096);
     }
 }

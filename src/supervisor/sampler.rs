@@ -2,6 +2,7 @@
 //! threads and open files, summed over each instance's process and its descendants.
 //! One scan of `/proc` per tick serves every instance of an app.
 
+use super::process::Stat;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -19,14 +20,7 @@ pub struct Sample {
     pub processes: u64,
 }
 
-struct Proc {
-    ppid: u32,
-    ticks: u64,
-    threads: u64,
-    rss_pages: u64,
-}
-
-fn read_all() -> HashMap<u32, Proc> {
+fn read_all() -> HashMap<u32, Stat> {
     let mut out = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -35,23 +29,9 @@ fn read_all() -> HashMap<u32, Proc> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-        out.insert(
-            pid,
-            Proc {
-                ppid: num(1) as u32,
-                ticks: num(11) + num(12),
-                threads: num(17),
-                rss_pages: num(21),
-            },
-        );
+        if let Some(stat) = Stat::read(pid) {
+            out.insert(pid, stat);
+        }
     }
     out
 }
@@ -93,7 +73,7 @@ impl Sampler {
                 s.rss += p.rss_pages * page;
                 s.threads += p.threads;
                 s.open_files += count_fds(pid);
-                ticks += p.ticks;
+                ticks += p.cpu_ticks;
                 if let Some(c) = children.get(&pid) {
                     stack.extend(c);
                 }

@@ -1,6 +1,7 @@
 //! Active health checks: a GET of the health path on every peer each interval.
 //! `unhealthy_after` failures in a row take a peer out of rotation, `healthy_after`
-//! successes bring it back. Only state changes are logged.
+//! successes bring it back ([`Streak`], also used for supervised instances). Only
+//! state changes are logged.
 
 use super::Pool;
 use crate::config::Health;
@@ -8,13 +9,42 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+/// One peer's consecutive check results, and the verdict they call for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Streak {
+    /// Failed checks in a row.
+    pub fails: u32,
+    /// Passed checks in a row.
+    pub oks: u32,
+}
+
+impl Streak {
+    /// Count one check result of a peer that is `healthy` now. Returns the new health
+    /// verdict when it changes: `Some(false)` after `unhealthy_after` failures in a
+    /// row, `Some(true)` after `healthy_after` successes in a row.
+    pub fn record(&mut self, passed: bool, healthy: bool, health: &Health) -> Option<bool> {
+        if passed {
+            *self = Streak {
+                fails: 0,
+                oks: self.oks + 1,
+            };
+            (!healthy && self.oks >= health.healthy_after).then_some(true)
+        } else {
+            *self = Streak {
+                fails: self.fails + 1,
+                oks: 0,
+            };
+            (healthy && self.fails >= health.unhealthy_after).then_some(false)
+        }
+    }
+}
+
 /// Check `pool`'s peers until `shutdown` turns true.
 pub async fn run(pool: Arc<Pool>, health: Health, mut shutdown: watch::Receiver<bool>) {
     let Some(path) = health.path.clone() else {
         return;
     };
-    // Consecutive results per peer id: (failures, successes).
-    let mut streaks: HashMap<Arc<str>, (u32, u32)> = HashMap::new();
+    let mut streaks: HashMap<Arc<str>, Streak> = HashMap::new();
     let mut tick = tokio::time::interval(health.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -57,22 +87,48 @@ pub async fn run(pool: Arc<Pool>, health: Health, mut shutdown: watch::Receiver<
             let Ok((peer, verdict)) = check.await else {
                 continue;
             };
-            let s = streaks.entry(peer.id.clone()).or_default();
+            let streak = streaks.entry(peer.id.clone()).or_default();
             match verdict {
                 Ok(()) => {
-                    *s = (0, s.1 + 1);
-                    if !peer.is_healthy() && s.1 >= health.healthy_after {
+                    if streak.record(true, peer.is_healthy(), &health) == Some(true) {
                         pool.set_health(&peer, true, "health check passed");
                     }
                 }
                 Err(why) => {
-                    *s = (s.0 + 1, 0);
-                    if peer.is_healthy() && s.0 >= health.unhealthy_after {
+                    if streak.record(false, peer.is_healthy(), &health) == Some(false) {
                         pool.set_health(&peer, false, &why);
                     }
                 }
             }
         }
         streaks.retain(|id, _| peers.iter().any(|p| &p.id == id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaks_change_the_verdict_after_enough_results_in_a_row() {
+        let h = Health {
+            unhealthy_after: 3,
+            healthy_after: 2,
+            ..Health::app_default()
+        };
+        let mut s = Streak::default();
+        assert_eq!(s.record(false, true, &h), None);
+        assert_eq!(s.record(false, true, &h), None);
+        // A pass in between starts the count over.
+        assert_eq!(s.record(true, true, &h), None);
+        assert_eq!(s.record(false, true, &h), None);
+        assert_eq!(s.record(false, true, &h), None);
+        assert_eq!(s.record(false, true, &h), Some(false));
+        assert_eq!(s.fails, 3);
+        // Unhealthy now: more failures change nothing, two passes bring it back.
+        assert_eq!(s.record(false, false, &h), None);
+        assert_eq!(s.record(true, false, &h), None);
+        assert_eq!(s.record(true, false, &h), Some(true));
+        assert_eq!(s, Streak { fails: 0, oks: 2 });
     }
 }

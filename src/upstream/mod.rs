@@ -10,12 +10,13 @@ pub mod deadline;
 pub mod dns;
 pub mod h1;
 pub mod health;
+pub mod registry;
 pub mod stats;
 pub mod tls;
 
 use crate::config::{Eject, Queue, Retry};
 use crate::error::{Cause, ProxyError};
-use crate::observe::events::{Event, Events};
+use crate::observe::events::{Ejection, Event, Events};
 use conn::{Connector, IdlePool};
 use dns::Target;
 use std::cell::Cell;
@@ -380,11 +381,11 @@ impl Pool {
             && peer.ejected_until_ms.swap(0, Ordering::Relaxed) != 0
         {
             peer.ejections.store(0, Ordering::Relaxed);
-            self.events.emit(
-                Event::new("instance_readmitted", &self.name)
-                    .instance(&peer.id)
-                    .field("reason", "a request succeeded after the cool-down"),
-            );
+            self.events.emit(Event::InstanceReadmitted {
+                app: self.name.to_string(),
+                instance: peer.id.to_string(),
+                reason: "a request succeeded after the cool-down".into(),
+            });
         }
     }
 
@@ -411,13 +412,14 @@ impl Pool {
         peer.ejected_until_ms
             .store(now + cooldown.as_millis() as u64, Ordering::Relaxed);
         peer.conns.clear();
-        self.events.emit(
-            Event::new("instance_ejected", &self.name)
-                .instance(&peer.id)
-                .field("reason", err.to_string())
-                .field("consecutive_failures", n)
-                .field("cooldown_ms", cooldown.as_millis() as u64),
-        );
+        self.events.emit(Event::InstanceEjected {
+            app: self.name.to_string(),
+            instance: peer.id.to_string(),
+            reason: err.to_string(),
+            by: Ejection::Passive,
+            consecutive_failures: Some(n),
+            cooldown_ms: Some(cooldown.as_millis() as u64),
+        });
     }
 
     /// The gateway itself is out of file descriptors, local ports or memory: a loud
@@ -440,25 +442,17 @@ impl Pool {
             "{err}: the gateway is short of a resource; raise its file descriptor limit \
              (ulimit -n, systemd LimitNOFILE) or its local port range"
         );
-        self.events.emit(
-            Event::new("gateway_resources_exhausted", &self.name)
-                .field("reason", err.to_string())
-                .field("held_back", HELD.swap(0, Ordering::Relaxed))
-                .field(
-                    "advice",
-                    "raise the file descriptor limit (ulimit -n, LimitNOFILE) or net.ipv4.ip_local_port_range",
-                ),
-        );
+        self.events.emit(Event::GatewayResourcesExhausted {
+            app: self.name.to_string(),
+            reason: err.to_string(),
+            held_back: HELD.swap(0, Ordering::Relaxed),
+            advice: "raise the file descriptor limit (ulimit -n, LimitNOFILE) or net.ipv4.ip_local_port_range",
+        });
     }
 
     /// Active health verdict for `peer`, with events on change.
     pub fn set_health(&self, peer: &Peer, healthy: bool, why: &str) {
         if peer.healthy.swap(healthy, Ordering::Relaxed) != healthy {
-            let kind = if healthy {
-                "instance_readmitted"
-            } else {
-                "instance_ejected"
-            };
             if healthy {
                 peer.consecutive_failures.store(0, Ordering::Relaxed);
                 peer.ejected_until_ms.store(0, Ordering::Relaxed);
@@ -467,11 +461,24 @@ impl Pool {
             } else {
                 peer.conns.clear();
             }
-            self.events.emit(
-                Event::new(kind, &self.name)
-                    .instance(&peer.id)
-                    .field("reason", why),
-            );
+            let (app, instance, reason) =
+                (self.name.to_string(), peer.id.to_string(), why.to_owned());
+            self.events.emit(if healthy {
+                Event::InstanceReadmitted {
+                    app,
+                    instance,
+                    reason,
+                }
+            } else {
+                Event::InstanceEjected {
+                    app,
+                    instance,
+                    reason,
+                    by: Ejection::HealthCheck,
+                    consecutive_failures: None,
+                    cooldown_ms: None,
+                }
+            });
         }
     }
 }

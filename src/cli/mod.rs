@@ -4,23 +4,20 @@
 //! `recycle` and `scale` talk to a running gateway through its admin API
 //! ([`crate::admin::client`]); `logs` reads the files under `data_dir/logs`.
 
-use crate::admin::client;
+mod logs;
+
+use crate::admin::{client, StatusAnswer};
 use crate::config;
+use crate::supervisor::control::InstanceId;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// The default config file.
 const DEFAULT_CONFIG: &str = "healgate.toml";
-
-/// The environment variable that may hold the admin token (as in the config).
-const TOKEN_ENV: &str = "HEALGATE_ADMIN_TOKEN";
 
 /// Exit code for a usage error (clap uses it too).
 const USAGE: u8 = 2;
@@ -149,7 +146,9 @@ impl Target {
                     return Ok(Resolved {
                         data_dir: config::Gateway::default().data_dir,
                         admin_listen: config::Admin::default().listen,
-                        token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+                        token: std::env::var(config::TOKEN_ENV)
+                            .ok()
+                            .filter(|t| !t.is_empty()),
                     });
                 }
                 p
@@ -247,13 +246,14 @@ pub fn main() -> ExitCode {
             command(g, &path, None)
         }),
         Command::Recycle { instance, target } => {
-            let Some(id) = instance_arg(&instance) else {
+            let Some(id) = InstanceId::parse(&instance) else {
                 eprintln!(
                     "healgate: recycle needs one instance, like web#2 (or web-2), not {instance:?}"
                 );
                 return ExitCode::from(USAGE);
             };
             with_target(&target, |g| {
+                let id = id.to_string();
                 let path = format!("/api/v1/instances/{}/recycle", client::encode_segment(&id));
                 let body = json!({"reason": "requested with healgate recycle"});
                 command(g, &path, Some(&body))
@@ -273,7 +273,7 @@ pub fn main() -> ExitCode {
             lines,
             target,
         } => with_target(&target, |g| {
-            logs(&g.data_dir, app.as_deref(), lines, follow)
+            logs::logs(&g.data_dir, app.as_deref(), lines, follow)
         }),
     }
 }
@@ -290,13 +290,6 @@ fn with_target(target: &Target, verb: impl FnOnce(&Resolved) -> ExitCode) -> Exi
         Ok(g) => verb(&g),
         Err(code) => code,
     }
-}
-
-/// `web#2` or `web-2` as `web#2`; `None` when it names no instance.
-fn instance_arg(raw: &str) -> Option<String> {
-    let (app, n) = raw.rsplit_once('#').or_else(|| raw.rsplit_once('-'))?;
-    (!app.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| format!("{app}#{n}"))
 }
 
 /// POST a control command and print the gateway's answer.
@@ -332,6 +325,13 @@ fn status(g: &Resolved, raw_json: bool) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    let status: StatusAnswer = match serde_json::from_value(status) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("healgate: the gateway's status answer is not what this version reads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let events = g.call("GET", "/api/v1/events?since=0", None);
     let mut out = io::stdout().lock();
     let _ = out.write_all(render_status(&status).as_bytes());
@@ -350,20 +350,11 @@ fn status(g: &Resolved, raw_json: bool) -> ExitCode {
 }
 
 /// The status answer as text tables.
-fn render_status(status: &Value) -> String {
+fn render_status(status: &StatusAnswer) -> String {
     let mut s = String::new();
-    let pid = field(status, "pid");
-    let uptime = status
-        .get("uptime_s")
-        .and_then(Value::as_f64)
-        .map_or_else(|| "-".to_owned(), duration);
-    s.push_str(&format!("gateway: pid {pid}, up {uptime}\n\n"));
-    let apps = status
-        .get("apps")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if apps.is_empty() {
+    let uptime = duration(status.uptime_s);
+    s.push_str(&format!("gateway: pid {}, up {uptime}\n\n", status.pid));
+    if status.apps.is_empty() {
         s.push_str("no apps\n");
         return s;
     }
@@ -383,51 +374,37 @@ fn render_status(status: &Value) -> String {
         "RESTARTS",
         "LAST EXIT",
     ])];
-    for app in &apps {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    for app in &status.apps {
         rows.push(vec![
-            field(app, "name"),
-            field(app, "state"),
-            format!("{}/{}", field(app, "ready"), field(app, "target")),
-            field(app, "queued"),
-            field(app, "reason"),
+            app.name.clone(),
+            name_of(&app.state),
+            format!("{}/{}", app.ready, app.target),
+            app.queued.to_string(),
+            or_dash(app.reason.clone()),
         ]);
-        for inst in app
-            .get("instances")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let uptime = inst
-                .get("uptime_s")
-                .and_then(Value::as_f64)
-                .map_or_else(|| "-".to_owned(), duration);
-            let memory = inst
-                .get("memory_bytes")
-                .and_then(Value::as_f64)
-                .map_or_else(|| "-".to_owned(), |b| format!("{:.1} MiB", b / 1048576.0));
-            let cpu = inst
-                .get("cpu_s")
-                .and_then(Value::as_f64)
-                .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}s"));
+        for inst in &app.instances {
             inst_rows.push(vec![
-                field(inst, "id"),
-                field(inst, "pid"),
-                field(inst, "port"),
-                field(inst, "state"),
-                uptime,
-                memory,
-                cpu,
-                field(inst, "inflight"),
-                requests_field(inst, "total"),
-                inst.pointer("/requests/by_class/5xx")
-                    .and_then(Value::as_u64)
+                inst.id.clone(),
+                or_dash(inst.pid.map(|p| p.to_string())),
+                inst.port.to_string(),
+                inst.state.as_str().to_owned(),
+                duration(inst.uptime_s),
+                format!("{:.1} MiB", inst.memory_bytes as f64 / 1048576.0),
+                format!("{:.2}s", inst.cpu_s),
+                inst.inflight.to_string(),
+                inst.requests.total.to_string(),
+                inst.requests
+                    .by_class
+                    .get("5xx")
+                    .copied()
                     .unwrap_or(0)
                     .to_string(),
-                inst.pointer("/requests/p99_ms")
-                    .and_then(Value::as_u64)
+                inst.requests
+                    .p99_ms
                     .map_or_else(|| "-".to_owned(), |ms| format!("≤{ms}ms")),
-                field(inst, "restarts"),
-                field(inst, "last_exit"),
+                inst.restarts.to_string(),
+                or_dash(inst.last_exit.clone()),
             ]);
         }
     }
@@ -439,11 +416,12 @@ fn render_status(status: &Value) -> String {
     s
 }
 
-fn requests_field(inst: &Value, key: &str) -> String {
-    inst.get("requests")
-        .and_then(|r| r.get(key))
-        .and_then(Value::as_u64)
-        .map_or_else(|| "-".to_owned(), |n| n.to_string())
+/// A serialized enum's name (`crash_loop`).
+fn name_of(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), value_text)
 }
 
 /// The last `n` events of an `/api/v1/events` answer, one line each.
@@ -467,7 +445,8 @@ fn render_events(answer: &Value, n: usize) -> String {
     s
 }
 
-/// One event as `ts  kind  instance-or-app  key=value ...`.
+/// One event as `ts  kind  instance-or-app  key=value ...` (fields without a value
+/// left out).
 fn event_line(event: &Value) -> String {
     let who = event
         .get("instance")
@@ -483,7 +462,8 @@ fn event_line(event: &Value) -> String {
     );
     if let Some(obj) = event.as_object() {
         for (k, v) in obj {
-            if !matches!(k.as_str(), "ts" | "kind" | "app" | "instance") {
+            let empty = v.is_null() || v.as_array().is_some_and(Vec::is_empty);
+            if !empty && !matches!(k.as_str(), "ts" | "kind" | "app" | "instance") {
                 line.push_str(&format!(" {k}={}", value_text(v)));
             }
         }
@@ -547,230 +527,9 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-// ---------------------------------------------------------------- logs
-
-/// How much of the end of a file `logs` reads to find its last lines.
-const TAIL_WINDOW: u64 = 4 * 1024 * 1024;
-
-/// How often `logs -f` looks for new lines.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
-
-/// `healgate logs [APP] [-f]`: the tail of `logs/events.jsonl` (this app's events
-/// only, for an APP) and of each `logs/apps/<APP>/*.log`; `-f` follows them all.
-fn logs(data_dir: &Path, app: Option<&str>, lines: usize, follow: bool) -> ExitCode {
-    let logs = data_dir.join("logs");
-    let events_path = logs.join("events.jsonl");
-    let app_dir = app.map(|a| logs.join("apps").join(a));
-    let mut files = vec![Followed::events(events_path.clone(), app)];
-    if let Some(dir) = &app_dir {
-        files.extend(app_logs(dir).into_iter().map(Followed::output));
-    }
-    let found = files.iter().any(|f| f.path.exists());
-    if !found && !follow {
-        eprintln!(
-            "healgate: no logs under {} (is the data directory right? use -c FILE)",
-            logs.display()
-        );
-        return ExitCode::FAILURE;
-    }
-    let mut out = io::stdout().lock();
-    let mut last_header: Option<PathBuf> = None;
-    for f in &mut files {
-        match f.tail(lines) {
-            Ok(tail) => {
-                let _ = writeln!(out, "==> {} <==", f.path.display());
-                for line in tail {
-                    let _ = writeln!(out, "{line}");
-                }
-                last_header = Some(f.path.clone());
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => eprintln!("healgate: reading {}: {e}", f.path.display()),
-        }
-    }
-    let _ = out.flush();
-    if !follow {
-        return ExitCode::SUCCESS;
-    }
-    drop(out);
-    loop {
-        std::thread::sleep(FOLLOW_POLL);
-        if let Some(dir) = &app_dir {
-            for path in app_logs(dir) {
-                if !files.iter().any(|f| f.path == path) {
-                    files.push(Followed::output(path));
-                }
-            }
-        }
-        let mut out = io::stdout().lock();
-        for f in &mut files {
-            let new = match f.read_new() {
-                Ok(new) => new,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    eprintln!("healgate: reading {}: {e}", f.path.display());
-                    continue;
-                }
-            };
-            if new.is_empty() {
-                continue;
-            }
-            if last_header.as_ref() != Some(&f.path) {
-                let _ = writeln!(out, "\n==> {} <==", f.path.display());
-                last_header = Some(f.path.clone());
-            }
-            for line in new {
-                let _ = writeln!(out, "{line}");
-            }
-        }
-        if out.flush().is_err() {
-            // stdout closed (e.g. piped into `head`): stop quietly.
-            return ExitCode::SUCCESS;
-        }
-    }
-}
-
-/// The `*.log` files of one app's instances, sorted.
-fn app_logs(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    found.sort();
-    found
-}
-
-/// One file `logs` prints and follows.
-struct Followed {
-    path: PathBuf,
-    /// Events of this app only (events file).
-    app: Option<String>,
-    /// Render as events (JSON lines) rather than raw output.
-    events: bool,
-    /// Bytes read so far (up to the end of the last whole line).
-    offset: u64,
-    /// The file it was read from, to notice rotation.
-    inode: Option<u64>,
-    /// The unfinished last line.
-    pending: Vec<u8>,
-}
-
-impl Followed {
-    fn events(path: PathBuf, app: Option<&str>) -> Followed {
-        Followed {
-            path,
-            app: app.map(str::to_owned),
-            events: true,
-            offset: 0,
-            inode: None,
-            pending: Vec::new(),
-        }
-    }
-
-    fn output(path: PathBuf) -> Followed {
-        Followed {
-            events: false,
-            ..Followed::events(path, None)
-        }
-    }
-
-    /// Render one whole line; `None` to skip it.
-    fn render(&self, line: &[u8]) -> Option<String> {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches('\r');
-        if !self.events {
-            return Some(text.to_owned());
-        }
-        if text.trim().is_empty() {
-            return None;
-        }
-        let Ok(event) = serde_json::from_str::<Value>(text) else {
-            return Some(text.to_owned());
-        };
-        if let Some(app) = &self.app {
-            if event.get("app").and_then(Value::as_str) != Some(app.as_str()) {
-                return None;
-            }
-        }
-        Some(event_line(&event))
-    }
-
-    /// The last `n` lines (that pass the filter), leaving `offset` after them.
-    fn tail(&mut self, n: usize) -> io::Result<Vec<String>> {
-        let mut file = File::open(&self.path)?;
-        let meta = file.metadata()?;
-        let len = meta.len();
-        let start = len.saturating_sub(TAIL_WINDOW);
-        file.seek(SeekFrom::Start(start))?;
-        let mut buf = Vec::new();
-        file.take(len - start).read_to_end(&mut buf)?;
-        // Whole lines only: drop a partial first line (when not at the start of the
-        // file) and the unfinished last one (read again when it is finished).
-        let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let begin = if start > 0 {
-            buf.iter().position(|&b| b == b'\n').map_or(end, |i| i + 1)
-        } else {
-            0
-        };
-        let whole = &buf[begin.min(end)..end];
-        let mut lines: Vec<String> = whole
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .filter_map(|l| self.render(l))
-            .collect();
-        let skip = lines.len().saturating_sub(n);
-        lines.drain(..skip);
-        self.offset = start + end as u64;
-        self.inode = Some(meta.ino());
-        Ok(lines)
-    }
-
-    /// Whole lines written since the last read. A rotated or truncated file is read
-    /// again from its start.
-    fn read_new(&mut self) -> io::Result<Vec<String>> {
-        let mut file = File::open(&self.path)?;
-        let meta = file.metadata()?;
-        if self.inode != Some(meta.ino()) || meta.len() < self.offset {
-            self.offset = 0;
-            self.pending.clear();
-            self.inode = Some(meta.ino());
-        }
-        if meta.len() == self.offset {
-            return Ok(Vec::new());
-        }
-        file.seek(SeekFrom::Start(self.offset))?;
-        let mut buf = Vec::new();
-        file.take(meta.len() - self.offset).read_to_end(&mut buf)?;
-        self.offset += buf.len() as u64;
-        self.pending.extend_from_slice(&buf);
-        let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
-            return Ok(Vec::new());
-        };
-        let rest = self.pending.split_off(end + 1);
-        let whole = std::mem::replace(&mut self.pending, rest);
-        Ok(whole
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .filter_map(|l| self.render(l))
-            .collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn instance_arguments() {
-        assert_eq!(instance_arg("web#2").as_deref(), Some("web#2"));
-        assert_eq!(instance_arg("my-app-3").as_deref(), Some("my-app#3"));
-        assert_eq!(instance_arg("web"), None);
-        assert_eq!(instance_arg("web#x"), None);
-        assert_eq!(instance_arg("#2"), None);
-    }
 
     #[test]
     fn durations() {
@@ -782,18 +541,23 @@ mod tests {
 
     #[test]
     fn status_tables_show_apps_and_instances() {
+        // The admin API's JSON, read back as the status type.
         let status = json!({
-            "pid": 42, "uptime_s": 75.0,
+            "pid": 42, "uptime_s": 75.0, "version": "0.1.0",
             "apps": [{
                 "name": "web", "state": "running", "target": 2, "ready": 1, "queued": 0,
                 "reason": null,
                 "instances": [{
                     "id": "web#1", "pid": 1234, "port": 41000, "state": "ready",
                     "uptime_s": 61.0, "memory_bytes": 10485760u64, "cpu_s": 1.5,
-                    "inflight": 3, "restarts": 1, "last_exit": "exit code 1"
+                    "inflight": 3, "restarts": 1, "last_exit": "exit code 1",
+                    "cpu_pct": 0.0, "threads": 1, "open_files": 3,
+                    "requests": {"total": 7, "by_class": {"5xx": 2}, "errors": {},
+                                 "p50_ms": 1, "p99_ms": 5}
                 }]
             }]
         });
+        let status: StatusAnswer = serde_json::from_value(status).unwrap();
         let text = render_status(&status);
         assert!(text.contains("gateway: pid 42, up 1m15s"), "{text}");
         let app_line = text.lines().find(|l| l.starts_with("web ")).unwrap();
@@ -809,46 +573,10 @@ mod tests {
             "1m01s",
             "10.0 MiB",
             "1.50s",
+            "≤5ms",
             "exit code 1",
         ] {
             assert!(inst.contains(part), "{part} missing in {inst}");
         }
-    }
-
-    #[test]
-    fn tail_and_follow_whole_lines_only() {
-        let dir = std::env::temp_dir().join(format!("healgate-cli-logs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("events.jsonl");
-        let mut text = String::new();
-        for i in 0..5 {
-            let app = if i % 2 == 0 { "web" } else { "api" };
-            text.push_str(&format!(
-                "{{\"ts\":\"t{i}\",\"kind\":\"instance_ready\",\"app\":\"{app}\"}}\n"
-            ));
-        }
-        text.push_str("{\"ts\":\"t5\",\"ki");
-        std::fs::write(&path, &text).unwrap();
-        let mut f = Followed::events(path.clone(), Some("web"));
-        let tail = f.tail(2).unwrap();
-        assert_eq!(tail.len(), 2);
-        assert!(
-            tail[0].starts_with("t2") && tail[1].starts_with("t4"),
-            "{tail:?}"
-        );
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        file.write_all(b"nd\":\"scaled\",\"app\":\"web\"}\n")
-            .unwrap();
-        let new = f.read_new().unwrap();
-        assert_eq!(new.len(), 1);
-        assert!(
-            new[0].starts_with("t5") && new[0].contains("scaled"),
-            "{new:?}"
-        );
-        assert!(f.read_new().unwrap().is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

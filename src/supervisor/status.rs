@@ -1,0 +1,163 @@
+//! The status snapshot: what each app actor publishes and what admin and CLI read.
+
+use super::app::Actor;
+use super::control::{self, AppState, AppStatus, InstanceStatus};
+use super::instance::{InstanceState, CRASH_LOOP_AFTER};
+use super::process;
+use super::sampler::Sample;
+use crate::upstream::stats::PeerStats;
+use crate::upstream::{Peer, Pool};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+/// What status readers see of a slot.
+#[derive(Clone)]
+pub(super) struct SlotView {
+    pub(super) id: String,
+    pub(super) pid: Option<u32>,
+    pub(super) port: u16,
+    pub(super) state: InstanceState,
+    pub(super) started: Option<Instant>,
+    pub(super) restarts: u32,
+    pub(super) last_exit: Option<String>,
+    pub(super) peer: Option<Arc<Peer>>,
+    pub(super) sample: Option<Sample>,
+}
+
+#[derive(Clone)]
+pub(super) struct AppView {
+    pub(super) name: String,
+    pub(super) state: AppState,
+    pub(super) target: u32,
+    pub(super) reason: Option<String>,
+    pub(super) slots: Vec<SlotView>,
+}
+
+/// Status views of every app: (name, view, the pool it publishes into).
+pub(super) type Views = Arc<RwLock<Vec<(String, Arc<RwLock<AppView>>, Arc<Pool>)>>>;
+
+pub(super) fn request_stats(st: &PeerStats) -> control::RequestStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let by_class = st
+        .by_class
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("{}xx", i + 1), c.load(Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    control::RequestStats {
+        total: st.requests.load(Relaxed),
+        by_class,
+        errors: st
+            .errors()
+            .into_iter()
+            .map(|(k, n)| (k.to_owned(), n))
+            .collect(),
+        p50_ms: st.quantile_ms(0.5),
+        p99_ms: st.quantile_ms(0.99),
+    }
+}
+
+pub(super) fn app_status(v: &AppView, pool: &Pool) -> AppStatus {
+    let instances: Vec<InstanceStatus> = v
+        .slots
+        .iter()
+        .map(|s| {
+            let (memory_bytes, cpu_s) = match &s.sample {
+                Some(x) => (x.rss, x.cpu_s),
+                None => s.pid.and_then(process::stats).unwrap_or((0, 0.0)),
+            };
+            InstanceStatus {
+                id: s.id.clone(),
+                pid: s.pid,
+                port: s.port,
+                state: s.state,
+                uptime_s: s.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+                memory_bytes,
+                cpu_s,
+                inflight: s.peer.as_ref().map(|p| p.outstanding()).unwrap_or(0),
+                restarts: s.restarts,
+                last_exit: s.last_exit.clone(),
+                cpu_pct: s
+                    .sample
+                    .map(|x| (x.cpu_pct * 10.0).round() / 10.0)
+                    .unwrap_or(0.0),
+                threads: s.sample.map(|x| x.threads).unwrap_or(0),
+                open_files: s.sample.map(|x| x.open_files).unwrap_or(0),
+                requests: s
+                    .peer
+                    .as_ref()
+                    .map(|p| request_stats(&p.stats))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    AppStatus {
+        name: v.name.clone(),
+        state: v.state,
+        target: v.target,
+        ready: instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Ready)
+            .count() as u32,
+        queued: pool.queued(),
+        instances,
+        reason: v.reason.clone(),
+    }
+}
+
+impl Actor {
+    /// Update what status readers see.
+    pub(super) fn refresh(&self) {
+        let slots: Vec<SlotView> = self
+            .slots
+            .values()
+            .map(|s| {
+                let p = s.current.as_ref();
+                SlotView {
+                    id: s.id.clone(),
+                    pid: p.and_then(|p| p.pid),
+                    port: p.map(|p| p.port).unwrap_or(0),
+                    state: s.state(),
+                    started: p.map(|p| p.started),
+                    restarts: s.restarts,
+                    last_exit: s.last_exit.clone(),
+                    peer: p.map(|p| p.peer.clone()),
+                    sample: p.and_then(|p| p.sample),
+                }
+            })
+            .collect();
+        let ready = slots
+            .iter()
+            .filter(|s| s.state == InstanceState::Ready)
+            .count();
+        let looping = self
+            .slots
+            .values()
+            .any(|s| s.fast_exits >= CRASH_LOOP_AFTER);
+        let state = if self.shutdown.is_some() {
+            AppState::Stopping
+        } else if ready == 0 && looping {
+            AppState::CrashLoop
+        } else if ready == 0 {
+            AppState::Starting
+        } else {
+            AppState::Running
+        };
+        let reason = (state == AppState::CrashLoop).then(|| {
+            self.slots
+                .values()
+                .find(|s| s.fast_exits >= CRASH_LOOP_AFTER)
+                .and_then(|s| s.last_exit.clone())
+                .unwrap_or_default()
+        });
+        let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
+        *v = AppView {
+            name: self.app.name.clone(),
+            state,
+            target: self.target,
+            reason,
+            slots,
+        };
+    }
+}
