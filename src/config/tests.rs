@@ -397,7 +397,7 @@ health = { interval = "1s", timeout = "1s" }
 
 #[test]
 fn servers_take_every_documented_form() {
-    use super::compile::parse_server;
+    use super::compile::upstream::parse_server;
     let server = |host: &str, port, tls| ServerAddr {
         host: host.into(),
         port,

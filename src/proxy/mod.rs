@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod answer;
+pub mod client;
 pub mod forward;
 pub mod headers;
 pub mod log;

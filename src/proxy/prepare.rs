@@ -9,7 +9,7 @@
 //! insertions per request). An HTTP/1.1 `Upgrade` (WebSocket; never `h2c`) keeps
 //! `Upgrade`/`Connection: upgrade` towards the peer.
 
-use super::forward::Client;
+use super::client::Client;
 use super::headers::{
     self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PREFIX,
     X_FORWARDED_PROTO, X_REQUEST_ID,

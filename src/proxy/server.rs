@@ -3,6 +3,7 @@
 //! HTTP/1.1 and h2c with hyper until shutdown, which is graceful.
 
 use super::answer;
+use super::client::Client;
 use super::forward;
 use super::log::{End, Record};
 use super::Gateway;
@@ -211,7 +212,7 @@ async fn connection(
     let local = stream
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let client = Arc::new(forward::Client::new(addr, local, &gw.trusted_proxies));
+    let client = Arc::new(Client::new(addr, local, &gw.trusted_proxies));
     let io = TokioIo::new(Rewind {
         prefix,
         inner: stream,
@@ -254,7 +255,7 @@ async fn connection(
 }
 
 /// An access line for a request hyper refused before healgate saw it.
-fn log_unparsed(gw: &Arc<Gateway>, client: &forward::Client, e: &hyper::Error) {
+fn log_unparsed(gw: &Arc<Gateway>, client: &Client, e: &hyper::Error) {
     let cause = if e.is_parse_too_large() {
         Cause::RequestHeaderTooLarge
     } else {
@@ -284,7 +285,7 @@ fn log_unparsed(gw: &Arc<Gateway>, client: &forward::Client, e: &hyper::Error) {
 async fn drive<F, E>(
     conn: F,
     stop: impl Fn(Pin<&mut F>),
-    client: &forward::Client,
+    client: &Client,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<Result<(), E>>
@@ -494,7 +495,7 @@ struct Rewind<S> {
     prefix: Bytes,
     inner: S,
     /// Counts writes, for the idle watchdog.
-    client: Arc<forward::Client>,
+    client: Arc<Client>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {

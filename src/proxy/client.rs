@@ -1,0 +1,40 @@
+//! The client side of one connection: its address, whether it is a trusted proxy,
+//! and the counters the idle watchdog reads.
+
+use http::header::HeaderValue;
+use std::net::SocketAddr;
+
+/// The client side of one connection, computed once per connection.
+pub struct Client {
+    pub addr: SocketAddr,
+    /// The client's address as an `X-Forwarded-For` value.
+    pub forwarded_for: HeaderValue,
+    /// The port of the listener it connected to, as an `X-Forwarded-Port` value.
+    pub local_port: HeaderValue,
+    /// Whether it is one of `gateway.trusted_proxies`, whose forwarding headers are
+    /// believed.
+    pub trusted: bool,
+    /// Requests started on this connection (the idle watchdog's clock).
+    pub started: std::sync::atomic::AtomicU64,
+    /// Requests whose response header is not yet sent.
+    pub waiting: std::sync::atomic::AtomicU32,
+    /// Writes to the client (a streaming response is not idle).
+    pub writes: std::sync::atomic::AtomicU64,
+}
+
+impl Client {
+    /// The client at `addr`, connected to the listener at `local`.
+    pub fn new(addr: SocketAddr, local: SocketAddr, trusted: &[ipnet::IpNet]) -> Client {
+        let ip = addr.ip().to_canonical();
+        Client {
+            addr,
+            forwarded_for: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            local_port: HeaderValue::from(local.port()),
+            trusted: trusted.iter().any(|net| net.contains(&ip)),
+            started: Default::default(),
+            waiting: Default::default(),
+            writes: Default::default(),
+        }
+    }
+}
