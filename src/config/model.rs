@@ -27,6 +27,10 @@ pub struct Config {
 pub struct Gateway {
     /// Addresses to accept HTTP/1.1 and h2c on. Default `["127.0.0.1:8080"]`.
     pub listen: Vec<SocketAddr>,
+    /// The `listen` addresses whose connections start with a PROXY protocol header
+    /// (v1 or v2, from a load balancer in front): `{ addr = "...", proxy_protocol =
+    /// true }`. Default none.
+    pub proxy_protocol: Vec<SocketAddr>,
     /// Logs, events, diagnostics, admin token. Default `healgate-data`, relative to
     /// the config file's directory.
     pub data_dir: PathBuf,
@@ -343,6 +347,7 @@ impl Default for Gateway {
     fn default() -> Self {
         Gateway {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            proxy_protocol: Vec::new(),
             data_dir: PathBuf::from("healgate-data"),
             workers: 0,
             access_log: true,

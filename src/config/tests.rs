@@ -496,6 +496,9 @@ fn value_checks_name_what_is_allowed() {
     let cases: &[(&str, &str, &str)] = &[
         ("[gateway]\nlisten = []", "gateway.listen", "at least one address"),
         ("[gateway]\nlisten = [\"localhost:80\"]", "gateway.listen[0]", "not a host name"),
+        ("[gateway]\nlisten = [{ proxy_protocol = true }]", "gateway.listen[0]", r#"missing key "addr""#),
+        ("[gateway]\nlisten = [{ addr = \"127.0.0.1:80\", proxy_protocol = \"yes\" }]", "gateway.listen[0].proxy_protocol", "expected true or false"),
+        ("[gateway]\ntrusted_proxies = [\"10.0.0.0/33\"]", "gateway.trusted_proxies[0]", "expected a network"),
         ("[gateway]\nworkers = 2000", "gateway.workers", "expected an integer from 0 to 1024, found 2000"),
         ("[gateway]\nworkers = \"4\"", "gateway.workers", "expected an integer from 0 to 1024, found a string"),
         ("[gateway.timeouts]\nconnect = 5", "gateway.timeouts.connect", "add a unit"),
@@ -677,6 +680,16 @@ tls = { ca = "/etc/ssl/ca.pem", server_name = "api.example.com" }
         .config;
     assert_eq!(c.apps[0].cwd, PathBuf::from("."));
     assert_eq!(c.gateway.data_dir, PathBuf::from("healgate-data"));
+}
+
+#[test]
+fn listeners_may_take_the_proxy_protocol() {
+    let c = ok("[gateway]\nlisten = [\"127.0.0.1:80\", { addr = \"127.0.0.1:81\", proxy_protocol = true }]\n").config;
+    assert_eq!(
+        c.gateway.listen,
+        [addr("127.0.0.1:80"), addr("127.0.0.1:81")]
+    );
+    assert_eq!(c.gateway.proxy_protocol, [addr("127.0.0.1:81")]);
 }
 
 #[test]

@@ -17,6 +17,8 @@ pub enum Source {
 pub struct AccessRecord {
     pub ts: String,
     pub request_id: String,
+    /// The client's address.
+    pub client: String,
     pub method: String,
     pub host: String,
     pub path: String,

@@ -47,6 +47,7 @@ pub async fn handle(
     let request_id = accept::request_id(&req);
     let mut rec = Record::start(
         gw.clone(),
+        client.addr.ip(),
         request_id,
         req.method().clone(),
         authority,

@@ -9,6 +9,7 @@ use super::Gateway;
 use crate::error::Cause;
 use crate::observe::access::{AccessRecord, Source, Tried};
 use http::{HeaderValue, Method, Uri};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub struct Record {
     pub gw: Arc<Gateway>,
     pub start: Instant,
+    /// The client's address (the PROXY protocol's, behind a load balancer).
+    pub client: IpAddr,
     pub request_id: HeaderValue,
     /// `None` for a request the gateway could not parse.
     pub method: Option<Method>,
@@ -50,6 +53,7 @@ impl Record {
     /// The record of a request, at accept.
     pub fn start(
         gw: Arc<Gateway>,
+        client: IpAddr,
         request_id: HeaderValue,
         method: Method,
         host: Option<HeaderValue>,
@@ -58,6 +62,7 @@ impl Record {
         Record {
             gw,
             start: Instant::now(),
+            client,
             request_id,
             method: Some(method),
             host,
@@ -77,10 +82,11 @@ impl Record {
 
     /// The record of a request the gateway never parsed (a head too slow, too large
     /// or malformed), begun at `start`.
-    pub fn unparsed(gw: Arc<Gateway>, start: Instant) -> Record {
+    pub fn unparsed(gw: Arc<Gateway>, client: IpAddr, start: Instant) -> Record {
         Record {
             gw,
             start,
+            client,
             request_id: super::headers::new_request_id(),
             method: None,
             host: None,
@@ -132,6 +138,7 @@ impl Record {
         access.write(&AccessRecord {
             ts: crate::observe::time::rfc3339_millis(SystemTime::now()),
             request_id: self.request_id.to_str().unwrap_or("").to_owned(),
+            client: self.client.to_canonical().to_string(),
             method: self.method.as_ref().map_or("", |m| m.as_str()).to_owned(),
             host: self.host_str().to_owned(),
             path: self.path().to_owned(),

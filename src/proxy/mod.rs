@@ -13,6 +13,7 @@ pub mod headers;
 pub mod log;
 pub mod pages;
 pub mod prepare;
+pub mod proxy_protocol;
 pub mod respond;
 pub mod retry;
 pub mod route;
@@ -34,6 +35,9 @@ pub struct Gateway {
     pub limits: Limits,
     /// Whether Proxy-Status carries `details=`.
     pub details: bool,
+    /// Per listener (in `gateway.listen` order): whether its connections start with a
+    /// PROXY protocol header.
+    pub proxy_protocol: Vec<bool>,
     /// `gateway.trusted_proxies`.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `gateway.underscores_in_headers`: forward header names with `_`.
@@ -74,6 +78,11 @@ impl Gateway {
             limits: g.limits.clone(),
             details: cfg.errors.details,
             trusted_proxies: g.trusted_proxies.clone(),
+            proxy_protocol: g
+                .listen
+                .iter()
+                .map(|a| g.proxy_protocol.contains(a))
+                .collect(),
             underscores_in_headers: g.underscores_in_headers,
             via_h1: HeaderValue::from_str(&format!("1.1 {via_token}")).expect("ascii"),
             via_h2: HeaderValue::from_str(&format!("2 {via_token}")).expect("ascii"),

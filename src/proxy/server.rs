@@ -69,17 +69,19 @@ pub async fn serve(
         idle: timeouts.client_idle,
     });
 
-    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel::<(TcpStream, SocketAddr)>();
+    let (conn_tx, mut conn_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(TcpStream, SocketAddr, bool)>();
     let mut accept_tasks = Vec::new();
-    for l in listeners {
+    for (i, l) in listeners.into_iter().enumerate() {
         let tx = conn_tx.clone();
+        let proxy_protocol = gw.proxy_protocol.get(i).copied().unwrap_or(false);
         let mut stop = shutdown.clone();
         accept_tasks.push(tokio::spawn(async move {
             let mut failing = AcceptFailures::default();
             loop {
                 tokio::select! {
                     r = l.accept() => match r {
-                        Ok((s, addr)) => { if tx.send((s, addr)).is_err() { return; } }
+                        Ok((s, addr)) => { if tx.send((s, addr, proxy_protocol)).is_err() { return; } }
                         Err(e) => {
                             // EMFILE and friends: back off instead of spinning.
                             failing.note(&e);
@@ -96,14 +98,14 @@ pub async fn serve(
     loop {
         tokio::select! {
             c = conn_rx.recv() => {
-                let Some((stream, addr)) = c else { break };
+                let Some((stream, addr, proxy_protocol)) = c else { break };
                 let _ = stream.set_nodelay(true);
                 let gw = gw.clone();
                 let builder = builder.clone();
                 let stop = shutdown.clone();
                 let header_timeout = timeouts.client_header;
                 tracker.spawn(async move {
-                    connection(gw, builder, stop, stream, addr, header_timeout).await;
+                    connection(gw, builder, stop, stream, (addr, proxy_protocol), header_timeout).await;
                 });
             }
             _ = shutdown.changed() => break,
@@ -161,11 +163,32 @@ async fn connection(
     builder: Arc<Builders>,
     mut shutdown: watch::Receiver<bool>,
     mut stream: TcpStream,
-    addr: SocketAddr,
+    (peer, proxy_protocol): (SocketAddr, bool),
     header_timeout: Duration,
 ) {
     let start = Instant::now();
-    let head = first_head(&mut stream, gw.limits.request_header, header_timeout);
+    let mut addr = peer;
+    let mut early = BytesMut::new();
+    if proxy_protocol {
+        let header = super::proxy_protocol::read(&mut stream, header_timeout);
+        let header = tokio::select! {
+            h = header => h,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        match header {
+            Ok((client, rest)) => {
+                addr = client.unwrap_or(peer);
+                early = rest;
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "{peer}: {why}; closed (this listener expects a PROXY protocol header)"
+                );
+                return;
+            }
+        }
+    }
+    let head = first_head(&mut stream, early, gw.limits.request_header, header_timeout);
     let head = tokio::select! {
         h = head => h,
         // Stopping: a connection that has not sent a whole request yet is closed.
@@ -187,13 +210,13 @@ async fn connection(
                     Cause::ClientTimeout,
                     format!("request header not complete within {header_timeout:?} ({got} bytes received)"),
                 );
-                write_raw_error(&gw, &mut stream, e, start).await;
+                write_raw_error(&gw, &mut stream, e, addr, start).await;
             }
             return;
         }
         Err(FirstHead::Malformed(why)) => {
             let e = ProxyError::new(Cause::BadRequest, why);
-            write_raw_error(&gw, &mut stream, e, start).await;
+            write_raw_error(&gw, &mut stream, e, addr, start).await;
             return;
         }
         Err(FirstHead::TooLarge(got)) => {
@@ -204,7 +227,7 @@ async fn connection(
                     gw.limits.request_header
                 ),
             );
-            write_raw_error(&gw, &mut stream, e, start).await;
+            write_raw_error(&gw, &mut stream, e, addr, start).await;
             return;
         }
     };
@@ -263,7 +286,7 @@ fn log_unparsed(gw: &Arc<Gateway>, client: &Client, e: &hyper::Error) {
     };
     let n = client.started.load(Ordering::Relaxed) + 1;
     tracing::warn!("{}: request {n} on the connection: {e}", client.addr);
-    Record::unparsed(gw.clone(), Instant::now()).finish(End {
+    Record::unparsed(gw.clone(), client.addr.ip(), Instant::now()).finish(End {
         status: cause.status().as_u16(),
         bytes: 0,
         source: Source::Gateway,
@@ -340,39 +363,44 @@ enum FirstHead {
 /// also contains), within `timeout` and `limit` bytes.
 async fn first_head(
     s: &mut TcpStream,
+    early: BytesMut,
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, FirstHead> {
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = early;
+    buf.reserve(4096);
     let deadline = tokio::time::Instant::now() + timeout;
+    // Bytes already here (after a PROXY header) are looked at before any read.
+    let mut n = buf.len();
     loop {
+        if n > 0 {
+            if buf.len() >= 3 && buf[0] == 0x16 && buf[1] == 0x03 {
+                // A TLS handshake record (ClientHello), not a request line.
+                return Err(FirstHead::Tls);
+            }
+            if let Err(why) = check_request_line(&buf) {
+                return Err(FirstHead::Malformed(why));
+            }
+            let from = buf.len().saturating_sub(n + 3);
+            if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+                if let Err(why) = check_head(&buf) {
+                    return Err(FirstHead::Malformed(why));
+                }
+                return Ok(buf.freeze());
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
+            }
+        }
         if buf.len() > limit {
             return Err(FirstHead::TooLarge(buf.len()));
         }
         let read = tokio::time::timeout_at(deadline, s.read_buf(&mut buf)).await;
-        match read {
+        n = match read {
             Err(_) => return Err(FirstHead::Timeout(buf.len())),
             Ok(Ok(0)) | Ok(Err(_)) => return Err(FirstHead::Closed),
-            Ok(Ok(n)) => {
-                if buf.len() >= 3 && buf[0] == 0x16 && buf[1] == 0x03 {
-                    // A TLS handshake record (ClientHello), not a request line.
-                    return Err(FirstHead::Tls);
-                }
-                if let Err(why) = check_request_line(&buf) {
-                    return Err(FirstHead::Malformed(why));
-                }
-                let from = buf.len().saturating_sub(n + 3);
-                if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
-                    if let Err(why) = check_head(&buf) {
-                        return Err(FirstHead::Malformed(why));
-                    }
-                    return Ok(buf.freeze());
-                }
-                if buf.capacity() - buf.len() < 1024 {
-                    buf.reserve(4096);
-                }
-            }
-        }
+            Ok(Ok(n)) => n,
+        };
     }
 }
 
@@ -455,9 +483,10 @@ async fn write_raw_error(
     gw: &Arc<Gateway>,
     stream: &mut TcpStream,
     err: ProxyError,
+    client: SocketAddr,
     start: Instant,
 ) {
-    let res = answer::error(Record::unparsed(gw.clone(), start), None, err);
+    let res = answer::error(Record::unparsed(gw.clone(), client.ip(), start), None, err);
     let (parts, body) = res.into_parts();
     let body = http_body_util::BodyExt::collect(body)
         .await

@@ -106,7 +106,10 @@ pub(super) fn gateway(cx: &mut Ctx, t: Option<TableReader>, base: &Path) -> Gate
         ..Gateway::default()
     };
     let Some(mut t) = t else { return g };
-    set(&mut g.listen, t.get(cx, "listen", listen_addrs));
+    if let Some(listeners) = t.get(cx, "listen", listen_addrs) {
+        g.proxy_protocol = listeners.iter().filter(|l| l.1).map(|l| l.0).collect();
+        g.listen = listeners.into_iter().map(|l| l.0).collect();
+    }
     set(
         &mut g.data_dir,
         t.get(cx, "data_dir", |f, cx| path_field(cx, f, base)),
@@ -173,12 +176,17 @@ pub(super) fn gateway(cx: &mut Ctx, t: Option<TableReader>, base: &Path) -> Gate
     g
 }
 
-/// `listen`: an array of `ip:port` (a single string is taken as a list of one).
-pub(super) fn listen_addrs(f: &Field, cx: &mut Ctx) -> Option<Vec<SocketAddr>> {
+/// `listen`: an array of `ip:port` or `{ addr = "ip:port", proxy_protocol = true }`
+/// (a single string is taken as a list of one); each with whether its connections
+/// start with a PROXY protocol header.
+pub(super) fn listen_addrs(f: &Field, cx: &mut Ctx) -> Option<Vec<(SocketAddr, bool)>> {
     if let Node::Value(Value::String(_)) = f.node {
-        return socket_addr(f, cx).map(|a| vec![a]);
+        return socket_addr(f, cx).map(|a| vec![(a, false)]);
     }
-    let elements = f.array(cx, r#"an array of addresses like ["127.0.0.1:8080"]"#)?;
+    let elements = f.array(
+        cx,
+        r#"an array of addresses like ["127.0.0.1:8080"] or { addr = "127.0.0.1:8080", proxy_protocol = true }"#,
+    )?;
     if elements.is_empty() {
         f.error(
             cx,
@@ -186,8 +194,20 @@ pub(super) fn listen_addrs(f: &Field, cx: &mut Ctx) -> Option<Vec<SocketAddr>> {
         );
         return None;
     }
-    let addrs: Vec<_> = elements.iter().map(|e| socket_addr(e, cx)).collect();
-    addrs.into_iter().collect()
+    let listeners: Vec<_> = elements
+        .iter()
+        .map(|e| match e.node {
+            Node::Value(Value::InlineTable(_)) => {
+                let mut t = e.table(cx)?;
+                let addr = t.require(cx, "addr").and_then(|a| socket_addr(&a, cx));
+                let pp = t.get(cx, "proxy_protocol", Field::bool).unwrap_or(false);
+                t.finish(cx);
+                addr.map(|a| (a, pp))
+            }
+            _ => socket_addr(e, cx).map(|a| (a, false)),
+        })
+        .collect();
+    listeners.into_iter().collect()
 }
 
 /// `trusted_proxies`: an array of CIDRs (`10.0.0.0/8`) or single addresses.
