@@ -245,6 +245,32 @@ fn every_api_route_needs_the_token() {
 }
 
 #[test]
+fn a_page_on_another_host_name_gets_nothing_dns_rebinding() {
+    let a = Admin::start();
+    let auth = format!("Bearer {}", a.token);
+    let rebound = request(
+        a.addr,
+        "POST",
+        "/api/v1/apps/web/restart",
+        &[("Authorization", &auth), ("Host", "attacker.example:9901")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(rebound.status, 403, "{}", rebound.text());
+    assert!(rebound.text().contains("DNS rebinding"), "{}", rebound.text());
+    assert!(a.received().is_empty(), "{:?}", a.received());
+    let local = request(
+        a.addr,
+        "GET",
+        "/api/v1/status",
+        &[("Authorization", &auth), ("Host", &format!("localhost:{}", a.addr.port()))],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(local.status, 200, "{}", local.text());
+}
+
+#[test]
 fn healthz_and_the_placeholder_page_are_public_and_show_no_data() {
     let a = Admin::start();
     let r = a.call_as(None, "GET", "/healthz", "");

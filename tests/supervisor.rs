@@ -298,8 +298,12 @@ fn concurrency_limit_and_queue_refuse_the_third_request() {
 
 #[test]
 fn scale_up_and_down() {
-    let gw = Gateway::start(&demo_app("web", 1, ""));
+    let gw = Gateway::start(&demo_app("web", 1, "max_instances = 3"));
     gw.wait_ready("web", 1);
+    // Bounded: a typo cannot start a thousand processes.
+    let (code, out, err) = gw.cli(&["scale", "web", "1000"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(format!("{out}{err}").contains("at most 3 instances"), "{out}{err}");
     let (code, out, err) = gw.cli(&["scale", "web", "3"]);
     assert_eq!(code, 0, "{out}{err}");
     gw.wait_ready("web", 3);

@@ -130,6 +130,28 @@ fn authorize<B>(req: &Request<B>, token: &str) -> Result<(), &'static str> {
     }
 }
 
+/// The DNS rebinding defence: a browser tricked into calling the admin API from a
+/// page sends that page's host name in `Host`. Only an IP literal or `localhost`
+/// (what the CLI, scripts and the dashboard on its own address send) is answered.
+fn host_allowed<B>(req: &Request<B>) -> Result<(), String> {
+    let Some(host) = req.headers().get(header::HOST) else {
+        return Ok(());
+    };
+    let raw = host.to_str().unwrap_or("");
+    let name = match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => raw.rsplit_once(':').map_or(raw, |(h, _)| h),
+    };
+    let literal = name.parse::<std::net::IpAddr>().is_ok();
+    if literal || name.eq_ignore_ascii_case("localhost") {
+        Ok(())
+    } else {
+        Err(format!(
+            "Host {raw:?} is not an address of this admin API: only IP addresses and localhost are answered (DNS rebinding defence)"
+        ))
+    }
+}
+
 /// Answer one admin request.
 pub(super) async fn handle<B>(state: &AdminState, req: Request<B>) -> Response<Body>
 where
@@ -137,6 +159,9 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let path = req.uri().path().to_owned();
+    if let Err(why) = host_allowed(&req) {
+        return error(StatusCode::FORBIDDEN, &why);
+    }
     let matched = route(&path);
     let public = matches!(&matched, Ok(r) if r.is_public());
     if !public {
@@ -414,6 +439,25 @@ mod tests {
         assert_eq!(route("/api/v1/apps//restart"), Err(NoRoute::NotFound));
         assert_eq!(route("/api/v1/apps/%zz/scale"), Err(NoRoute::BadEscape));
         assert_eq!(route("/api/v2/status"), Err(NoRoute::NotFound));
+    }
+
+    #[test]
+    fn only_addresses_and_localhost_are_answered() {
+        let with = |host: &str| {
+            let req = Request::get("/api/v1/status")
+                .header(header::HOST, host)
+                .body(())
+                .unwrap();
+            host_allowed(&req).is_ok()
+        };
+        for ok in ["127.0.0.1:9901", "localhost:1", "LOCALHOST", "[::1]:9901", "10.0.0.5"] {
+            assert!(with(ok), "{ok}");
+        }
+        for bad in ["evil.example:9901", "127.0.0.1.nip.io:9901", "attacker.test"] {
+            assert!(!with(bad), "{bad}");
+        }
+        let bare = Request::get("/").body(()).unwrap();
+        assert!(host_allowed(&bare).is_ok(), "no Host: not a browser");
     }
 
     #[test]

@@ -204,6 +204,7 @@ pub fn demo(data_dir: PathBuf, listen: SocketAddr, admin: SocketAddr, self_exe: 
             cwd: PathBuf::from("."),
             env: Vec::new(),
             instances: 3,
+            max_instances: 64,
             routes: Routes {
                 prefixes: vec!["/".to_string()],
                 host: None,

@@ -227,6 +227,9 @@ pub struct App {
     pub env: Vec<(String, String)>,
     /// Instances to run (the starting count when `autoscale` is set). Default 1, at least 1.
     pub instances: u32,
+    /// Most instances `healgate scale` (or the admin API) may ask for. Default 64, and
+    /// never below `instances` or `autoscale.max`.
+    pub max_instances: u32,
     /// `routes`, `host`, `strip_prefix`.
     pub routes: Routes,
     /// Per instance; 0 = unlimited. Default 64.

@@ -499,6 +499,7 @@ fn value_checks_name_what_is_allowed() {
         ("[gateway]\nlisten = [{ proxy_protocol = true }]", "gateway.listen[0]", r#"missing key "addr""#),
         ("[gateway]\nlisten = [{ addr = \"127.0.0.1:80\", proxy_protocol = \"yes\" }]", "gateway.listen[0].proxy_protocol", "expected true or false"),
         ("[gateway]\ntrusted_proxies = [\"10.0.0.0/33\"]", "gateway.trusted_proxies[0]", "expected a network"),
+        ("[[app]]\nname = \"a\"\ncommand = [\"x\"]\nroutes = [\"/\"]\ninstances = 4\nmax_instances = 2", "app[0].max_instances", "at least 4"),
         ("[gateway]\nworkers = 2000", "gateway.workers", "expected an integer from 0 to 1024, found 2000"),
         ("[gateway]\nworkers = \"4\"", "gateway.workers", "expected an integer from 0 to 1024, found a string"),
         ("[gateway.timeouts]\nconnect = 5", "gateway.timeouts.connect", "add a unit"),

@@ -19,6 +19,12 @@ impl Actor {
         if instances == 0 {
             return Err(ControlError::Refused("scale: at least 1 instance".into()));
         }
+        if instances > self.app.max_instances {
+            return Err(ControlError::Refused(format!(
+                "scale: at most {} instances (app.max_instances)",
+                self.app.max_instances
+            )));
+        }
         let from = self.target;
         self.target = instances;
         let active: Vec<u32> = self

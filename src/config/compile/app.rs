@@ -38,6 +38,19 @@ pub(super) fn app(
     let retry = t.get(cx, "retry", |f, cx| retry(cx, f)).unwrap_or_default();
     let autoheal = t.get(cx, "autoheal", |f, cx| autoheal(cx, f));
     let autoscale = t.get(cx, "autoscale", |f, cx| autoscale(cx, f));
+    let floor = instances.max(autoscale.as_ref().map_or(1, |a: &Autoscale| a.max));
+    let max_instances = match t.take("max_instances") {
+        Some(f) => f.u32(cx, 1).inspect(|&n| {
+            if n < floor {
+                f.error(
+                    cx,
+                    format!("must be at least {floor} (instances and autoscale.max), found {n}"),
+                );
+            }
+        }),
+        None => None,
+    }
+    .unwrap_or(DEFAULT_MAX_INSTANCES.max(floor));
     t.finish(cx);
     Some(App {
         name: name?,
@@ -45,6 +58,7 @@ pub(super) fn app(
         cwd,
         env,
         instances,
+        max_instances,
         routes: routes?,
         max_concurrency,
         queue,
@@ -56,6 +70,9 @@ pub(super) fn app(
         autoscale,
     })
 }
+
+/// `max_instances` when not set (and not below `instances` or `autoscale.max`).
+pub(super) const DEFAULT_MAX_INSTANCES: u32 = 64;
 
 /// A command line: a non-empty array of strings whose first is not empty.
 pub(super) fn argv(cx: &mut Ctx, f: &Field) -> Option<Vec<String>> {
