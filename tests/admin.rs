@@ -257,13 +257,20 @@ fn a_page_on_another_host_name_gets_nothing_dns_rebinding() {
     )
     .unwrap();
     assert_eq!(rebound.status, 403, "{}", rebound.text());
-    assert!(rebound.text().contains("DNS rebinding"), "{}", rebound.text());
+    assert!(
+        rebound.text().contains("DNS rebinding"),
+        "{}",
+        rebound.text()
+    );
     assert!(a.received().is_empty(), "{:?}", a.received());
     let local = request(
         a.addr,
         "GET",
         "/api/v1/status",
-        &[("Authorization", &auth), ("Host", &format!("localhost:{}", a.addr.port()))],
+        &[
+            ("Authorization", &auth),
+            ("Host", &format!("localhost:{}", a.addr.port())),
+        ],
         b"",
     )
     .unwrap();

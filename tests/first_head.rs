@@ -94,3 +94,77 @@ fn underscore_header_names_are_dropped_unless_allowed() {
     let r = get(open.addr, "/echo", &[("X_User", "admin")]);
     assert!(r.text().to_ascii_lowercase().contains("x_user: admin"));
 }
+
+#[test]
+fn a_later_request_head_that_trickles_in_gets_408() {
+    let app = DemoApp::start();
+    let gw = Gateway::start(&format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n[gateway.timeouts]\nclient_header = \"1s\"\nclient_idle = \"30s\"\n\n\
+         [[upstream]]\nname = \"app\"\nservers = [\"{}\"]\nroutes = [\"/\"]\n",
+        app.addr
+    ));
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 4096];
+    let n = s.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    // The next head, a byte every 200 ms: never complete.
+    let t = Instant::now();
+    let mut trickle = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+            if trickle.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let took = t.elapsed();
+    let _ = writer.join();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("proxy-status: healgate; error=http_request_error"),
+        "{text}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "408 after {took:?}, not held"
+    );
+    let logged = common::eventually(Duration::from_secs(5), || {
+        gw.jsonl("access.jsonl")
+            .into_iter()
+            .find(|e| e["status"] == 408)
+    })
+    .expect("the 408 in the access log");
+    assert!(
+        logged["details"]
+            .as_str()
+            .unwrap_or("")
+            .contains("keep-alive"),
+        "{logged}"
+    );
+}
+
+#[test]
+fn a_later_request_with_150_header_fields_is_served_like_the_first() {
+    let up = common::upstreams::ok("ok");
+    let gw = Gateway::start(&format!(
+        "[[upstream]]\nname = \"app\"\nservers = [\"{}\"]\nroutes = [\"/\"]\n",
+        up.addr
+    ));
+    let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..150 {
+        head.push_str(&format!("X-F{i}: {i}\r\n"));
+    }
+    let first = format!("{head}\r\n");
+    let second = format!("{head}Connection: close\r\n\r\n");
+    let (answer, _) = send(&gw, format!("{first}{second}").as_bytes());
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    assert!(!answer.contains("HTTP/1.1 431"), "{answer}");
+}

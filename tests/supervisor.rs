@@ -303,7 +303,10 @@ fn scale_up_and_down() {
     // Bounded: a typo cannot start a thousand processes.
     let (code, out, err) = gw.cli(&["scale", "web", "1000"]);
     assert_ne!(code, 0, "{out}{err}");
-    assert!(format!("{out}{err}").contains("at most 3 instances"), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("at most 3 instances"),
+        "{out}{err}"
+    );
     let (code, out, err) = gw.cli(&["scale", "web", "3"]);
     assert_eq!(code, 0, "{out}{err}");
     gw.wait_ready("web", 3);

@@ -450,10 +450,20 @@ mod tests {
                 .unwrap();
             host_allowed(&req).is_ok()
         };
-        for ok in ["127.0.0.1:9901", "localhost:1", "LOCALHOST", "[::1]:9901", "10.0.0.5"] {
+        for ok in [
+            "127.0.0.1:9901",
+            "localhost:1",
+            "LOCALHOST",
+            "[::1]:9901",
+            "10.0.0.5",
+        ] {
             assert!(with(ok), "{ok}");
         }
-        for bad in ["evil.example:9901", "127.0.0.1.nip.io:9901", "attacker.test"] {
+        for bad in [
+            "evil.example:9901",
+            "127.0.0.1.nip.io:9901",
+            "attacker.test",
+        ] {
             assert!(!with(bad), "{bad}");
         }
         let bare = Request::get("/").body(()).unwrap();

@@ -20,6 +20,8 @@ pub struct Client {
     pub waiting: std::sync::atomic::AtomicU32,
     /// Writes to the client (a streaming response is not idle).
     pub writes: std::sync::atomic::AtomicU64,
+    /// Reads from the client that brought bytes (a next request head arriving).
+    pub reads: std::sync::atomic::AtomicU64,
 }
 
 impl Client {
@@ -35,6 +37,7 @@ impl Client {
             started: Default::default(),
             waiting: Default::default(),
             writes: Default::default(),
+            reads: Default::default(),
         }
     }
 }

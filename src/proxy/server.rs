@@ -58,6 +58,8 @@ pub async fn serve(
         // Idle connections are closed by `idle_watchdog`, not by a timer per request.
         .header_read_timeout(None::<Duration>)
         .max_buf_size((gw.limits.request_header + 8192).max(8192))
+        // As many fields as the first head's check takes (hyper's default is 100).
+        .max_headers(256)
         .keep_alive(true);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
@@ -258,12 +260,37 @@ async fn connection(
     let served = if h2_preface {
         let conn = builder.h2.serve_connection(io, svc);
         let stop = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
-        drive(conn, stop, &client, idle, shutdown).await
+        // h2 frames (PING, WINDOW_UPDATE) arrive between requests: no head clock.
+        match drive(conn, stop, &client, idle, None, shutdown).await {
+            Ended::Done(r) => Some(r),
+            Ended::Idle | Ended::SlowHead(..) => None,
+        }
     } else {
         // With upgrades: a `101` from the peer hands the connection to a tunnel.
         let conn = builder.h1.serve_connection(io, svc).with_upgrades();
         let stop = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
-        drive(conn, stop, &client, idle, shutdown).await
+        match drive(conn, stop, &client, idle, Some(header_timeout), shutdown).await {
+            Ended::Done(r) => Some(r),
+            Ended::Idle => None,
+            Ended::SlowHead(conn, waited) => {
+                // A later request head trickling in (a keep-alive slowloris): the same
+                // 408 page the first head gets, then close.
+                if let Some(parts) = conn.into_parts() {
+                    let n = client.started.load(Ordering::Relaxed) + 1;
+                    let got = parts.read_buf.len();
+                    let mut stream = parts.io.into_inner().inner;
+                    let e = ProxyError::new(
+                        Cause::ClientTimeout,
+                        format!(
+                            "request {n} on a keep-alive connection: header not complete within {header_timeout:?} ({got} bytes received)"
+                        ),
+                    );
+                    let began = Instant::now().checked_sub(waited).unwrap_or(start);
+                    write_raw_error(&gateway, &mut stream, e, addr, began).await;
+                }
+                return;
+            }
+        }
     };
     match served {
         Some(Err(e)) if e.is_parse() || e.is_parse_too_large() => {
@@ -298,43 +325,73 @@ fn log_unparsed(gw: &Arc<Gateway>, client: &Client, e: &hyper::Error) {
     });
 }
 
+/// How a served connection ended.
+enum Ended<F, E> {
+    Done(Result<(), E>),
+    /// Idle for a whole `client_idle`: closed.
+    Idle,
+    /// A request head began arriving and is not complete after this long (the
+    /// connection, to write the 408 on).
+    SlowHead(F, Duration),
+}
+
 /// Run a client connection until it ends. When `shutdown` turns true, `stop` asks
-/// it to finish gracefully (the request in flight completes, keep-alive ends). It is
-/// closed when idle for a whole `client_idle` period: no request started, none
-/// waiting for its response, nothing written. One timer per connection, re-armed
-/// once a period (hyper's per-request header timer cost about 5% of the gateway's
-/// instructions per request). A client that trickles a request head never starts a
-/// request, so it is closed too.
+/// it to finish gracefully (the request in flight completes, keep-alive ends). One
+/// timer per connection, re-armed once a tick (hyper's per-request header timer cost
+/// about 5% of the gateway's instructions per request), watches two clocks:
+/// - idle: no request started, none waiting for its response, nothing read or
+///   written for a whole `client_idle`: closed;
+/// - head (`client_header`, HTTP/1.1 only): bytes of a next request arrived but no
+///   request started for that long: a slow head, answered 408 by the caller.
 async fn drive<F, E>(
-    conn: F,
+    mut conn: F,
     stop: impl Fn(Pin<&mut F>),
     client: &Client,
     idle: Duration,
+    head: Option<Duration>,
     mut shutdown: watch::Receiver<bool>,
-) -> Option<Result<(), E>>
+) -> Ended<F, E>
 where
-    F: std::future::Future<Output = Result<(), E>>,
+    F: std::future::Future<Output = Result<(), E>> + Unpin,
 {
-    tokio::pin!(conn);
+    let tick = head.map_or(idle, |h| h.min(idle));
     let mut stopping = false;
     let snapshot = || {
         (
             client.started.load(Ordering::Relaxed),
             client.writes.load(Ordering::Relaxed),
+            client.reads.load(Ordering::Relaxed),
         )
     };
     let mut last = snapshot();
+    let mut active_at = Instant::now();
+    let mut head_since: Option<Instant> = None;
     loop {
         tokio::select! {
-            r = &mut conn => return Some(r),
+            r = &mut conn => return Ended::Done(r),
             _ = shutdown.wait_for(|stop| *stop), if !stopping => {
                 stopping = true;
-                stop(conn.as_mut());
+                stop(Pin::new(&mut conn));
             }
-            _ = tokio::time::sleep(idle) => {
+            _ = tokio::time::sleep(tick) => {
                 let now = snapshot();
-                if now == last && client.waiting.load(Ordering::Relaxed) == 0 {
-                    return None;
+                let at = Instant::now();
+                let waiting = client.waiting.load(Ordering::Relaxed) > 0;
+                if now != last {
+                    active_at = at;
+                }
+                if now.0 != last.0 || waiting {
+                    head_since = None;
+                } else if now.2 != last.2 && head_since.is_none() {
+                    head_since = Some(at);
+                }
+                if let (Some(since), Some(limit)) = (head_since, head) {
+                    if at - since + tick >= limit && !stopping {
+                        return Ended::SlowHead(conn, at - since + tick);
+                    }
+                }
+                if !waiting && at - active_at >= idle {
+                    return Ended::Idle;
                 }
                 last = now;
             }
@@ -523,7 +580,7 @@ async fn write_raw_error(
 struct Rewind<S> {
     prefix: Bytes,
     inner: S,
-    /// Counts writes, for the idle watchdog.
+    /// Counts reads and writes, for the idle watchdog.
     client: Arc<Client>,
 }
 
@@ -539,7 +596,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             buf.put_slice(&chunk);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.client.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 }
 
