@@ -22,7 +22,7 @@ impl Limited {
     fn start(config: &str, nofile: u32) -> Limited {
         let dir = TempDir::new("nofile");
         let cfg = format!(
-            "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\nworkers = 1\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{config}"
+            "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\nworkers = 1\n[gateway.limits]\nmax_connections = 10000\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{config}"
         );
         let path = dir.path().join("healgate.toml");
         std::fs::write(&path, cfg).unwrap();

@@ -168,3 +168,50 @@ fn a_later_request_with_150_header_fields_is_served_like_the_first() {
     assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
     assert!(!answer.contains("HTTP/1.1 431"), "{answer}");
 }
+
+#[test]
+fn beyond_max_connections_new_ones_wait_in_the_backlog() {
+    let up = common::upstreams::ok("ok");
+    let gw = Gateway::start(&format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n[gateway.limits]\nmax_connections = 2\n\n\
+         [[upstream]]\nname = \"app\"\nservers = [\"{}\"]\nroutes = [\"/\"]\n",
+        up.addr
+    ));
+    let ask = |s: &mut std::net::TcpStream, wait: Duration| -> Option<String> {
+        s.set_read_timeout(Some(wait)).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let mut a = std::net::TcpStream::connect(gw.addr).unwrap();
+    let mut b = std::net::TcpStream::connect(gw.addr).unwrap();
+    assert!(ask(&mut a, Duration::from_secs(5))
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+    assert!(ask(&mut b, Duration::from_secs(5))
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+    // The third waits: connected (the kernel's backlog) but not served.
+    let mut c = std::net::TcpStream::connect(gw.addr).unwrap();
+    assert_eq!(
+        ask(&mut c, Duration::from_millis(700)),
+        None,
+        "served beyond the limit"
+    );
+    // One closes: the waiting one is served, its request intact.
+    drop(a);
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = c.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let said = common::eventually(Duration::from_secs(5), || {
+        gw.stderr().contains("limits.max_connections").then_some(())
+    });
+    assert!(said.is_some(), "{}", gw.stderr());
+    drop(b);
+}

@@ -81,6 +81,11 @@ pub struct Limits {
     pub request_header: usize,
     /// Response header section, bytes. Default 64KiB. → 502 http_response_header_section_size.
     pub response_header: usize,
+    /// Client connections served at once; beyond it new connections wait in the
+    /// listen backlog (never an out-of-memory). Default `None`: derived from the file
+    /// descriptor limit (half of it, less a reserve, as each may need an upstream
+    /// connection too).
+    pub max_connections: Option<u32>,
 }
 
 /// `[admin]`.
@@ -382,6 +387,7 @@ impl Default for Limits {
         Limits {
             request_header: 32 * 1024,
             response_header: 64 * 1024,
+            max_connections: None,
         }
     }
 }

@@ -71,19 +71,46 @@ pub async fn serve(
         idle: timeouts.client_idle,
     });
 
-    let (conn_tx, mut conn_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(TcpStream, SocketAddr, bool)>();
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel::<Accepted>();
+    let max = max_connections(gw.limits.max_connections);
+    tracing::info!("serving at most {max} client connections at once (limits.max_connections)");
+    let slots = Arc::new(tokio::sync::Semaphore::new(max as usize));
     let mut accept_tasks = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let tx = conn_tx.clone();
         let proxy_protocol = gw.proxy_protocol.get(i).copied().unwrap_or(false);
+        let slots = slots.clone();
         let mut stop = shutdown.clone();
         accept_tasks.push(tokio::spawn(async move {
             let mut failing = AcceptFailures::default();
+            let mut full_since: Option<Instant> = None;
             loop {
+                // A free slot first: at the limit, connections wait in the backlog.
+                let slot = match slots.clone().try_acquire_owned() {
+                    Ok(s) => s,
+                    Err(_) => {
+                        if full_since.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            tracing::warn!(
+                                "{max} client connections open (limits.max_connections): new ones wait in the listen backlog"
+                            );
+                            full_since = Some(Instant::now());
+                        }
+                        tokio::select! {
+                            s = slots.clone().acquire_owned() => match s {
+                                Ok(s) => s,
+                                Err(_) => return,
+                            },
+                            _ = stop.changed() => return,
+                        }
+                    }
+                };
                 tokio::select! {
                     r = l.accept() => match r {
-                        Ok((s, addr)) => { if tx.send((s, addr, proxy_protocol)).is_err() { return; } }
+                        Ok((s, addr)) => {
+                            if tx.send(Accepted { stream: s, addr, proxy_protocol, slot }).is_err() {
+                                return;
+                            }
+                        }
                         Err(e) => {
                             // EMFILE and friends: back off instead of spinning.
                             failing.note(&e);
@@ -100,7 +127,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             c = conn_rx.recv() => {
-                let Some((stream, addr, proxy_protocol)) = c else { break };
+                let Some(Accepted { stream, addr, proxy_protocol, slot }) = c else { break };
                 let _ = stream.set_nodelay(true);
                 let gw = gw.clone();
                 let builder = builder.clone();
@@ -108,6 +135,7 @@ pub async fn serve(
                 let header_timeout = timeouts.client_header;
                 tracker.spawn(async move {
                     connection(gw, builder, stop, stream, (addr, proxy_protocol), header_timeout).await;
+                    drop(slot);
                 });
             }
             _ = shutdown.changed() => break,
@@ -123,6 +151,26 @@ pub async fn serve(
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("grace period of {grace:?} over; closing the remaining connections");
     }
+}
+
+/// A connection accepted, with its slot under `limits.max_connections`.
+struct Accepted {
+    stream: TcpStream,
+    addr: SocketAddr,
+    proxy_protocol: bool,
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// `limits.max_connections`, or half the file descriptor limit less a reserve (each
+/// client connection may need an upstream one, and logs, listeners and instances
+/// need some).
+fn max_connections(configured: Option<u32>) -> u32 {
+    configured.unwrap_or_else(|| {
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(1 << 20);
+        (nofile.saturating_sub(256) / 2).clamp(16, 1 << 20) as u32
+    })
 }
 
 /// Failed accepts (out of file descriptors, usually) are logged once every 10 s with
@@ -594,6 +642,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             let n = self.prefix.len().min(buf.remaining());
             let chunk = self.prefix.split_to(n);
             buf.put_slice(&chunk);
+            if self.prefix.is_empty() {
+                // Let go of the first head's buffer: idle keep-alive connections
+                // should not hold it.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();

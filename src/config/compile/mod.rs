@@ -166,6 +166,9 @@ pub(super) fn gateway(cx: &mut Ctx, t: Option<TableReader>, base: &Path) -> Gate
             &mut g.limits.response_header,
             lt.get(cx, "response_header", header_limit),
         );
+        if let Some(n) = lt.get(cx, "max_connections", |f, cx| f.u32(cx, 1)) {
+            g.limits.max_connections = Some(n);
+        }
         lt.finish(cx);
     }
     set(
