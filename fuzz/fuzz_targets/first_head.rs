@@ -64,7 +64,9 @@ fuzz_target!(|data: &[u8]| {
     if verdict.is_err() || head.starts_with(b"PRI * HTTP/2.0\r\n") {
         return;
     }
-    let mut fields = vec![httparse::EMPTY_HEADER; 1024];
+    // As many fields as the listener parses; beyond them it leaves the head to hyper,
+    // which refuses more than 100.
+    let mut fields = [httparse::EMPTY_HEADER; 256];
     let mut req = httparse::Request::new(&mut fields);
     let parsed = req.parse(head);
     match parsed {
@@ -73,9 +75,6 @@ fuzz_target!(|data: &[u8]| {
         // More fields than the listener parses: hyper refuses those (431/400).
         Err(httparse::Error::TooManyHeaders) => return,
         Err(e) => panic!("accepted, but httparse says {e}"),
-    }
-    if req.headers.len() > 256 {
-        return;
     }
     let named = |n: &str| -> Vec<&[u8]> {
         req.headers
