@@ -7,6 +7,9 @@ pub mod config;
 pub mod demo_app;
 pub mod diagnose;
 pub mod error;
+/// For the fuzz targets in `fuzz/` only: not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod observe;
 pub mod proxy;
 pub mod run;

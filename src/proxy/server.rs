@@ -513,7 +513,7 @@ async fn first_head(
 /// refused, RFC 9112 §2.2 allows a server to) and name HTTP/1.x (or be the h2
 /// preface): HTTP/0.9 and bare-LF heads get their 400 at once instead of waiting for
 /// an end of head that never comes.
-fn check_request_line(buf: &[u8]) -> Result<(), String> {
+pub(crate) fn check_request_line(buf: &[u8]) -> Result<(), String> {
     let Some(end) = buf.iter().position(|&b| b == b'\n') else {
         return Ok(());
     };
@@ -537,7 +537,7 @@ fn check_request_line(buf: &[u8]) -> Result<(), String> {
 /// ambiguous framing (request smuggling) get a 400 with Proxy-Status. Later requests
 /// on the connection are framed by hyper per RFC 9112 §6.3 (Transfer-Encoding wins,
 /// the connection closes after), and re-framed towards the upstream either way.
-fn check_head(buf: &[u8]) -> Result<(), String> {
+pub(crate) fn check_head(buf: &[u8]) -> Result<(), String> {
     if buf.starts_with(b"PRI * HTTP/2.0\r\n") {
         return Ok(());
     }

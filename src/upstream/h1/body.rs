@@ -49,7 +49,7 @@ enum Chunk {
 
 /// What the decoder made of the bytes at hand.
 #[derive(Debug)]
-pub(super) enum Step {
+pub(crate) enum Step {
     /// A piece of the body, or the trailers (which end it).
     Frame(Frame<Bytes>),
     /// The body is complete.
@@ -61,12 +61,12 @@ pub(super) enum Step {
 /// A response body's framing as a state machine over a read buffer: it consumes
 /// what belongs to the body and leaves what follows it.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Decoder {
+pub(crate) struct Decoder {
     state: State,
 }
 
 impl Decoder {
-    pub(super) fn new(framing: Framing) -> Decoder {
+    pub(crate) fn new(framing: Framing) -> Decoder {
         let state = match framing {
             Framing::Length(0) | Framing::Upgrade => State::Done,
             Framing::Length(n) => State::Length(n),
@@ -80,12 +80,12 @@ impl Decoder {
         Decoder { state: State::Done }
     }
 
-    pub(super) fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// The next step from what `buf` holds. `Err`: the framing is broken.
-    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, String> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, String> {
         loop {
             match self.state {
                 State::Done => return Ok(Step::End),
@@ -183,7 +183,7 @@ impl Decoder {
 
     /// The peer closed the connection, with nothing left unread: the end of an
     /// until-close body, a cut-short one otherwise.
-    pub(super) fn eof(&mut self) -> Result<(), String> {
+    pub(crate) fn eof(&mut self) -> Result<(), String> {
         let state = std::mem::replace(&mut self.state, State::Done);
         match state {
             State::UntilClose | State::Done => Ok(()),

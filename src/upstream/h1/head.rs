@@ -71,7 +71,11 @@ fn parse_raw(buf: &BytesMut, fields: &mut [Field], limit: usize) -> Result<Parse
         len,
         code: res.code.unwrap_or(0),
         minor: res.version.unwrap_or(1),
-        reason: res.reason.map(|r| (r.as_ptr() as usize - base, r.len())),
+        // A reason phrase that is not UTF-8 comes back as a `""` outside `buf`: none.
+        reason: res.reason.and_then(|r| {
+            let at = (r.as_ptr() as usize).checked_sub(base)?;
+            (at + r.len() <= len).then_some((at, r.len()))
+        }),
         count,
     }))
 }
@@ -80,7 +84,7 @@ fn parse_raw(buf: &BytesMut, fields: &mut [Field], limit: usize) -> Result<Parse
 /// same few names in every response, and parsing a non-standard one costs a
 /// validation, a lowercase copy and an allocation each time.
 #[derive(Default)]
-pub(super) struct Names(Vec<(Box<[u8]>, HeaderName)>);
+pub(crate) struct Names(Vec<(Box<[u8]>, HeaderName)>);
 
 impl Names {
     /// Most names remembered per connection.
@@ -106,14 +110,14 @@ pub struct Head {
     pub headers: HeaderMap,
     /// The reason phrase when it is not the standard one.
     pub reason: Option<Bytes>,
-    pub(super) framing: Framing,
+    pub(crate) framing: Framing,
     /// The connection may carry another request after this response.
-    pub(super) keep_alive: bool,
+    pub(crate) keep_alive: bool,
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     Length(u64),
     Chunked,
     UntilClose,
@@ -130,14 +134,14 @@ impl Head {
 
 /// Why a response head was refused.
 #[derive(Debug)]
-pub(super) enum Malformed {
+pub(crate) enum Malformed {
     TooLarge(String),
     Invalid(String),
 }
 
 /// Parse a response head at the start of `buf`. On success it is split off `buf`
 /// (header values share its memory: no copies).
-pub(super) fn parse_head(
+pub(crate) fn parse_head(
     buf: &mut BytesMut,
     names: &mut Names,
     method: &Method,
@@ -392,6 +396,19 @@ mod tests {
         let mut small = BytesMut::from(raw.as_str());
         let refused = parse_head(&mut small, &mut Names::default(), &Method::GET, 1024, false);
         assert!(matches!(refused, Err(Malformed::TooLarge(_))));
+    }
+
+    /// Found by the `response_head` fuzz target: `httparse` hands back a reason that
+    /// is not UTF-8 as a `""` that is not in the buffer, and its offset was computed
+    /// as if it were (an overflow, then a slice out of range: a panic).
+    #[test]
+    fn a_reason_that_is_not_utf8_is_dropped_not_a_panic() {
+        let mut buf = BytesMut::from(&b"HTTP/1.0 200 HT\xff\xff\r\nX-Empty:\r\n\r\n"[..]);
+        let h = parse_head(&mut buf, &mut Names::default(), &Method::GET, 1024, false);
+        let h = h.unwrap().unwrap();
+        assert_eq!(h.status.as_u16(), 200);
+        assert_eq!(h.reason, None);
+        assert_eq!(h.headers["x-empty"], "");
     }
 
     #[test]

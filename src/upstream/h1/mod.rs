@@ -11,9 +11,9 @@
 //! framing (`body.rs`). A `101` to an upgrade request hands the raw connection over
 //! ([`Connection::into_tunnel`]).
 
-mod body;
+pub(crate) mod body;
 mod encode;
-mod head;
+pub(crate) mod head;
 
 pub use body::UpstreamBody;
 pub use head::Head;
