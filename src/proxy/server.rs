@@ -561,6 +561,18 @@ pub(crate) fn check_head(buf: &[u8]) -> Result<(), String> {
     if !te.is_empty() && !cl.is_empty() {
         return Err("both Transfer-Encoding and Content-Length (ambiguous framing)".into());
     }
+    if !te.is_empty() && req.version == Some(0) {
+        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+        return Err("Transfer-Encoding in an HTTP/1.0 request (faulty framing)".into());
+    }
+    if let Some(target) = req.path {
+        if !target.bytes().all(|b| b.is_ascii_graphic()) || http::Uri::try_from(target).is_err() {
+            return Err(format!(
+                "the request target is not a valid URI: {:?}",
+                &target[..target.floor_char_boundary(80)]
+            ));
+        }
+    }
     if let Some(last) = te.last() {
         if last
             .rsplit(',')
@@ -573,9 +585,9 @@ pub(crate) fn check_head(buf: &[u8]) -> Result<(), String> {
         }
     }
     if cl.len() > 1
-        || cl
-            .iter()
-            .any(|v| v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()))
+        || cl.iter().any(|v| {
+            v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.parse::<u64>().is_err()
+        })
     {
         return Err(format!("invalid or repeated Content-Length {cl:?}"));
     }
