@@ -569,7 +569,7 @@ pub(crate) fn check_head(buf: &[u8]) -> Result<(), String> {
         if !target.bytes().all(|b| b.is_ascii_graphic()) || http::Uri::try_from(target).is_err() {
             return Err(format!(
                 "the request target is not a valid URI: {:?}",
-                &target[..target.floor_char_boundary(80)]
+                target.chars().take(80).collect::<String>()
             ));
         }
     }
