@@ -41,7 +41,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,8 +93,7 @@ pub fn token(data_dir: &Path, configured: Option<&str>) -> io::Result<String> {
     if let Some(t) = read_token(&path)? {
         return Ok(t);
     }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| with_context(e, format!("creating {}", data_dir.display())))?;
+    create_data_dir(data_dir)?;
     let fresh = random_hex(32)?;
     let created = OpenOptions::new()
         .write(true)
@@ -162,12 +161,20 @@ fn with_context(e: io::Error, doing: String) -> io::Error {
     io::Error::new(e.kind(), format!("{doing}: {e}"))
 }
 
+/// Create `data_dir` (0750, with parents) when it is missing.
+fn create_data_dir(data_dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(data_dir)
+        .map_err(|e| with_context(e, format!("creating {}", data_dir.display())))
+}
+
 /// Record that this process's admin API listens on `addr`: writes
 /// `data_dir/admin.json` = `{"listen":"127.0.0.1:PORT","pid":N}` (atomically, by
 /// rename), creating `data_dir` when needed.
 pub fn write_admin_file(data_dir: &Path, addr: SocketAddr) -> io::Result<()> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| with_context(e, format!("creating {}", data_dir.display())))?;
+    create_data_dir(data_dir)?;
     let path = data_dir.join(ADMIN_FILE);
     let tmp = data_dir.join(format!("{ADMIN_FILE}.{}.tmp", std::process::id()));
     let body = serde_json::json!({

@@ -237,7 +237,7 @@ impl Actor {
         let gen = self.next_gen;
         let id = format!("{}#{n}", self.app.name);
         let file = self.log_file(&id);
-        let tail: Tail = Arc::default();
+        let tail = Tail::default();
         let (exited_tx, exited) = watch::channel(false);
         let (cancel, _) = watch::channel(false);
         let port = match self.ports.take() {
