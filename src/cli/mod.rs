@@ -215,6 +215,10 @@ pub fn main() -> ExitCode {
         Command::Check { config } => match config::load(&config) {
             Ok(checked) => {
                 print_warnings(&checked);
+                // What the machine lacks (PATH, cwd, DNS): warnings, still valid.
+                for w in config::check_environment(&config, &checked) {
+                    eprintln!("{w}");
+                }
                 println!("{}: valid", config.display());
                 ExitCode::SUCCESS
             }

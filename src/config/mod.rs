@@ -157,6 +157,33 @@ pub fn parse(text: &str, file: &Path) -> Result<Checked, Invalid> {
     }
 }
 
+/// What `healgate check` sees on this machine for a valid config read from `path`:
+/// warnings (never errors) for an app command not on PATH and not an existing path, a
+/// missing `cwd`, and an upstream server name the system resolver does not resolve
+/// (all lookups within 2 s), each with its key path and line. Not part of [`parse`]:
+/// a gateway that starts or reloads does not wait for DNS.
+pub fn check_environment(path: &Path, checked: &Checked) -> Vec<Problem> {
+    check_environment_within(path, checked, compile::environment::RESOLVE_WITHIN)
+}
+
+fn check_environment_within(
+    path: &Path,
+    checked: &Checked,
+    within: std::time::Duration,
+) -> Vec<Problem> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(doc) = toml_edit::Document::parse(text.as_str()) else {
+        return Vec::new();
+    };
+    let mut cx = reader::Ctx::new(&text);
+    compile::environment::check(&mut cx, doc.as_table(), &checked.config, within);
+    let mut problems = cx.problems;
+    problems.sort_by_key(|p| (p.line, p.column));
+    problems
+}
+
 /// Reads and checks the config file at `path`. An unreadable file is [`Invalid`] with
 /// one problem (line 0) naming the file and the OS error.
 pub fn load(path: &Path) -> Result<Checked, Invalid> {
