@@ -388,14 +388,22 @@ fn render_status(status: &StatusAnswer) -> String {
             or_dash(app.reason.clone()),
         ]);
         for inst in &app.instances {
+            // No process (crashed, backing off, stopped): nothing to measure.
+            let running = |v: String| {
+                if inst.pid.is_some() {
+                    v
+                } else {
+                    "-".to_owned()
+                }
+            };
             inst_rows.push(vec![
                 inst.id.clone(),
                 or_dash(inst.pid.map(|p| p.to_string())),
-                inst.port.to_string(),
+                running(inst.port.to_string()),
                 inst.state.as_str().to_owned(),
-                duration(inst.uptime_s),
-                format!("{:.1} MiB", inst.memory_bytes as f64 / 1048576.0),
-                format!("{:.2}s", inst.cpu_s),
+                running(duration(inst.uptime_s)),
+                running(format!("{:.1} MiB", inst.memory_bytes as f64 / 1048576.0)),
+                running(format!("{:.2}s", inst.cpu_s)),
                 inst.inflight.to_string(),
                 inst.requests.total.to_string(),
                 inst.requests
@@ -582,5 +590,36 @@ mod tests {
         ] {
             assert!(inst.contains(part), "{part} missing in {inst}");
         }
+    }
+
+    #[test]
+    fn a_non_running_instance_shows_dashes_for_port_memory_and_uptime() {
+        let status = json!({
+            "pid": 42, "uptime_s": 75.0, "version": "0.1.0",
+            "apps": [{
+                "name": "web", "state": "crash_loop", "target": 1, "ready": 0, "queued": 0,
+                "reason": "web#1 exited with code 1",
+                "instances": [{
+                    "id": "web#1", "pid": null, "port": 0, "state": "crash_loop",
+                    "uptime_s": 0.0, "memory_bytes": 0u64, "cpu_s": 0.0,
+                    "inflight": 0, "restarts": 4, "last_exit": "exited with code 1",
+                    "cpu_pct": 0.0, "threads": 0, "open_files": 0,
+                    "requests": {"total": 0, "by_class": {}, "errors": {},
+                                 "p50_ms": null, "p99_ms": null}
+                }]
+            }]
+        });
+        let status: StatusAnswer = serde_json::from_value(status).unwrap();
+        let text = render_status(&status);
+        let inst = text.lines().find(|l| l.starts_with("web#1")).unwrap();
+        let cells: Vec<&str> = inst.split_whitespace().collect();
+        // ID PID PORT STATE UPTIME MEMORY CPU ...
+        assert_eq!(
+            &cells[..5],
+            ["web#1", "-", "-", "crash_loop", "-"],
+            "{inst}"
+        );
+        assert_eq!(cells[5], "-", "memory: {inst}");
+        assert!(!inst.contains("MiB") && !inst.contains("0s "), "{inst}");
     }
 }
