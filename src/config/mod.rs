@@ -204,7 +204,8 @@ pub fn load(path: &Path) -> Result<Checked, Invalid> {
 
 /// The built-in demo (`healgate demo`): the gateway on `listen`, the admin API on `admin`,
 /// and 3 instances of app `demo` running `self_exe demo-app --port {port}` on route `/`,
-/// checked at `/healthz`. Everything else has its default; the admin token comes from
+/// checked at `/healthz`; `errors.details` on (Proxy-Status and pages name the cause).
+/// Everything else has its default; the admin token comes from
 /// env `HEALGATE_ADMIN_TOKEN` when set, else is generated into `data_dir`.
 pub fn demo(data_dir: PathBuf, listen: SocketAddr, admin: SocketAddr, self_exe: &Path) -> Config {
     let command = vec![
@@ -223,7 +224,11 @@ pub fn demo(data_dir: PathBuf, listen: SocketAddr, admin: SocketAddr, self_exe: 
             listen: admin,
             token: std::env::var(TOKEN_ENV).ok().filter(|s| !s.is_empty()),
         },
-        errors: ErrorPages::default(),
+        // The demo shows why: a crash's 502 names the instance and its exit.
+        errors: ErrorPages {
+            details: true,
+            ..ErrorPages::default()
+        },
         upstreams: Vec::new(),
         apps: vec![App {
             name: "demo".to_string(),

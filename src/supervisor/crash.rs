@@ -4,7 +4,7 @@
 use super::app::{Actor, Msg};
 use super::control::ControlError;
 use super::instance::{
-    InstanceState, Proc, BACKOFF_MAX, BACKOFF_MIN, CRASH_LOOP_AFTER, FAST_EXIT, STABLE,
+    InstanceState, Proc, BACKOFF_MAX, BACKOFF_MIN, CRASH_LOOP_AFTER, FAST_EXIT, RECOVERED,
 };
 use super::output::explain;
 use super::process::{self, Ports};
@@ -131,7 +131,8 @@ impl Actor {
             self.drop_removed(n);
             return;
         }
-        if uptime >= STABLE {
+        // A process that served a while recovered the slot: the backoff starts over.
+        if p.served_since.is_some_and(|t| t.elapsed() >= RECOVERED) {
             slot.attempt = 0;
         }
         slot.fast_exits = if uptime < FAST_EXIT {
