@@ -146,3 +146,28 @@ fn unresolved(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_looked_up_on_the_given_path() {
+        assert!(on_path("sh", "/nonexistent:/bin:/usr/bin"));
+        assert!(!on_path("no-such-program-xyz", "/bin:/usr/bin"));
+        assert!(!on_path("sh", ""));
+    }
+
+    #[test]
+    fn names_that_do_not_resolve_are_reported_in_bounded_time() {
+        let names = vec![
+            ("a".to_owned(), "localhost:80".to_owned(), None),
+            ("b".to_owned(), "nosuch-host.invalid:80".to_owned(), None),
+        ];
+        let started = Instant::now();
+        let bad = unresolved(names, Duration::from_secs(2));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!(bad[0].0, "b");
+    }
+}
