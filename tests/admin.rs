@@ -195,6 +195,8 @@ fn exited_with_code_1() -> Event {
         signal_name: None,
         error: None,
         stderr: Vec::new(),
+        error_line: None,
+        error_context: Vec::new(),
     }
 }
 

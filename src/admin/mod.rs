@@ -27,7 +27,9 @@
 //!
 //! Files: [`token`] keeps the generated token in `data_dir/admin.token` (mode 0600);
 //! [`write_admin_file`] records the bound address in `data_dir/admin.json` so that the
-//! CLI verbs ([`client`]) find a gateway whose admin port was 0.
+//! CLI verbs ([`client`]) find a gateway whose admin port was 0, and a copy naming the
+//! data dir in the per-user runtime file ([`runtime_file`]) so that they find it from
+//! any directory.
 
 pub mod client;
 mod routes;
@@ -41,7 +43,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,8 +95,7 @@ pub fn token(data_dir: &Path, configured: Option<&str>) -> io::Result<String> {
     if let Some(t) = read_token(&path)? {
         return Ok(t);
     }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| with_context(e, format!("creating {}", data_dir.display())))?;
+    create_data_dir(data_dir)?;
     let fresh = random_hex(32)?;
     let created = OpenOptions::new()
         .write(true)
@@ -162,24 +163,74 @@ fn with_context(e: io::Error, doing: String) -> io::Error {
     io::Error::new(e.kind(), format!("{doing}: {e}"))
 }
 
-/// Record that this process's admin API listens on `addr`: writes
-/// `data_dir/admin.json` = `{"listen":"127.0.0.1:PORT","pid":N}` (atomically, by
-/// rename), creating `data_dir` when needed.
-pub fn write_admin_file(data_dir: &Path, addr: SocketAddr) -> io::Result<()> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| with_context(e, format!("creating {}", data_dir.display())))?;
-    let path = data_dir.join(ADMIN_FILE);
-    let tmp = data_dir.join(format!("{ADMIN_FILE}.{}.tmp", std::process::id()));
-    let body = serde_json::json!({
-        "listen": addr.to_string(),
-        "pid": std::process::id(),
-    });
+/// Create `data_dir` (0750, with parents) when it is missing.
+fn create_data_dir(data_dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(data_dir)
+        .map_err(|e| with_context(e, format!("creating {}", data_dir.display())))
+}
+
+/// The per-user runtime file naming the last gateway started by this user:
+/// `$XDG_RUNTIME_DIR/healgate/admin.json` when `XDG_RUNTIME_DIR` is set, else
+/// `/tmp/healgate-<uid>/admin.json`. Same content as `data_dir/admin.json` plus
+/// `data_dir` (absolute).
+pub fn runtime_file() -> PathBuf {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("healgate"),
+        None => {
+            std::env::temp_dir().join(format!("healgate-{}", rustix::process::getuid().as_raw()))
+        }
+    };
+    dir.join(ADMIN_FILE)
+}
+
+/// Write `body` to `path` atomically (a temporary file, then rename).
+fn write_atomically(path: &Path, body: &serde_json::Value) -> io::Result<()> {
+    let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
     std::fs::write(&tmp, format!("{body}\n"))
-        .and_then(|()| std::fs::rename(&tmp, &path))
+        .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             with_context(e, format!("writing {}", path.display()))
         })
+}
+
+/// Record that this process's admin API listens on `addr`: writes
+/// `data_dir/admin.json` = `{"listen":"127.0.0.1:PORT","pid":N}` (atomically, by
+/// rename), creating `data_dir` when needed; then the same with `data_dir` in the
+/// per-user [`runtime_file`] (best effort: a failure there is logged, not returned).
+pub fn write_admin_file(data_dir: &Path, addr: SocketAddr) -> io::Result<()> {
+    create_data_dir(data_dir)?;
+    let mut body = serde_json::json!({
+        "listen": addr.to_string(),
+        "pid": std::process::id(),
+    });
+    write_atomically(&data_dir.join(ADMIN_FILE), &body)?;
+    let abs = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    body["data_dir"] = abs.display().to_string().into();
+    let runtime = runtime_file();
+    let written = runtime.parent().map_or(Ok(()), |dir| {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| with_context(e, format!("creating {}", dir.display())))
+    });
+    if let Err(e) = written.and_then(|()| write_atomically(&runtime, &body)) {
+        tracing::warn!("the CLI will not find this gateway from other directories: {e}");
+    }
+    Ok(())
+}
+
+/// What the per-user runtime file says: the data dir and the admin file, when the
+/// file is readable and names a data dir.
+pub fn read_runtime_file() -> Option<(PathBuf, AdminFile)> {
+    let text = std::fs::read_to_string(runtime_file()).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let data_dir = PathBuf::from(v.get("data_dir")?.as_str()?);
+    Some((data_dir, parse_admin_file(&v)?))
 }
 
 /// Remove `data_dir/admin.json` when it is this process's (or unreadable). Best
@@ -192,6 +243,10 @@ pub fn remove_admin_file(data_dir: &Path) {
     };
     if !ours {
         return;
+    }
+    let runtime = runtime_file();
+    if read_runtime_file().is_some_and(|(_, f)| f.pid == Some(std::process::id())) {
+        let _ = std::fs::remove_file(&runtime);
     }
     match std::fs::remove_file(&path) {
         Ok(()) => {}
@@ -212,7 +267,10 @@ pub struct AdminFile {
 /// Read `data_dir/admin.json`; `None` when missing or unreadable.
 pub fn read_admin_file(data_dir: &Path) -> Option<AdminFile> {
     let text = std::fs::read_to_string(data_dir.join(ADMIN_FILE)).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    parse_admin_file(&serde_json::from_str(&text).ok()?)
+}
+
+fn parse_admin_file(v: &serde_json::Value) -> Option<AdminFile> {
     let listen = v.get("listen")?.as_str()?.parse().ok()?;
     let pid = v
         .get("pid")

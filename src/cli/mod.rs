@@ -121,11 +121,16 @@ enum Command {
 /// Which gateway a verb talks to.
 #[derive(Args)]
 struct Target {
-    /// The running gateway's config file (default healgate.toml; when that does not
-    /// exist, the demo's defaults: data dir ./healgate-data, admin 127.0.0.1:9901).
+    /// The running gateway's config file. Without it: ./healgate.toml, else the data
+    /// dir in env HEALGATE_DATA_DIR, else ./healgate-data when a gateway recorded
+    /// itself there, else the last gateway this user started (the per-user runtime
+    /// file), else the demo's defaults (./healgate-data, admin 127.0.0.1:9901).
     #[arg(short, long)]
     config: Option<PathBuf>,
 }
+
+/// The environment variable naming a running gateway's data dir (for CLI verbs).
+const DATA_DIR_ENV: &str = "HEALGATE_DATA_DIR";
 
 /// Where a running gateway keeps its files and its admin API, from its config.
 struct Resolved {
@@ -134,23 +139,40 @@ struct Resolved {
     token: Option<String>,
 }
 
+fn env_token() -> Option<String> {
+    std::env::var(config::TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// A gateway found by its data dir (its `admin.json`, else the default admin address).
+fn by_data_dir(data_dir: PathBuf, said: String) -> Resolved {
+    eprintln!("healgate: using {said}");
+    Resolved {
+        data_dir,
+        admin_listen: config::Admin::default().listen,
+        token: env_token(),
+    }
+}
+
+fn alive(pid: Option<u32>) -> bool {
+    pid.is_none_or(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+}
+
 impl Target {
-    /// Read the config (or fall back to the demo's defaults when no `-c` was given and
-    /// `healgate.toml` does not exist). An invalid config is printed; `Err` is the exit code.
+    /// Find the gateway: `-c`, then `./healgate.toml`, then `HEALGATE_DATA_DIR`, then
+    /// `./healgate-data` with an `admin.json`, then the per-user runtime file of a
+    /// gateway still alive, then the demo's defaults. Says on stderr which it used
+    /// (except for `-c`). An invalid config is printed; `Err` is the exit code.
     fn resolve(&self) -> Result<Resolved, ExitCode> {
         let path = match &self.config {
             Some(p) => p.clone(),
             None => {
                 let p = PathBuf::from(DEFAULT_CONFIG);
                 if !p.exists() {
-                    return Ok(Resolved {
-                        data_dir: config::Gateway::default().data_dir,
-                        admin_listen: config::Admin::default().listen,
-                        token: std::env::var(config::TOKEN_ENV)
-                            .ok()
-                            .filter(|t| !t.is_empty()),
-                    });
+                    return Ok(Target::discover());
                 }
+                eprintln!("healgate: using ./{DEFAULT_CONFIG}");
                 p
             }
         };
@@ -179,6 +201,36 @@ impl Target {
                 eprintln!("{invalid}");
                 Err(ExitCode::FAILURE)
             }
+        }
+    }
+}
+
+impl Target {
+    /// No config file: the gateway recorded by env, local data dir or runtime file.
+    fn discover() -> Resolved {
+        if let Some(d) = std::env::var_os(DATA_DIR_ENV).filter(|d| !d.is_empty()) {
+            let d = PathBuf::from(d);
+            let said = format!("{DATA_DIR_ENV}={}", d.display());
+            return by_data_dir(d, said);
+        }
+        let local = config::Gateway::default().data_dir;
+        if crate::admin::read_admin_file(&local).is_some_and(|f| alive(f.pid)) {
+            let said = format!("the gateway recorded in ./{}", local.display());
+            return by_data_dir(local, said);
+        }
+        if let Some((d, f)) = crate::admin::read_runtime_file().filter(|(_, f)| alive(f.pid)) {
+            let said = format!(
+                "the gateway recorded in {} (pid {}, data dir {})",
+                crate::admin::runtime_file().display(),
+                f.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                d.display()
+            );
+            return by_data_dir(d, said);
+        }
+        Resolved {
+            data_dir: local,
+            admin_listen: config::Admin::default().listen,
+            token: env_token(),
         }
     }
 }
@@ -215,6 +267,10 @@ pub fn main() -> ExitCode {
         Command::Check { config } => match config::load(&config) {
             Ok(checked) => {
                 print_warnings(&checked);
+                // What the machine lacks (PATH, cwd, DNS): warnings, still valid.
+                for w in config::check_environment(&config, &checked) {
+                    eprintln!("{w}");
+                }
                 println!("{}: valid", config.display());
                 ExitCode::SUCCESS
             }
@@ -384,14 +440,22 @@ fn render_status(status: &StatusAnswer) -> String {
             or_dash(app.reason.clone()),
         ]);
         for inst in &app.instances {
+            // No process (crashed, backing off, stopped): nothing to measure.
+            let running = |v: String| {
+                if inst.pid.is_some() {
+                    v
+                } else {
+                    "-".to_owned()
+                }
+            };
             inst_rows.push(vec![
                 inst.id.clone(),
                 or_dash(inst.pid.map(|p| p.to_string())),
-                inst.port.to_string(),
+                running(inst.port.to_string()),
                 inst.state.as_str().to_owned(),
-                duration(inst.uptime_s),
-                format!("{:.1} MiB", inst.memory_bytes as f64 / 1048576.0),
-                format!("{:.2}s", inst.cpu_s),
+                running(duration(inst.uptime_s)),
+                running(format!("{:.1} MiB", inst.memory_bytes as f64 / 1048576.0)),
+                running(format!("{:.2}s", inst.cpu_s)),
                 inst.inflight.to_string(),
                 inst.requests.total.to_string(),
                 inst.requests
@@ -578,5 +642,36 @@ mod tests {
         ] {
             assert!(inst.contains(part), "{part} missing in {inst}");
         }
+    }
+
+    #[test]
+    fn a_non_running_instance_shows_dashes_for_port_memory_and_uptime() {
+        let status = json!({
+            "pid": 42, "uptime_s": 75.0, "version": "0.1.0",
+            "apps": [{
+                "name": "web", "state": "crash_loop", "target": 1, "ready": 0, "queued": 0,
+                "reason": "web#1 exited with code 1",
+                "instances": [{
+                    "id": "web#1", "pid": null, "port": 0, "state": "crash_loop",
+                    "uptime_s": 0.0, "memory_bytes": 0u64, "cpu_s": 0.0,
+                    "inflight": 0, "restarts": 4, "last_exit": "exited with code 1",
+                    "cpu_pct": 0.0, "threads": 0, "open_files": 0,
+                    "requests": {"total": 0, "by_class": {}, "errors": {},
+                                 "p50_ms": null, "p99_ms": null}
+                }]
+            }]
+        });
+        let status: StatusAnswer = serde_json::from_value(status).unwrap();
+        let text = render_status(&status);
+        let inst = text.lines().find(|l| l.starts_with("web#1")).unwrap();
+        let cells: Vec<&str> = inst.split_whitespace().collect();
+        // ID PID PORT STATE UPTIME MEMORY CPU ...
+        assert_eq!(
+            &cells[..5],
+            ["web#1", "-", "-", "crash_loop", "-"],
+            "{inst}"
+        );
+        assert_eq!(cells[5], "-", "memory: {inst}");
+        assert!(!inst.contains("MiB") && !inst.contains("0s "), "{inst}");
     }
 }

@@ -157,6 +157,33 @@ pub fn parse(text: &str, file: &Path) -> Result<Checked, Invalid> {
     }
 }
 
+/// What `healgate check` sees on this machine for a valid config read from `path`:
+/// warnings (never errors) for an app command not on PATH and not an existing path, a
+/// missing `cwd`, and an upstream server name the system resolver does not resolve
+/// (all lookups within 2 s), each with its key path and line. Not part of [`parse`]:
+/// a gateway that starts or reloads does not wait for DNS.
+pub fn check_environment(path: &Path, checked: &Checked) -> Vec<Problem> {
+    check_environment_within(path, checked, compile::environment::RESOLVE_WITHIN)
+}
+
+fn check_environment_within(
+    path: &Path,
+    checked: &Checked,
+    within: std::time::Duration,
+) -> Vec<Problem> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(doc) = toml_edit::Document::parse(text.as_str()) else {
+        return Vec::new();
+    };
+    let mut cx = reader::Ctx::new(&text);
+    compile::environment::check(&mut cx, doc.as_table(), &checked.config, within);
+    let mut problems = cx.problems;
+    problems.sort_by_key(|p| (p.line, p.column));
+    problems
+}
+
 /// Reads and checks the config file at `path`. An unreadable file is [`Invalid`] with
 /// one problem (line 0) naming the file and the OS error.
 pub fn load(path: &Path) -> Result<Checked, Invalid> {
@@ -177,7 +204,8 @@ pub fn load(path: &Path) -> Result<Checked, Invalid> {
 
 /// The built-in demo (`healgate demo`): the gateway on `listen`, the admin API on `admin`,
 /// and 3 instances of app `demo` running `self_exe demo-app --port {port}` on route `/`,
-/// checked at `/healthz`. Everything else has its default; the admin token comes from
+/// checked at `/healthz`; `errors.details` on (Proxy-Status and pages name the cause).
+/// Everything else has its default; the admin token comes from
 /// env `HEALGATE_ADMIN_TOKEN` when set, else is generated into `data_dir`.
 pub fn demo(data_dir: PathBuf, listen: SocketAddr, admin: SocketAddr, self_exe: &Path) -> Config {
     let command = vec![
@@ -196,7 +224,11 @@ pub fn demo(data_dir: PathBuf, listen: SocketAddr, admin: SocketAddr, self_exe: 
             listen: admin,
             token: std::env::var(TOKEN_ENV).ok().filter(|s| !s.is_empty()),
         },
-        errors: ErrorPages::default(),
+        // The demo shows why: a crash's 502 names the instance and its exit.
+        errors: ErrorPages {
+            details: true,
+            ..ErrorPages::default()
+        },
         upstreams: Vec::new(),
         apps: vec![App {
             name: "demo".to_string(),

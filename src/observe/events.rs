@@ -84,8 +84,15 @@ pub enum Event {
         signal_name: Option<&'static str>,
         /// Why it could not be started or waited for.
         error: Option<String>,
-        /// Its last stderr lines (up to 5).
+        /// Its last stderr lines (up to 10), redacted.
         stderr: Vec<String>,
+        /// The stderr line that explains the exit (an error, exception or panic;
+        /// else the last meaningful line), redacted; also the end of `reason`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error_line: Option<String>,
+        /// A few stderr lines around `error_line`.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        error_context: Vec<String>,
     },
     /// A slot restarts after its backoff.
     InstanceRestarting {
@@ -400,6 +407,8 @@ mod tests {
                     signal_name: None,
                     error: None,
                     stderr: vec!["Traceback".into()],
+                    error_line: None,
+                    error_context: vec![],
                 },
                 &[
                     "instance",

@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -35,13 +36,19 @@ impl JsonlWriter {
     /// Open (append, create with parents) `path` and start its writer thread.
     pub fn open(path: &Path) -> io::Result<JsonlWriter> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
-            })?;
+            // Data dirs 0750, log files 0640: app output and requests are not for others.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
+                })?;
         }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o640)
             .open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
         let (tx, rx) = mpsc::channel::<String>();

@@ -4,13 +4,17 @@
 use super::app::{Actor, Msg};
 use super::control::ControlError;
 use super::instance::{
-    InstanceState, Proc, BACKOFF_MAX, BACKOFF_MIN, CRASH_LOOP_AFTER, FAST_EXIT, STABLE,
+    InstanceState, Proc, BACKOFF_MAX, BACKOFF_MIN, CRASH_LOOP_AFTER, FAST_EXIT, RECOVERED,
 };
+use super::output::explain;
 use super::process::{self, Ports};
 use crate::observe::events::Event;
 use crate::upstream::ExitNotice;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+
+/// Stderr lines in an `instance_exited` event (the last ones).
+const STDERR_IN_EVENT: usize = 10;
 
 /// How a process ended.
 #[derive(Debug)]
@@ -92,13 +96,13 @@ impl Actor {
             Ended::Status(s) => (s.code(), s.signal(), None),
             Ended::SpawnFailed(e) => (None, None, Some(e.clone())),
         };
-        let stderr: Vec<String> = {
-            let tail = p.tail.lock().unwrap_or_else(|x| x.into_inner());
-            tail.iter()
-                .skip(tail.len().saturating_sub(5))
-                .cloned()
-                .collect()
-        };
+        let lines = p.tail.lines();
+        let explained = explain(&lines);
+        let stderr = lines[lines.len().saturating_sub(STDERR_IN_EVENT)..].to_vec();
+        let error_context = explained
+            .as_ref()
+            .map(|e| e.context(&lines).to_vec())
+            .unwrap_or_default();
         self.events.emit(Event::InstanceExited {
             app: app.clone(),
             instance: id.clone(),
@@ -110,6 +114,8 @@ impl Actor {
             signal_name: signal.map(process::signal_name),
             error,
             stderr,
+            error_line: explained.map(|e| e.line),
+            error_context,
         });
         slot.last_exit = Some(reason.clone());
         slot.resting = InstanceState::Crashed;
@@ -125,7 +131,8 @@ impl Actor {
             self.drop_removed(n);
             return;
         }
-        if uptime >= STABLE {
+        // A process that served a while recovered the slot: the backoff starts over.
+        if p.served_since.is_some_and(|t| t.elapsed() >= RECOVERED) {
             slot.attempt = 0;
         }
         slot.fast_exits = if uptime < FAST_EXIT {
@@ -184,7 +191,8 @@ pub(super) fn describe_end(how: &Ended) -> String {
     }
 }
 
-/// `web#2 (pid 4242) exited with code 1 after 0.3s: ModuleNotFoundError: ...`.
+/// `web#2 (pid 4242) exited with code 1 after 0.3s: ModuleNotFoundError: ...`: the
+/// stderr line that explains the exit (`output::explain`), redacted.
 pub(super) fn exit_reason(id: &str, p: &Proc, how: &Ended) -> String {
     let mut s = format!(
         "{id} (pid {}) {} after {:.1}s",
@@ -195,10 +203,9 @@ pub(super) fn exit_reason(id: &str, p: &Proc, how: &Ended) -> String {
     if let Some(why) = &p.failed_start {
         s.push_str(&format!(" ({why})"));
     }
-    let tail = p.tail.lock().unwrap_or_else(|x| x.into_inner());
-    if let Some(last) = tail.iter().rev().find(|l| !l.trim().is_empty()) {
+    if let Some(e) = explain(&p.tail.lines()) {
         s.push_str(": ");
-        s.push_str(last.trim());
+        s.push_str(&e.line);
     }
     s
 }

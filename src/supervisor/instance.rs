@@ -20,8 +20,9 @@ use tokio::sync::{oneshot, watch};
 /// Backoff of the first restart; doubles per fast exit in a row, up to [`BACKOFF_MAX`].
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// An instance that ran this long was stable: its next exit starts the backoff over.
-pub(super) const STABLE: Duration = Duration::from_secs(30);
+/// An instance that served (was ready) this long has recovered: its next exit starts
+/// the backoff over at [`BACKOFF_MIN`].
+pub(super) const RECOVERED: Duration = Duration::from_secs(10);
 /// An exit this soon after start is a fast exit; three in a row is a crash loop.
 pub(super) const FAST_EXIT: Duration = Duration::from_secs(10);
 pub(super) const CRASH_LOOP_AFTER: u32 = 3;
@@ -110,6 +111,8 @@ pub(super) struct Proc {
     pub(super) failed_start: Option<String>,
     /// The last measurement of its process tree.
     pub(super) sample: Option<Sample>,
+    /// When it became ready; `None` while it never was.
+    pub(super) served_since: Option<Instant>,
 }
 
 impl Proc {
@@ -135,6 +138,7 @@ impl Proc {
             tail,
             failed_start: None,
             sample: None,
+            served_since: None,
         }
     }
 }
@@ -237,7 +241,7 @@ impl Actor {
         let gen = self.next_gen;
         let id = format!("{}#{n}", self.app.name);
         let file = self.log_file(&id);
-        let tail: Tail = Arc::default();
+        let tail = Tail::default();
         let (exited_tx, exited) = watch::channel(false);
         let (cancel, _) = watch::channel(false);
         let port = match self.ports.take() {
@@ -420,13 +424,16 @@ impl Actor {
             return;
         };
         if slot.current.as_ref().is_some_and(|p| p.gen == gen) {
-            slot.current.as_mut().expect("checked").state = InstanceState::Ready;
+            let p = slot.current.as_mut().expect("checked");
+            p.state = InstanceState::Ready;
+            p.served_since = Some(Instant::now());
             self.serve_current(n, took);
             return;
         }
         if slot.replacement.as_ref().is_some_and(|(p, _)| p.gen == gen) {
             let (mut new, reason) = slot.replacement.take().expect("checked");
             new.state = InstanceState::Ready;
+            new.served_since = Some(Instant::now());
             let new_pid = new.pid.unwrap_or(0);
             let old = slot.current.replace(new);
             slot.reset_health();

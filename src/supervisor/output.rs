@@ -1,12 +1,14 @@
 //! App output: every line an instance writes to stdout or stderr goes, timestamped,
 //! to `logs/apps/<app>/<instance>.log` (size-rotated), written by one thread so a
 //! slow disk never blocks an app; the last stderr lines stay in memory for crash
-//! reports.
+//! reports (`Tail`), read only redacted, and `explain` picks the line that says why.
 
+use crate::observe::redact::redact;
 use crate::observe::time::rfc3339_millis;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -24,7 +26,11 @@ const MAX_PENDING: usize = 64 * 1024 * 1024;
 /// Longest line kept whole; longer ones are split.
 const MAX_LINE: usize = 64 * 1024;
 /// Stderr lines kept per instance for crash reports.
-pub const TAIL: usize = 20;
+pub const TAIL: usize = 50;
+/// Bytes of stderr kept per instance for crash reports (oldest lines go first).
+pub const TAIL_BYTES: usize = 16 * 1024;
+/// Longest line kept in the tail; longer ones are cut.
+const TAIL_LINE: usize = 1024;
 
 enum Msg {
     Line(Arc<PathBuf>, String),
@@ -39,8 +45,126 @@ pub struct Output {
     dropped: Arc<AtomicUsize>,
 }
 
-/// The last stderr lines of one process.
-pub type Tail = Arc<Mutex<VecDeque<String>>>;
+/// The last stderr lines of one process (at most [`TAIL`] lines, [`TAIL_BYTES`]
+/// bytes), raw in memory; every reader gets them redacted.
+#[derive(Clone, Default)]
+pub struct Tail(Arc<Mutex<TailBuf>>);
+
+#[derive(Default)]
+struct TailBuf {
+    lines: VecDeque<String>,
+    bytes: usize,
+}
+
+impl Tail {
+    /// Keep `line` as the newest, dropping the oldest beyond the bounds.
+    pub fn push(&self, line: &str) {
+        let mut cut = line.len().min(TAIL_LINE);
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let line = &line[..cut];
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        while !t.lines.is_empty() && (t.lines.len() >= TAIL || t.bytes + line.len() > TAIL_BYTES) {
+            let old = t.lines.pop_front().expect("not empty");
+            t.bytes -= old.len();
+        }
+        t.bytes += line.len();
+        t.lines.push_back(line.to_owned());
+    }
+
+    /// The lines, oldest first, with secret-looking values redacted.
+    pub fn lines(&self) -> Vec<String> {
+        let t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        t.lines.iter().map(|l| redact(l).into_owned()).collect()
+    }
+}
+
+/// The line of a crash's stderr that says why, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    /// The explaining line (a panic's message joined to its `panicked at` line).
+    pub line: String,
+    /// Its index in the lines given.
+    pub at: usize,
+}
+
+impl Explained {
+    /// A few lines around the explaining one (up to 3 before, 1 after).
+    pub fn context<'a>(&self, lines: &'a [String]) -> &'a [String] {
+        &lines[self.at.saturating_sub(3)..(self.at + 2).min(lines.len())]
+    }
+}
+
+/// Words that mark a line as naming an error (matched as written).
+const ERROR_MARKS: [&str; 17] = [
+    "panicked at",
+    "Error:",
+    "Exception",
+    "Cannot find module",
+    "SyntaxError",
+    "FATAL",
+    "Fatal",
+    "fatal:",
+    "error:",
+    "ERROR",
+    "CRITICAL",
+    "Uncaught",
+    "Segmentation fault",
+    "Aborted",
+    "Address already in use",
+    "Permission denied",
+    "No such file or directory",
+];
+
+/// Lines that never explain anything (Node's version banner, Rust's backtrace hint).
+fn is_noise(line: &str) -> bool {
+    let t = line.trim();
+    t.is_empty()
+        || t.strip_prefix("Node.js v")
+            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        || t.starts_with("note: run with `RUST_BACKTRACE")
+        || t.starts_with("at ")
+        || t == "^"
+}
+
+/// The line of `lines` (oldest first) that explains a crash: the last line of the
+/// last Python traceback (its exception), else the last line naming an error or
+/// exception (`Error:`, `panicked at`, `Cannot find module`, `FATAL` ...; stack
+/// frames excluded), else the last line that is not noise. `None` when every line
+/// is empty.
+pub fn explain(lines: &[String]) -> Option<Explained> {
+    let at = traceback_end(lines)
+        .or_else(|| {
+            lines
+                .iter()
+                .rposition(|l| !is_noise(l) && ERROR_MARKS.iter().any(|m| l.contains(m)))
+        })
+        .or_else(|| lines.iter().rposition(|l| !is_noise(l)))?;
+    let mut line = lines[at].trim().to_owned();
+    // Rust ≥ 1.73: `thread 'main' panicked at src/main.rs:2:5:` then the message.
+    if line.contains("panicked at") && line.ends_with(':') {
+        if let Some(msg) = lines.get(at + 1).filter(|l| !is_noise(l)) {
+            line.push(' ');
+            line.push_str(msg.trim());
+        }
+    }
+    Some(Explained { line, at })
+}
+
+/// The exception line ending the last `Traceback (most recent call last):`.
+fn traceback_end(lines: &[String]) -> Option<usize> {
+    let start = lines.iter().rposition(|l| {
+        l.trim_start()
+            .starts_with("Traceback (most recent call last)")
+    })?;
+    let indent = lines[start].len() - lines[start].trim_start().len();
+    (start + 1..lines.len()).find(|&i| {
+        let l = &lines[i];
+        let ind = l.len() - l.trim_start().len();
+        !l.trim().is_empty() && ind <= indent
+    })
+}
 
 impl Output {
     /// Start the writer thread.
@@ -102,11 +226,7 @@ impl Output {
             }
             let text = String::from_utf8_lossy(&buf);
             if let Some(t) = &tail {
-                let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
-                if t.len() == TAIL {
-                    t.pop_front();
-                }
-                t.push_back(text.to_string());
+                t.push(&text);
             }
             self.line(
                 &file,
@@ -223,9 +343,17 @@ fn write_one(files: &mut HashMap<Arc<PathBuf>, Open>, path: &Arc<PathBuf>, text:
 
 fn open(path: &Path) -> std::io::Result<Open> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)?;
     }
-    let f = OpenOptions::new().create(true).append(true).open(path)?;
+    // 0640: app output may hold secrets (only redacted copies leave this file).
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
     Ok(Open {
         out: BufWriter::with_capacity(32 * 1024, f),
@@ -251,7 +379,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("healgate-output-{}", std::process::id()));
         let file = Arc::new(dir.join("web#1.log"));
         let out = Output::start();
-        let tail: Tail = Arc::default();
+        let tail = Tail::default();
         let input: &[u8] = b"first\nsecond line\r\nno newline at end";
         out.capture(input, "stderr", file.clone(), Some(tail.clone()))
             .await;
@@ -261,7 +389,77 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[1].ends_with("stderr | second line"), "{}", lines[1]);
         assert!(lines[0].starts_with("20"), "{}", lines[0]);
-        assert_eq!(tail.lock().unwrap().back().unwrap(), "no newline at end");
+        assert_eq!(tail.lines().last().unwrap(), "no newline at end");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_tail_is_bounded_in_lines_and_bytes_and_read_redacted() {
+        let t = Tail::default();
+        for i in 0..200 {
+            t.push(&format!("line {i}"));
+        }
+        let got = t.lines();
+        assert_eq!(got.len(), TAIL);
+        assert_eq!(got.last().unwrap(), "line 199");
+        let t = Tail::default();
+        for _ in 0..40 {
+            t.push(&"x".repeat(5000));
+        }
+        let got = t.lines();
+        assert!(got.iter().map(|l| l.len()).sum::<usize>() <= TAIL_BYTES);
+        assert!(got.iter().all(|l| l.len() == TAIL_LINE));
+        t.push("password=hunter2");
+        assert_eq!(t.lines().last().unwrap(), "password=[redacted]");
+    }
+
+    #[test]
+    fn explain_picks_nodes_error_not_its_version_banner() {
+        let out = lines(
+            "node:internal/modules/cjs/loader:1228\n  throw err;\n  ^\n\nError: Cannot find module 'nosuch'\nRequire stack:\n- /x/[eval]\n    at Module._resolveFilename (node:internal/modules/cjs/loader:1225:15)\n    at Function._load (node:internal/modules/cjs/loader:1051:27) {\n  code: 'MODULE_NOT_FOUND',\n  requireStack: [ '/x/[eval]' ]\n}\n\nNode.js v20.20.2",
+        );
+        let e = explain(&out).unwrap();
+        assert_eq!(e.line, "Error: Cannot find module 'nosuch'");
+        assert_eq!(e.context(&out).last().unwrap(), "Require stack:");
+    }
+
+    #[test]
+    fn explain_picks_a_tracebacks_exception_over_later_log_lines() {
+        let out = lines(
+            "INFO: Uvicorn running on http://127.0.0.1:8000\nTraceback (most recent call last):\n  File \"app.py\", line 3, in <module>\n    raise RuntimeError(\"db gone\")\nRuntimeError: db gone\nINFO: shutting down\n127.0.0.1 - - \"GET / HTTP/1.1\" 200",
+        );
+        assert_eq!(explain(&out).unwrap().line, "RuntimeError: db gone");
+        // A chained traceback: the last one's exception.
+        let out = lines(
+            "Traceback (most recent call last):\n  File \"a\", line 1\nKeyError: 'x'\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"a\", line 3\nValueError: bad",
+        );
+        assert_eq!(explain(&out).unwrap().line, "ValueError: bad");
+    }
+
+    #[test]
+    fn explain_joins_a_rust_panic_to_its_message() {
+        let out = lines(
+            "listening on 8000\nthread 'main' panicked at src/main.rs:4:5:\nthe database is down\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+        );
+        assert_eq!(
+            explain(&out).unwrap().line,
+            "thread 'main' panicked at src/main.rs:4:5: the database is down"
+        );
+    }
+
+    #[test]
+    fn explain_falls_back_to_the_last_meaningful_line() {
+        assert_eq!(
+            explain(&lines("starting\nbye\n\nNode.js v20.20.2"))
+                .unwrap()
+                .line,
+            "bye"
+        );
+        assert_eq!(explain(&lines("\n  \n")), None);
+        assert_eq!(explain(&[]), None);
     }
 }

@@ -87,8 +87,19 @@ fn spawn_here(spec: Spec) -> io::Result<Child> {
         });
     }
     cmd.spawn().map_err(|e| {
-        let what = if !Path::new(program).is_absolute() && e.kind() == io::ErrorKind::NotFound {
+        let not_found = e.kind() == io::ErrorKind::NotFound;
+        let what = if not_found && !spec.cwd.is_dir() {
+            format!(
+                "cannot start {program:?}: its working directory (cwd) {} does not exist",
+                spec.cwd.display()
+            )
+        } else if not_found && Path::new(program).parent() == Some(Path::new("")) {
             format!("cannot start {program:?}: not found on PATH")
+        } else if not_found {
+            format!(
+                "cannot start {program:?}: no such file (cwd {})",
+                spec.cwd.display()
+            )
         } else {
             format!("cannot start {program:?} in {}: {e}", spec.cwd.display())
         };

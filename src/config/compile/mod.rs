@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml_edit::{Table, Value};
 
 mod app;
+pub(crate) mod environment;
 mod shared;
 pub(crate) mod upstream;
 
