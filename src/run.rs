@@ -69,6 +69,12 @@ fn run_with(cfg: Config, path: Option<PathBuf>, demo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Held (locked) for the life of the process: a second gateway on this data_dir
+    // refuses to start.
+    let _pid_file = match lock_data_dir(&cfg.gateway.data_dir) {
+        Ok(f) => f,
+        Err(e) => return fail(&e),
+    };
     let logs = cfg.gateway.data_dir.join("logs");
     let access = if cfg.gateway.access_log {
         match JsonlWriter::open(&logs.join("access.jsonl")) {
@@ -411,18 +417,76 @@ fn listeners_announced(
     Ok(listeners)
 }
 
+/// Lock `data_dir/healgate.pid` (flock, exclusive, without waiting) and write this
+/// process's pid into it. The lock lives as long as the returned file (the kernel
+/// drops it when the process dies, however). Another gateway holding it is an error
+/// naming its pid.
+fn lock_data_dir(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::io::{Read, Seek};
+    std::fs::create_dir_all(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join("healgate.pid");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut other = String::new();
+            let _ = file.read_to_string(&mut other);
+            let other = other.trim();
+            let who = if other.is_empty() {
+                "another gateway".to_owned()
+            } else {
+                format!("another gateway (pid {other})")
+            };
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is in use by {who}: stop it, or give this one its own gateway.data_dir",
+                    dir.display()
+                ),
+            ));
+        }
+        Err(e) => {
+            let e = std::io::Error::from(e);
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("locking {}: {e}", path.display()),
+            ));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
 fn fail(e: &std::io::Error) -> ExitCode {
     eprintln!("healgate: {e}");
     ExitCode::FAILURE
 }
 
-/// Human-readable logs on stderr; `HEALGATE_LOG` (e.g. `debug`, `healgate=trace`) sets the level.
+/// Human-readable logs on stderr, one line each: `HEALGATE_LOG` (e.g. `debug`,
+/// `healgate=trace`) sets the level, else `RUST_LOG`, else `info`; colour only when
+/// stderr is a terminal.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HEALGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let filter = ["HEALGATE_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| {
+            let v = std::env::var(var).ok().filter(|v| !v.trim().is_empty())?;
+            tracing_subscriber::EnvFilter::try_new(v).ok()
+        })
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
