@@ -75,6 +75,10 @@ fn run_with(cfg: Config, path: Option<PathBuf>, demo: bool) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(&e),
     };
+    // Before any instance: it kills their process groups if this process dies.
+    if let Err(e) = supervisor::watchdog::start() {
+        tracing::warn!("{e}: instances' child processes may outlive the gateway if it is killed");
+    }
     let logs = cfg.gateway.data_dir.join("logs");
     let access = if cfg.gateway.access_log {
         match JsonlWriter::open(&logs.join("access.jsonl")) {

@@ -1,0 +1,120 @@
+//! Containment: an instance's whole process tree dies with it, and with the gateway
+//! even when the gateway is killed by SIGKILL.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Kills (SIGKILL) every process and group it was given when dropped, so a failing
+/// test leaves nothing running.
+#[derive(Default)]
+struct Reaper(Vec<u32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            signal(*pid, "KILL");
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is dead for our purpose: it holds no port and runs no code.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// An app whose shell leaves a grandchild that ignores SIGTERM (and gets no
+/// parent-death signal), then execs a real HTTP server; the grandchild's pid goes
+/// to `dir/grandchild.pid`.
+fn config(dir: &Path) -> String {
+    let script = format!(
+        "(trap '' TERM; exec sleep 1000) & echo $! > {}/grandchild.pid; exec python3 -m http.server \"$PORT\" --bind 127.0.0.1",
+        dir.display()
+    );
+    format!(
+        "[[app]]\nname = \"web\"\ncommand = [\"sh\", \"-c\", {script:?}]\ninstances = 1\nroutes = [\"/\"]\nshutdown_grace = \"1s\"\nhealth = {{ path = \"/\", interval = \"500ms\", timeout = \"400ms\" }}\n"
+    )
+}
+
+fn grandchild(dir: &Path) -> u32 {
+    eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(dir.join("grandchild.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .expect("the app wrote its grandchild's pid")
+}
+
+#[test]
+fn grandchildren_die_when_the_gateway_is_killed() {
+    let dir = TempDir::new("contain-kill");
+    let cfg = config(dir.path());
+    let mut gw = Gateway::start_in(dir, &cfg);
+    let mut reaper = Reaper::default();
+    let (_, leader) = gw.wait_ready("web", 1)[0].clone();
+    reaper.0.push(leader);
+    let gc = grandchild(gw.dir.path());
+    reaper.0.push(gc);
+    assert!(alive(gc));
+    let mut child = gw.child.take().unwrap();
+    signal(child.id(), "KILL");
+    let _ = child.wait();
+    let gone = eventually(Duration::from_secs(5), || {
+        (!alive(gc) && !alive(leader)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "after SIGKILL of the gateway: grandchild {gc} alive: {}, instance {leader} alive: {}",
+        alive(gc),
+        alive(leader)
+    );
+}
+
+#[test]
+fn a_recycled_instance_takes_its_grandchildren_with_it() {
+    let dir = TempDir::new("contain-recycle");
+    let cfg = config(dir.path());
+    let gw = Gateway::start_in(dir, &cfg);
+    let mut reaper = Reaper::default();
+    let (_, old) = gw.wait_ready("web", 1)[0].clone();
+    reaper.0.push(old);
+    let gc = grandchild(gw.dir.path());
+    reaper.0.push(gc);
+    std::fs::remove_file(gw.dir.path().join("grandchild.pid")).unwrap();
+    let (code, out, err) = gw.cli(&["recycle", "web#1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let new = eventually(Duration::from_secs(20), || {
+        gw.ready_pids("web")
+            .first()
+            .map(|(_, p)| *p)
+            .filter(|p| *p != old)
+    })
+    .expect("a replacement serves");
+    reaper.0.push(new);
+    reaper.0.push(grandchild(gw.dir.path()));
+    let gone = eventually(Duration::from_secs(10), || {
+        (!alive(gc) && !alive(old)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "after the recycle: old grandchild {gc} alive: {}, old instance {old} alive: {}",
+        alive(gc),
+        alive(old)
+    );
+}
