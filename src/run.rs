@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::observe::access::AccessLog;
 use crate::observe::events::{Event, Events, GATEWAY};
-use crate::observe::jsonl::JsonlWriter;
+use crate::observe::jsonl::{JsonlWriter, Rotation};
 use crate::proxy::route::{Route, Router};
 use crate::proxy::{server, Gateway};
 use crate::supervisor::control::{self, Command, ControlError, Envelope, Handle};
@@ -80,15 +80,24 @@ fn run_with(cfg: Config, path: Option<PathBuf>, demo: bool) -> ExitCode {
         tracing::warn!("{e}: instances' child processes may outlive the gateway if it is killed");
     }
     let logs = cfg.gateway.data_dir.join("logs");
+    let l = &cfg.gateway.logs;
+    let rotation = Rotation {
+        max_size: l.max_size,
+        keep: l.keep,
+    };
+    supervisor::output::set_rotation(Rotation {
+        max_size: l.app_max_size,
+        keep: l.app_keep,
+    });
     let access = if cfg.gateway.access_log {
-        match JsonlWriter::open(&logs.join("access.jsonl")) {
+        match JsonlWriter::open(&logs.join("access.jsonl"), rotation) {
             Ok(w) => Some(w),
             Err(e) => return fail(&e),
         }
     } else {
         None
     };
-    let events_log = match JsonlWriter::open(&logs.join("events.jsonl")) {
+    let events_log = match JsonlWriter::open(&logs.join("events.jsonl"), rotation) {
         Ok(w) => w,
         Err(e) => return fail(&e),
     };
@@ -169,11 +178,21 @@ async fn serve(
         mut term,
         mut int,
         mut hup,
+        mut usr1,
+        mut others,
     } = Signals::new()?;
-    let signal = loop {
+    let signal: String = loop {
         tokio::select! {
-            _ = term.recv() => break "SIGTERM",
-            _ = int.recv() => break "SIGINT",
+            _ = term.recv() => break "SIGTERM".into(),
+            _ = int.recv() => break "SIGINT".into(),
+            Some(name) = others.recv() => {
+                tracing::warn!("{name}: not a signal healgate acts on (TERM/INT stop, HUP reloads, USR1 reopens the logs); stopping as for SIGTERM");
+                break name;
+            }
+            _ = usr1.recv() => {
+                crate::observe::jsonl::reopen();
+                tracing::info!("SIGUSR1: reopening the log files");
+            }
             _ = hup.recv() => {
                 let control = control.clone();
                 tokio::spawn(async move {
@@ -185,7 +204,7 @@ async fn serve(
             }
             Some(envelope) = inbox.recv() => {
                 if let Some(stop) = live.command(envelope).await {
-                    break stop;
+                    break stop.into();
                 }
             }
         }
@@ -207,7 +226,7 @@ async fn serve(
     admin::remove_admin_file(data_dir);
     events.emit(Event::GatewayStopped {
         app: GATEWAY,
-        signal: signal.to_owned(),
+        signal,
     });
     Ok(())
 }
@@ -364,20 +383,65 @@ fn router(pools: &Pools) -> Router {
     Router::new(routes)
 }
 
-/// The signals the gateway acts on, registered once: TERM/INT stop, HUP reloads.
+/// The signals the gateway acts on, registered once: TERM/INT stop, HUP reloads,
+/// USR1 reopens the log files. Every other signal whose default would end the
+/// process silently (or with a core) arrives on `others` by name and stops the
+/// gateway in order, with a log line. SIGPIPE stays ignored (Rust's runtime does it);
+/// SIGCHLD, SIGWINCH, SIGURG and the job-control signals keep their defaults.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    others: mpsc::UnboundedReceiver<String>,
 }
+
+/// The catchable signals that would otherwise end the gateway without a word.
+const UNHANDLED: &[(libc::c_int, &str)] = &[
+    (libc::SIGQUIT, "SIGQUIT"),
+    (libc::SIGUSR2, "SIGUSR2"),
+    (libc::SIGALRM, "SIGALRM"),
+    (libc::SIGVTALRM, "SIGVTALRM"),
+    (libc::SIGPROF, "SIGPROF"),
+    (libc::SIGIO, "SIGIO"),
+    (libc::SIGPWR, "SIGPWR"),
+    (libc::SIGXCPU, "SIGXCPU"),
+    (libc::SIGXFSZ, "SIGXFSZ"),
+    (libc::SIGSTKFLT, "SIGSTKFLT"),
+    (libc::SIGTRAP, "SIGTRAP"),
+];
 
 impl Signals {
     fn new() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
+        let (tx, others) = mpsc::unbounded_channel();
+        let realtime = (libc::SIGRTMIN()..=libc::SIGRTMAX())
+            .map(|n| (n, format!("SIGRTMIN+{}", n - libc::SIGRTMIN())));
+        let all = UNHANDLED
+            .iter()
+            .map(|(n, name)| (*n, (*name).to_owned()))
+            .chain(realtime);
+        for (n, name) in all {
+            match signal(SignalKind::from_raw(n)) {
+                Ok(mut s) => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        while s.recv().await.is_some() {
+                            if tx.send(name.clone()).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(e) => tracing::debug!("{name}: cannot be handled ({e})"),
+            }
+        }
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            others,
         })
     }
 }
