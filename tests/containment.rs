@@ -8,17 +8,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// Kills (SIGKILL) every process and group it was given when dropped, so a failing
-/// test leaves nothing running.
+/// Kills (SIGKILL) every process group (`.0`, instance leaders) and process (`.1`)
+/// it was given when dropped, so a failing test leaves nothing running.
 #[derive(Default)]
-struct Reaper(Vec<u32>);
+struct Reaper(Vec<u32>, Vec<u32>);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        for pid in &self.0 {
+        for pgid in self.0.iter().filter(|p| alive(**p)) {
             let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
+                .args(["-KILL", "--", &format!("-{pgid}")])
                 .status();
+        }
+        for pid in self.1.iter().filter(|p| alive(**p)) {
             signal(*pid, "KILL");
         }
     }
@@ -50,6 +52,23 @@ fn config(dir: &Path) -> String {
     )
 }
 
+/// The gateway's watchdog process (a child whose command line is `__watchdog`).
+fn watchdog_of(gw: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{gw}/task")).ok()?;
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__watchdog"))
+        })
+}
+
 fn grandchild(dir: &Path) -> u32 {
     eventually(Duration::from_secs(10), || {
         std::fs::read_to_string(dir.join("grandchild.pid"))
@@ -70,19 +89,22 @@ fn grandchildren_die_when_the_gateway_is_killed() {
     let (_, leader) = gw.wait_ready("web", 1)[0].clone();
     reaper.0.push(leader);
     let gc = grandchild(gw.dir.path());
-    reaper.0.push(gc);
+    reaper.1.push(gc);
     assert!(alive(gc));
+    let watchdog = watchdog_of(gw.pid()).expect("the gateway has a watchdog");
+    reaper.1.push(watchdog);
     let mut child = gw.child.take().unwrap();
     signal(child.id(), "KILL");
     let _ = child.wait();
     let gone = eventually(Duration::from_secs(5), || {
-        (!alive(gc) && !alive(leader)).then_some(())
+        (!alive(gc) && !alive(leader) && !alive(watchdog)).then_some(())
     });
     assert!(
         gone.is_some(),
-        "after SIGKILL of the gateway: grandchild {gc} alive: {}, instance {leader} alive: {}",
+        "after SIGKILL of the gateway: grandchild {gc} alive: {}, instance {leader} alive: {}, watchdog {watchdog} alive: {}",
         alive(gc),
-        alive(leader)
+        alive(leader),
+        alive(watchdog)
     );
 }
 
@@ -95,7 +117,7 @@ fn a_recycled_instance_takes_its_grandchildren_with_it() {
     let (_, old) = gw.wait_ready("web", 1)[0].clone();
     reaper.0.push(old);
     let gc = grandchild(gw.dir.path());
-    reaper.0.push(gc);
+    reaper.1.push(gc);
     std::fs::remove_file(gw.dir.path().join("grandchild.pid")).unwrap();
     let (code, out, err) = gw.cli(&["recycle", "web#1"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -107,7 +129,7 @@ fn a_recycled_instance_takes_its_grandchildren_with_it() {
     })
     .expect("a replacement serves");
     reaper.0.push(new);
-    reaper.0.push(grandchild(gw.dir.path()));
+    reaper.1.push(grandchild(gw.dir.path()));
     let gone = eventually(Duration::from_secs(10), || {
         (!alive(gc) && !alive(old)).then_some(())
     });
@@ -116,5 +138,26 @@ fn a_recycled_instance_takes_its_grandchildren_with_it() {
         "after the recycle: old grandchild {gc} alive: {}, old instance {old} alive: {}",
         alive(gc),
         alive(old)
+    );
+}
+
+#[test]
+fn grandchildren_die_on_a_normal_stop() {
+    let dir = TempDir::new("contain-stop");
+    let cfg = config(dir.path());
+    let mut gw = Gateway::start_in(dir, &cfg);
+    let mut reaper = Reaper::default();
+    let (_, leader) = gw.wait_ready("web", 1)[0].clone();
+    reaper.0.push(leader);
+    let gc = grandchild(gw.dir.path());
+    reaper.1.push(gc);
+    assert_eq!(gw.terminate().code(), Some(0));
+    let gone = eventually(Duration::from_secs(5), || {
+        (!alive(gc) && !alive(leader)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "after SIGTERM of the gateway: grandchild {gc} alive: {}",
+        alive(gc)
     );
 }
