@@ -237,4 +237,43 @@ mod tests {
         assert!(last_of(read(&two)) < last_of(read(&one)));
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    /// `mv x x.1` then [`reopen`]: the next lines go to a new `x`, nothing is lost, for
+    /// JSONL logs and app output alike.
+    #[tokio::test]
+    async fn reopen_after_a_rename_starts_a_new_file() {
+        use crate::supervisor::output::Output;
+        use std::sync::Arc;
+        let dir = std::env::temp_dir().join(format!("healgate-reopen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let access = dir.join("access.jsonl");
+        let app = Arc::new(dir.join("apps/web/web#1.log"));
+        let w = JsonlWriter::open(&access, Rotation::NEVER).unwrap();
+        let out = Output::start();
+        let tx = w.sender();
+        tx.send("one".into());
+        out.capture(&b"app one\n"[..], "stdout", app.clone(), None)
+            .await;
+        out.flush();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let when = std::time::Instant::now();
+        while read(&access).is_empty() && when.elapsed().as_secs() < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let renamed = |p: &Path| PathBuf::from(format!("{}.1", p.display()));
+        std::fs::rename(&access, renamed(&access)).unwrap();
+        std::fs::rename(&*app, renamed(&app)).unwrap();
+        reopen();
+        tx.send("two".into());
+        out.capture(&b"app two\n"[..], "stdout", app.clone(), None)
+            .await;
+        out.flush();
+        drop(tx);
+        w.close();
+        assert_eq!(read(&renamed(&access)), "one\n");
+        assert_eq!(read(&access), "two\n");
+        assert!(read(&renamed(&app)).ends_with("stdout | app one\n"));
+        assert!(read(&app).ends_with("stdout | app two\n"), "{}", read(&app));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
