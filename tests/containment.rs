@@ -161,3 +161,64 @@ fn grandchildren_die_on_a_normal_stop() {
         alive(gc)
     );
 }
+
+/// The children of `pid` (every thread's).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn gunicorn_workers_die_when_the_gateway_is_killed() {
+    if Command::new("python3")
+        .args(["-c", "import gunicorn"])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        panic!(
+            "this test runs a real gunicorn: `python3 -m pip install gunicorn` (scripts/test does)"
+        );
+    }
+    let dir = TempDir::new("contain-gunicorn");
+    std::fs::write(
+        dir.path().join("app.py"),
+        "def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
+    )
+    .unwrap();
+    let cfg = format!(
+        "[[app]]\nname = \"web\"\ncommand = [\"python3\", \"-m\", \"gunicorn\", \"-w\", \"2\", \"-b\", \"127.0.0.1:{{port}}\", \"app:app\"]\n\
+         cwd = \"{}\"\ninstances = 1\nroutes = [\"/\"]\nhealth = {{ path = \"/\", interval = \"500ms\" }}\n",
+        dir.path().display()
+    );
+    let mut gw = Gateway::start_in(dir, &cfg);
+    let mut reaper = Reaper::default();
+    let (_, master) = gw.wait_ready("web", 1)[0].clone();
+    reaper.0.push(master);
+    let workers = eventually(Duration::from_secs(10), || {
+        let w = children(master);
+        (w.len() == 2).then_some(w)
+    })
+    .expect("two gunicorn workers");
+    reaper.1.extend(&workers);
+    let mut child = gw.child.take().unwrap();
+    signal(child.id(), "KILL");
+    let _ = child.wait();
+    let gone = eventually(Duration::from_secs(3), || {
+        workers.iter().all(|w| !alive(*w)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "gunicorn workers outlived the gateway: {:?}",
+        workers.iter().filter(|w| alive(**w)).collect::<Vec<_>>()
+    );
+}
