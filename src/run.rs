@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::observe::access::AccessLog;
 use crate::observe::events::{Event, Events, GATEWAY};
-use crate::observe::jsonl::JsonlWriter;
+use crate::observe::jsonl::{JsonlWriter, Rotation};
 use crate::proxy::route::{Route, Router};
 use crate::proxy::{server, Gateway};
 use crate::supervisor::control::{self, Command, ControlError, Envelope, Handle};
@@ -69,16 +69,35 @@ fn run_with(cfg: Config, path: Option<PathBuf>, demo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Held (locked) for the life of the process: a second gateway on this data_dir
+    // refuses to start.
+    let _pid_file = match lock_data_dir(&cfg.gateway.data_dir) {
+        Ok(f) => f,
+        Err(e) => return fail(&e),
+    };
+    // Before any instance: it kills their process groups if this process dies.
+    if let Err(e) = supervisor::watchdog::start() {
+        tracing::warn!("{e}: instances' child processes may outlive the gateway if it is killed");
+    }
     let logs = cfg.gateway.data_dir.join("logs");
+    let l = &cfg.gateway.logs;
+    let rotation = Rotation {
+        max_size: l.max_size,
+        keep: l.keep,
+    };
+    supervisor::output::set_rotation(Rotation {
+        max_size: l.app_max_size,
+        keep: l.app_keep,
+    });
     let access = if cfg.gateway.access_log {
-        match JsonlWriter::open(&logs.join("access.jsonl")) {
+        match JsonlWriter::open(&logs.join("access.jsonl"), rotation) {
             Ok(w) => Some(w),
             Err(e) => return fail(&e),
         }
     } else {
         None
     };
-    let events_log = match JsonlWriter::open(&logs.join("events.jsonl")) {
+    let events_log = match JsonlWriter::open(&logs.join("events.jsonl"), rotation) {
         Ok(w) => w,
         Err(e) => return fail(&e),
     };
@@ -159,11 +178,21 @@ async fn serve(
         mut term,
         mut int,
         mut hup,
+        mut usr1,
+        mut others,
     } = Signals::new()?;
-    let signal = loop {
+    let signal: String = loop {
         tokio::select! {
-            _ = term.recv() => break "SIGTERM",
-            _ = int.recv() => break "SIGINT",
+            _ = term.recv() => break "SIGTERM".into(),
+            _ = int.recv() => break "SIGINT".into(),
+            Some(name) = others.recv() => {
+                tracing::warn!("{name}: not a signal healgate acts on (TERM/INT stop, HUP reloads, USR1 reopens the logs); stopping as for SIGTERM");
+                break name;
+            }
+            _ = usr1.recv() => {
+                crate::observe::jsonl::reopen();
+                tracing::info!("SIGUSR1: reopening the log files");
+            }
             _ = hup.recv() => {
                 let control = control.clone();
                 tokio::spawn(async move {
@@ -175,7 +204,7 @@ async fn serve(
             }
             Some(envelope) = inbox.recv() => {
                 if let Some(stop) = live.command(envelope).await {
-                    break stop;
+                    break stop.into();
                 }
             }
         }
@@ -197,7 +226,7 @@ async fn serve(
     admin::remove_admin_file(data_dir);
     events.emit(Event::GatewayStopped {
         app: GATEWAY,
-        signal: signal.to_owned(),
+        signal,
     });
     Ok(())
 }
@@ -354,20 +383,65 @@ fn router(pools: &Pools) -> Router {
     Router::new(routes)
 }
 
-/// The signals the gateway acts on, registered once: TERM/INT stop, HUP reloads.
+/// The signals the gateway acts on, registered once: TERM/INT stop, HUP reloads,
+/// USR1 reopens the log files. Every other signal whose default would end the
+/// process silently (or with a core) arrives on `others` by name and stops the
+/// gateway in order, with a log line. SIGPIPE stays ignored (Rust's runtime does it);
+/// SIGCHLD, SIGWINCH, SIGURG and the job-control signals keep their defaults.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    others: mpsc::UnboundedReceiver<String>,
 }
+
+/// The catchable signals that would otherwise end the gateway without a word.
+const UNHANDLED: &[(libc::c_int, &str)] = &[
+    (libc::SIGQUIT, "SIGQUIT"),
+    (libc::SIGUSR2, "SIGUSR2"),
+    (libc::SIGALRM, "SIGALRM"),
+    (libc::SIGVTALRM, "SIGVTALRM"),
+    (libc::SIGPROF, "SIGPROF"),
+    (libc::SIGIO, "SIGIO"),
+    (libc::SIGPWR, "SIGPWR"),
+    (libc::SIGXCPU, "SIGXCPU"),
+    (libc::SIGXFSZ, "SIGXFSZ"),
+    (libc::SIGSTKFLT, "SIGSTKFLT"),
+    (libc::SIGTRAP, "SIGTRAP"),
+];
 
 impl Signals {
     fn new() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
+        let (tx, others) = mpsc::unbounded_channel();
+        let realtime = (libc::SIGRTMIN()..=libc::SIGRTMAX())
+            .map(|n| (n, format!("SIGRTMIN+{}", n - libc::SIGRTMIN())));
+        let all = UNHANDLED
+            .iter()
+            .map(|(n, name)| (*n, (*name).to_owned()))
+            .chain(realtime);
+        for (n, name) in all {
+            match signal(SignalKind::from_raw(n)) {
+                Ok(mut s) => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        while s.recv().await.is_some() {
+                            if tx.send(name.clone()).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(e) => tracing::debug!("{name}: cannot be handled ({e})"),
+            }
+        }
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            others,
         })
     }
 }
@@ -395,7 +469,7 @@ fn listeners_announced(
              try:\n\
              \x20 curl {url}/                     hello from one instance (run it a few times)\n\
              \x20 curl {url}/slow?ms=2000         a slow request\n\
-             \x20 curl -i {url}/crash             an instance crashes: a truthful 502, and it is restarted\n\
+             \x20 curl -i {url}/crash             an instance crashes: a 502 naming the instance and its exit (the demo turns on errors.details), and it is restarted\n\
              \x20 curl -i {url}/status/503        the app's own 503 passes through untouched\n\
              \x20 curl -H 'Accept: application/json' -H 'Accept-Language: fr' {url}/bad\n\
              \x20 healgate status                   apps, instances, recent events\n\
@@ -411,18 +485,76 @@ fn listeners_announced(
     Ok(listeners)
 }
 
+/// Lock `data_dir/healgate.pid` (flock, exclusive, without waiting) and write this
+/// process's pid into it. The lock lives as long as the returned file (the kernel
+/// drops it when the process dies, however). Another gateway holding it is an error
+/// naming its pid.
+fn lock_data_dir(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::io::{Read, Seek};
+    std::fs::create_dir_all(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join("healgate.pid");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut other = String::new();
+            let _ = file.read_to_string(&mut other);
+            let other = other.trim();
+            let who = if other.is_empty() {
+                "another gateway".to_owned()
+            } else {
+                format!("another gateway (pid {other})")
+            };
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is in use by {who}: stop it, or give this one its own gateway.data_dir",
+                    dir.display()
+                ),
+            ));
+        }
+        Err(e) => {
+            let e = std::io::Error::from(e);
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("locking {}: {e}", path.display()),
+            ));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
 fn fail(e: &std::io::Error) -> ExitCode {
     eprintln!("healgate: {e}");
     ExitCode::FAILURE
 }
 
-/// Human-readable logs on stderr; `HEALGATE_LOG` (e.g. `debug`, `healgate=trace`) sets the level.
+/// Human-readable logs on stderr, one line each: `HEALGATE_LOG` (e.g. `debug`,
+/// `healgate=trace`) sets the level, else `RUST_LOG`, else `info`; colour only when
+/// stderr is a terminal.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HEALGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let filter = ["HEALGATE_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| {
+            let v = std::env::var(var).ok().filter(|v| !v.trim().is_empty())?;
+            tracing_subscriber::EnvFilter::try_new(v).ok()
+        })
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

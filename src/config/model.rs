@@ -51,6 +51,35 @@ pub struct Gateway {
     pub limits: Limits,
     /// How long in-flight requests may finish after SIGTERM. Default 30s.
     pub shutdown_grace: Duration,
+    /// `[gateway.logs]`.
+    pub logs: Logs,
+}
+
+/// `[gateway.logs]`: size-based rotation. A file that grows past its size is renamed
+/// `x.1` (older ones shift to `x.2` ... and the one past the count is deleted) and a
+/// new one is started. SIGUSR1 reopens every log file (for an external logrotate).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logs {
+    /// Rotate `access.jsonl` and `events.jsonl` past this size. Default 100MiB; 0: never.
+    pub max_size: u64,
+    /// Rotated access and event logs kept. Default 5.
+    pub keep: u32,
+    /// Rotate each app instance's output log (`logs/apps/<app>/<instance>.log`) past
+    /// this size. Default 10MiB; 0: never.
+    pub app_max_size: u64,
+    /// Rotated app output logs kept per instance. Default 3.
+    pub app_keep: u32,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Logs {
+            max_size: 100 * 1024 * 1024,
+            keep: 5,
+            app_max_size: 10 * 1024 * 1024,
+            app_keep: 3,
+        }
+    }
 }
 
 /// `[gateway.timeouts]`.
@@ -364,6 +393,7 @@ impl Default for Gateway {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),
+            logs: Logs::default(),
         }
     }
 }

@@ -247,6 +247,57 @@ impl Event {
     }
 }
 
+impl Event {
+    /// How loud it is on stderr: trouble (a crash, a crash loop, a failed recycle or
+    /// reload, the gateway short of resources) at WARN or ERROR, the rest at INFO.
+    pub fn level(&self) -> tracing::Level {
+        match self {
+            Event::CrashLoop { .. } | Event::GatewayResourcesExhausted { .. } => {
+                tracing::Level::ERROR
+            }
+            Event::InstanceExited { .. }
+            | Event::RecycleFailed { .. }
+            | Event::ReloadRestartFailed { .. }
+            | Event::ConfigRejected { .. }
+            | Event::InstanceEjected { .. }
+            | Event::AutohealSuppressed { .. } => tracing::Level::WARN,
+            _ => tracing::Level::INFO,
+        }
+    }
+}
+
+/// An event as one plain stderr line: `event <kind> app=web instance=web#1 pid=123 ...`
+/// (the fields in order, strings quoted only when they hold spaces, quotes or `=`;
+/// lists and objects as compact JSON; newlines escaped). The timestamp is the log
+/// line's own.
+fn plain(value: &Value) -> String {
+    let mut out = String::from("event");
+    let Some(map) = value.as_object() else {
+        return format!("event {value}");
+    };
+    if let Some(kind) = map.get("kind").and_then(Value::as_str) {
+        out.push(' ');
+        out.push_str(kind);
+    }
+    for (k, v) in map {
+        if k == "ts" || k == "kind" || v.is_null() {
+            continue;
+        }
+        let text = match v {
+            Value::String(s)
+                if !s.is_empty()
+                    && !s.chars().any(|c| c.is_whitespace() || c == '"' || c == '=') =>
+            {
+                s.clone()
+            }
+            // JSON quoting escapes newlines and quotes: still one line.
+            other => other.to_string(),
+        };
+        out.push_str(&format!(" {k}={text}"));
+    }
+    out
+}
+
 /// An event as written: when, then the event.
 #[derive(Serialize)]
 struct Line<'a> {
@@ -282,7 +333,12 @@ impl Events {
         // Counting events by kind (`event.kind()`) goes here.
         let value = to_json(&event, SystemTime::now());
         let line = value.to_string();
-        tracing::info!(target: "healgate::event", "{line}");
+        let text = plain(&value);
+        match event.level() {
+            tracing::Level::ERROR => tracing::error!(target: "healgate::event", "{text}"),
+            tracing::Level::WARN => tracing::warn!(target: "healgate::event", "{text}"),
+            _ => tracing::info!(target: "healgate::event", "{text}"),
+        }
         if let Some(sink) = &self.sink {
             sink.send(line);
         }
@@ -321,6 +377,19 @@ fn to_json(event: &Event, at: SystemTime) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_event_on_stderr_is_one_plain_line() {
+        let v = json!({"ts": "2026-01-01T00:00:00.000Z", "kind": "instance_exited",
+            "app": "web", "instance": "web#1", "pid": 12, "reason": "exited with code 1",
+            "stderr": ["Traceback", "  boom\n"], "error": null});
+        let text = plain(&v);
+        assert_eq!(
+            text,
+            r#"event instance_exited app=web instance=web#1 pid=12 reason="exited with code 1" stderr=["Traceback","  boom\n"]"#
+        );
+        assert!(!text.contains('\n') && !text.contains("ts="));
+    }
 
     fn rule() -> Rule {
         Rule {

@@ -34,6 +34,7 @@ mod recycle;
 pub mod sampler;
 mod scale;
 mod status;
+pub mod watchdog;
 
 use crate::config::App;
 use crate::observe::events::Events;

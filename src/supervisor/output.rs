@@ -4,6 +4,7 @@
 //! reports (`Tail`), read only redacted, and `explain` picks the line that says why.
 
 use crate::observe::redact::redact;
+use crate::observe::jsonl::{reopen_generation, Rotation};
 use crate::observe::time::rfc3339_millis;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -16,10 +17,20 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-/// Rotate a log file when it grows past this.
-const ROTATE_AT: u64 = 10 * 1024 * 1024;
-/// Rotated files kept: `x.log.1` .. `x.log.3`.
-const KEEP: u32 = 3;
+/// When app logs rotate (`[gateway.logs] app_max_size`, `app_keep`), set once at start.
+static ROTATION: std::sync::OnceLock<Rotation> = std::sync::OnceLock::new();
+
+/// Set how app logs rotate (before the first line; later calls change nothing).
+pub fn set_rotation(r: Rotation) {
+    let _ = ROTATION.set(r);
+}
+
+fn rotation() -> Rotation {
+    *ROTATION.get_or_init(|| Rotation {
+        max_size: 10 * 1024 * 1024,
+        keep: 3,
+    })
+}
 /// Bytes queued for the writer beyond which lines are counted and dropped rather
 /// than held in memory (the disk is far behind).
 const MAX_PENDING: usize = 64 * 1024 * 1024;
@@ -287,7 +298,14 @@ struct Open {
 
 fn write_loop(rx: mpsc::Receiver<Msg>, pending: Arc<AtomicUsize>) {
     let mut files: HashMap<Arc<PathBuf>, Open> = HashMap::new();
+    let mut generation = reopen_generation();
     while let Ok(msg) = rx.recv() {
+        // SIGUSR1: every file is reopened by name at its next line.
+        if generation != reopen_generation() {
+            flush_all(&mut files);
+            files.clear();
+            generation = reopen_generation();
+        }
         let mut next = Some(msg);
         while let Some(msg) = next.take() {
             match msg {
@@ -334,10 +352,10 @@ fn write_one(files: &mut HashMap<Arc<PathBuf>, Open>, path: &Arc<PathBuf>, text:
         return;
     }
     o.size += text.len() as u64 + 1;
-    if o.size >= ROTATE_AT {
+    if rotation().due(o.size) {
         let _ = o.out.flush();
         files.remove(path);
-        rotate(path);
+        rotation().rotate(path);
     }
 }
 
@@ -359,15 +377,6 @@ fn open(path: &Path) -> std::io::Result<Open> {
         out: BufWriter::with_capacity(32 * 1024, f),
         size,
     })
-}
-
-fn rotate(path: &Path) {
-    let name = |i: u32| PathBuf::from(format!("{}.{i}", path.display()));
-    let _ = std::fs::remove_file(name(KEEP));
-    for i in (1..KEEP).rev() {
-        let _ = std::fs::rename(name(i), name(i + 1));
-    }
-    let _ = std::fs::rename(path, name(1));
 }
 
 #[cfg(test)]

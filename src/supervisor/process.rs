@@ -1,5 +1,6 @@
-//! Child processes: started in their own process group with a parent-death signal,
-//! signalled as a group, measured from `/proc`.
+//! Child processes: started in their own process group with a parent-death signal
+//! (and registered with the watchdog, for their children), signalled as a group,
+//! measured from `/proc`.
 //!
 //! This is the one module that needs `unsafe`, once: `pre_exec` (to set the
 //! parent-death signal between fork and exec). Group signals and system constants go
@@ -86,7 +87,7 @@ fn spawn_here(spec: Spec) -> io::Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| {
+    let child = cmd.spawn().map_err(|e| {
         let not_found = e.kind() == io::ErrorKind::NotFound;
         let what = if not_found && !spec.cwd.is_dir() {
             format!(
@@ -104,19 +105,27 @@ fn spawn_here(spec: Spec) -> io::Result<Child> {
             format!("cannot start {program:?} in {}: {e}", spec.cwd.display())
         };
         io::Error::new(e.kind(), what)
-    })
+    })?;
+    if let Some(pid) = child.id() {
+        super::watchdog::watch(pid);
+    }
+    Ok(child)
 }
 
 pub use rustix::process::Signal;
 
 /// Send `sig` to the process group led by `pid`. A group that is already gone
-/// (ESRCH) is not an error worth reporting.
+/// (ESRCH) is not an error worth reporting. After SIGKILL nothing in the group can
+/// run (or fork) again, so the watchdog stops watching it.
 pub fn signal_group(pid: u32, sig: Signal) {
     if let Some(pgid) = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
     {
         let _ = rustix::process::kill_process_group(pgid, sig);
+    }
+    if sig == Signal::KILL {
+        super::watchdog::forget(pid);
     }
 }
 

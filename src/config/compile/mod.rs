@@ -172,6 +172,22 @@ pub(super) fn gateway(cx: &mut Ctx, t: Option<TableReader>, base: &Path) -> Gate
         }
         lt.finish(cx);
     }
+    if let Some(mut lt) = section(cx, &mut t, "logs") {
+        let l = &mut g.logs;
+        set(&mut l.max_size, lt.get(cx, "max_size", Field::size));
+        set(
+            &mut l.keep,
+            lt.get(cx, "keep", |f, cx| f.int(cx, 1, 1000))
+                .map(|n| n as u32),
+        );
+        set(&mut l.app_max_size, lt.get(cx, "app_max_size", Field::size));
+        set(
+            &mut l.app_keep,
+            lt.get(cx, "app_keep", |f, cx| f.int(cx, 1, 1000))
+                .map(|n| n as u32),
+        );
+        lt.finish(cx);
+    }
     set(
         &mut g.shutdown_grace,
         t.get(cx, "shutdown_grace", Field::duration),
