@@ -3,8 +3,8 @@
 //! slow disk never blocks an app; the last stderr lines stay in memory for crash
 //! reports (`Tail`), read only redacted, and `explain` picks the line that says why.
 
-use crate::observe::redact::redact;
 use crate::observe::jsonl::{reopen_generation, Rotation};
+use crate::observe::redact::redact;
 use crate::observe::time::rfc3339_millis;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
