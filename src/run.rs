@@ -491,7 +491,12 @@ fn listeners_announced(
 /// naming its pid.
 fn lock_data_dir(dir: &Path) -> std::io::Result<std::fs::File> {
     use std::io::{Read, Seek};
-    std::fs::create_dir_all(dir)
+    use std::os::unix::fs::DirBuilderExt;
+    // 0750, like the log directories inside it: logs and output are not for others.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
         .map_err(|e| std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
     let path = dir.join("healgate.pid");
     let mut file = std::fs::OpenOptions::new()
