@@ -4,27 +4,12 @@
 mod common;
 
 use common::{eventually, get, Gateway, TempDir};
-use std::io::BufRead;
 use std::time::Duration;
 
 #[test]
 fn the_demo_crash_502_names_the_instance_and_its_exit() {
     let dir = TempDir::new("demo-details");
-    let mut child = std::process::Command::new(common::bin())
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr: std::net::SocketAddr = loop {
-        let line = lines.next().expect("demo output").unwrap();
-        if let Some(a) = line.strip_prefix("healgate: proxy listening on http://") {
-            break a.parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = common::start_demo(dir.path());
     let ready = eventually(Duration::from_secs(20), || {
         (get(addr, "/", &[]).status == 200).then_some(())
     });

@@ -254,12 +254,25 @@ fn sigterm_stops_every_instance_and_no_zombie_is_ever_seen() {
         std::thread::sleep(Duration::from_millis(10));
     }
     gw.wait_ready("web", 3);
-    let all: Vec<u32> = children_of(gw_pid).into_iter().map(|(p, _)| p).collect();
+    // The gateway's children, but its watchdog: that one exits once it sees the
+    // gateway's end of its pipe close, a moment after the gateway.
+    let is_watchdog = |p: u32| {
+        std::fs::read(format!("/proc/{p}/cmdline"))
+            .is_ok_and(|c| c.windows(10).any(|w| w == b"__watchdog"))
+    };
+    let (watchdogs, all): (Vec<u32>, Vec<u32>) = children_of(gw_pid)
+        .into_iter()
+        .map(|(p, _)| p)
+        .partition(|p| is_watchdog(*p));
     let status = gw.terminate();
     assert_eq!(status.code(), Some(0));
     assert!(zombies.is_empty(), "zombies seen: {zombies:?}");
     for p in pids.iter().chain(all.iter()) {
         assert!(!alive(*p), "pid {p} outlived the gateway");
+    }
+    for p in watchdogs {
+        let gone = eventually(Duration::from_secs(5), || (!alive(p)).then_some(()));
+        assert!(gone.is_some(), "the watchdog {p} outlived the gateway");
     }
     assert!(!gw.events("instance_stopped").is_empty());
 }
@@ -353,23 +366,8 @@ fn app_output_is_captured_per_instance() {
 
 #[test]
 fn demo_answers_and_status_shows_three_ready_instances() {
-    use std::io::BufRead;
     let dir = common::TempDir::new("demo");
-    let mut child = std::process::Command::new(common::bin())
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr: std::net::SocketAddr = loop {
-        let line = lines.next().expect("demo output").unwrap();
-        if let Some(a) = line.strip_prefix("healgate: proxy listening on http://") {
-            break a.parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = common::start_demo(dir.path());
     let status = || {
         let out = std::process::Command::new(common::bin())
             .args(["status", "--json"])

@@ -619,3 +619,25 @@ pub fn assert_none_failed(done: usize, failures: &[String]) {
         &failures[..failures.len().min(5)]
     );
 }
+
+/// `healgate demo` in `dir` on OS-chosen ports: the child and its proxy address (read
+/// from the announcement line once it listens).
+pub fn start_demo(dir: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(bin())
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start healgate demo");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("demo output").unwrap();
+        if let Some(a) = line.strip_prefix("healgate: proxy listening on http://") {
+            break a.trim().parse().unwrap();
+        }
+    };
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
