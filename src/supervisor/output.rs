@@ -300,14 +300,15 @@ fn write_loop(rx: mpsc::Receiver<Msg>, pending: Arc<AtomicUsize>) {
     let mut files: HashMap<Arc<PathBuf>, Open> = HashMap::new();
     let mut generation = reopen_generation();
     while let Ok(msg) = rx.recv() {
-        // SIGUSR1: every file is reopened by name at its next line.
-        if generation != reopen_generation() {
-            flush_all(&mut files);
-            files.clear();
-            generation = reopen_generation();
-        }
         let mut next = Some(msg);
         while let Some(msg) = next.take() {
+            // SIGUSR1: every file is reopened by name at its next line (checked for
+            // each message: a batch drained after the signal must not go to the old file).
+            if generation != reopen_generation() {
+                flush_all(&mut files);
+                files.clear();
+                generation = reopen_generation();
+            }
             match msg {
                 Msg::Line(path, text) => {
                     pending.fetch_sub(text.len(), Ordering::Relaxed);
