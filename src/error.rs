@@ -129,6 +129,11 @@ pub enum PageText {
 }
 
 impl Cause {
+    /// Its place in [`Cause::ALL`] (for per-cause counters kept in arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Every cause, for tests and documentation.
     pub const ALL: [Cause; 25] = [
         Cause::DnsError,
@@ -571,6 +576,13 @@ mod tests {
                 Err("the client's slowness: 408 http_request_error (SPEC §3 client_header)")
             }
             GatewayResources | Internal => Err("the gateway's own failure: proxy_internal_error"),
+        }
+    }
+
+    #[test]
+    fn a_cause_index_is_its_place_in_all() {
+        for (i, c) in Cause::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i, "{c:?}");
         }
     }
 

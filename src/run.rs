@@ -126,7 +126,12 @@ async fn serve(
         .unwrap_or_default();
     let events = Events::new(Some(events_log.sender()));
     let pools = Pools::build(cfg, &events, None)?;
-    let gw = Arc::new(Gateway::new(cfg, access, router(&pools))?);
+    let gw = Arc::new(Gateway::new(
+        cfg,
+        access,
+        router(&pools),
+        &events.monitor().metrics,
+    )?);
     let data_dir = &cfg.gateway.data_dir;
     let token = admin::token(data_dir, cfg.admin.token.as_deref())?;
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
@@ -151,6 +156,8 @@ async fn serve(
         control: Some(control.clone()),
         events: events.clone(),
         started: std::time::Instant::now(),
+        metrics_public: cfg.admin.metrics_public,
+        snapshot: snapshotter(&gw, &control),
     });
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx.clone()));
     let mut live = Live {
@@ -367,6 +374,12 @@ impl Live {
 }
 
 /// The routing table over `pools`.
+/// The instances and peers now, for `/metrics` and the history.
+fn snapshotter(gw: &Arc<Gateway>, control: &Handle) -> admin::Snapshotter {
+    let (gw, control) = (gw.clone(), control.clone());
+    Arc::new(move || supervisor::metrics_snapshot(&control.status(), &gw.router().pools()))
+}
+
 fn router(pools: &Pools) -> Router {
     let mut routes = Vec::new();
     for (r, pool) in pools.routes() {

@@ -65,6 +65,8 @@ impl Admin {
             control: supervisor,
             events: events.clone(),
             started: Instant::now() - Duration::from_secs(90),
+            metrics_public: false,
+            snapshot: Arc::new(Default::default),
         });
         let (stop, stop_rx) = watch::channel(false);
         let served = rt.spawn(admin::serve(listener, state, stop_rx));
@@ -168,6 +170,8 @@ fn snapshot() -> Vec<AppStatus> {
         threads: 3,
         open_files: 12,
         requests: Default::default(),
+        health: Vec::new(),
+        rotation: Vec::new(),
     };
     vec![AppStatus {
         name: "web".to_owned(),

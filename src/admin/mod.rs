@@ -81,7 +81,14 @@ pub struct AdminState {
     pub events: Events,
     /// When the gateway started (for `uptime_s`).
     pub started: Instant,
+    /// `admin.metrics_public`: `/metrics` without the token.
+    pub metrics_public: bool,
+    /// What the gauges of `/metrics` and the history read (instances and peers now).
+    pub snapshot: Snapshotter,
 }
+
+/// Takes a [`Snapshot`](crate::observe::metrics::Snapshot) of the instances and peers.
+pub type Snapshotter = Arc<dyn Fn() -> crate::observe::metrics::Snapshot + Send + Sync>;
 
 /// The admin token: `configured` (from the config file or env `HEALGATE_ADMIN_TOKEN`,
 /// already resolved by config) when given, else the one in `data_dir/admin.token`, else

@@ -21,6 +21,7 @@ enum Route {
     Healthz,
     Status,
     Events,
+    Metrics,
     Restart(String),
     Scale(String),
     Recycle(String),
@@ -38,7 +39,7 @@ impl Route {
         const GET: &[Method] = &[Method::GET, Method::HEAD];
         const POST: &[Method] = &[Method::POST];
         match self {
-            Route::Index | Route::Healthz | Route::Status | Route::Events => GET,
+            Route::Index | Route::Healthz | Route::Status | Route::Events | Route::Metrics => GET,
             Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) | Route::Reload => POST,
         }
     }
@@ -66,6 +67,7 @@ fn route(path: &str) -> Result<Route, NoRoute> {
     match segments.as_slice() {
         [""] => Ok(Route::Index),
         ["healthz"] => Ok(Route::Healthz),
+        ["metrics"] => Ok(Route::Metrics),
         ["api", "v1", "status"] => Ok(Route::Status),
         ["api", "v1", "events"] => Ok(Route::Events),
         ["api", "v1", "reload"] => Ok(Route::Reload),
@@ -163,7 +165,8 @@ where
         return error(StatusCode::FORBIDDEN, &why);
     }
     let matched = route(&path);
-    let public = matches!(&matched, Ok(r) if r.is_public());
+    let public = matches!(&matched, Ok(r) if r.is_public()
+        || (state.metrics_public && *r == Route::Metrics));
     if !public {
         if let Err(why) = authorize(&req, &state.token) {
             let mut resp = error(StatusCode::UNAUTHORIZED, why);
@@ -209,6 +212,7 @@ where
         Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
         Route::Status => status(state),
         Route::Events => events(state, query.as_deref()),
+        Route::Metrics => metrics(state, req.headers()),
         Route::Reload => match &state.control {
             Some(handle) => command_response(handle.send(Command::Reload).await),
             None => error(StatusCode::NOT_FOUND, "this gateway does not offer reload"),
@@ -381,6 +385,30 @@ fn events(state: &AdminState, query: Option<&str>) -> Response<Body> {
         .map(|(seq, event)| json!({"seq": seq, "event": event}))
         .collect();
     json_response(StatusCode::OK, &json!({"events": events, "last": last}))
+}
+
+/// `/metrics`: Prometheus text, or OpenMetrics when the scraper asks for it.
+fn metrics(state: &AdminState, headers: &http::HeaderMap) -> Response<Body> {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let text = state
+        .events
+        .monitor()
+        .metrics
+        .encode((state.snapshot)(), openmetrics);
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 fn index() -> Response<Body> {

@@ -223,6 +223,7 @@ pub fn demo(data_dir: PathBuf, listen: SocketAddr, admin: SocketAddr, self_exe: 
         admin: Admin {
             listen: admin,
             token: std::env::var(TOKEN_ENV).ok().filter(|s| !s.is_empty()),
+            metrics_public: false,
         },
         // The demo shows why: a crash's 502 names the instance and its exit.
         errors: ErrorPages {

@@ -124,6 +124,9 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// From the file or env `HEALGATE_ADMIN_TOKEN`; `None` = generate into data_dir.
     pub token: Option<String>,
+    /// `/metrics` without the token (a Prometheus scraper on a trusted network).
+    /// Default false: every route but `/healthz` and the dashboard's assets needs it.
+    pub metrics_public: bool,
 }
 
 /// `[errors]`: the pages the gateway makes itself.
@@ -427,6 +430,7 @@ impl Default for Admin {
         Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             token: None,
+            metrics_public: false,
         }
     }
 }

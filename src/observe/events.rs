@@ -311,6 +311,7 @@ struct Line<'a> {
 pub struct Events {
     sink: Option<JsonlSender>,
     ring: Arc<Mutex<Ring>>,
+    monitor: Arc<super::monitor::Monitor>,
 }
 
 #[derive(Default)]
@@ -325,12 +326,18 @@ impl Events {
         Events {
             sink,
             ring: Arc::default(),
+            monitor: Arc::default(),
         }
+    }
+
+    /// What every event also feeds: metrics, history marks, incident timelines.
+    pub fn monitor(&self) -> &Arc<super::monitor::Monitor> {
+        &self.monitor
     }
 
     /// Record one event: the JSONL line, stderr, the ring.
     pub fn emit(&self, event: Event) {
-        // Counting events by kind (`event.kind()`) goes here.
+        self.monitor.on_event(&event);
         let value = to_json(&event, SystemTime::now());
         let line = value.to_string();
         let text = plain(&value);

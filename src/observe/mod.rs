@@ -1,6 +1,9 @@
-//! Observation: the access log, the event log, timestamps, and redaction of app output.
+//! Observation: the access log, the event log, metrics and their history, incidents,
+//! timestamps, and redaction of app output.
 pub mod access;
 pub mod events;
 pub mod jsonl;
+pub mod metrics;
+pub mod monitor;
 pub mod redact;
 pub mod time;

@@ -62,7 +62,7 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => return answer::error(rec, Some(req.headers()), e),
     };
-    rec.route = Some(route.name.clone());
+    rec.routed(route.name.clone(), route.pool.meter.clone());
     let pool = route.pool.clone();
     // prepare. A protocol switch (WebSocket) is relayed: the client's side of it is
     // taken now, before the request is taken apart.
@@ -205,6 +205,7 @@ async fn exchange(
             return Err(err);
         }
         tracing::debug!("attempt {} failed ({err}); retrying", rec.attempts);
+        pool.meter.retried(err.cause);
         if crash_retries > 0 && crash_lane.is_none() {
             let lane = pool.crash_lane.clone().acquire_owned();
             crash_lane = tokio::time::timeout(CRASH_LANE_WAIT, lane)

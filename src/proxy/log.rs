@@ -1,13 +1,15 @@
 //! The log phase: one [`Record`] per request, started at accept and finished exactly
 //! once whatever the exit (the upstream's answer at its body's end, a gateway-made
 //! answer, a tunnel that closed, a client that left). [`Record::finish`] is the one
-//! place a request ends: the access line is written there, and request metrics are
-//! recorded there. A record dropped unfinished still writes its line (499 when the
+//! place a request ends: the access line is written there, and the request metrics
+//! (`http_server_request_duration_seconds`, the app's in-flight gauge, the history's
+//! second) are recorded there. A record dropped unfinished still writes its line (499 when the
 //! client left before the answer, as nginx logs it).
 
 use super::Gateway;
 use crate::error::Cause;
 use crate::observe::access::{AccessRecord, Source, Tried};
+use crate::observe::metrics::AppMeter;
 use http::{HeaderValue, Method, Uri};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub struct Record {
     pub attempts: u32,
     /// The failed attempts before the last one: the peer and why.
     pub failed: Vec<(Arc<str>, Cause)>,
+    /// The routed app's meter (counted in flight from routing to the end).
+    meter: Option<Arc<AppMeter>>,
     /// Written if the record is dropped unfinished.
     unfinished: (u16, Source, &'static str),
     done: bool,
@@ -71,6 +75,7 @@ impl Record {
             upstream: None,
             attempts: 0,
             failed: Vec::new(),
+            meter: None,
             unfinished: (
                 499,
                 Source::Gateway,
@@ -95,6 +100,7 @@ impl Record {
             upstream: None,
             attempts: 0,
             failed: Vec::new(),
+            meter: None,
             unfinished: (0, Source::Gateway, "the request was never answered"),
             done: false,
         }
@@ -116,6 +122,13 @@ impl Record {
             .unwrap_or("")
     }
 
+    /// The route phase chose app or upstream `name`, measured by `meter`.
+    pub fn routed(&mut self, name: Arc<str>, meter: Arc<AppMeter>) {
+        meter.started();
+        self.route = Some(name);
+        self.meter = Some(meter);
+    }
+
     /// What a drop writes from now on: e.g. a tunnel's "cut when the gateway stopped".
     pub fn if_unfinished(&mut self, status: u16, source: Source, details: &'static str) {
         self.unfinished = (status, source, details);
@@ -131,6 +144,15 @@ impl Record {
             return;
         }
         self.done = true;
+        let took = self.start.elapsed();
+        let method = crate::observe::metrics::method_index(self.method.as_ref());
+        match &self.meter {
+            Some(m) => {
+                m.ended();
+                m.record(method, end.status, end.error, took);
+            }
+            None => self.gw.unrouted.record(method, end.status, end.error, took),
+        }
         let access = &self.gw.access;
         if !access.enabled() {
             return;
@@ -144,7 +166,7 @@ impl Record {
             path: self.path().to_owned(),
             status: end.status,
             bytes: end.bytes,
-            duration_ms: ms(self.start.elapsed()),
+            duration_ms: ms(took),
             route: self.route.clone(),
             upstream: self.upstream.clone(),
             attempts: self.attempts,

@@ -52,11 +52,18 @@ pub struct Gateway {
     pub deadlines: Arc<crate::upstream::deadline::Deadlines>,
     /// `timeouts.client_body`: a request body that makes no progress this long → 408.
     pub client_body_timeout: std::time::Duration,
+    /// The meter of requests that reach no app (unparsed, no route).
+    pub unrouted: Arc<crate::observe::metrics::AppMeter>,
 }
 
 impl Gateway {
     /// The gateway for `cfg`, routing over `router`.
-    pub fn new(cfg: &Config, access: AccessLog, router: Router) -> io::Result<Gateway> {
+    pub fn new(
+        cfg: &Config,
+        access: AccessLog,
+        router: Router,
+        metrics: &crate::observe::metrics::Metrics,
+    ) -> io::Result<Gateway> {
         let g = &cfg.gateway;
         let pages = pages::Pages::new(
             cfg.errors.support_url.clone(),
@@ -90,6 +97,7 @@ impl Gateway {
             own_hosts,
             deadlines: crate::upstream::deadline::Deadlines::new(),
             client_body_timeout: g.timeouts.client_body,
+            unrouted: metrics.unrouted(),
         })
     }
 

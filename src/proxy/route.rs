@@ -22,6 +22,17 @@ pub struct Router {
 }
 
 impl Router {
+    /// Every pool the table routes to, once each.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        let mut out: Vec<Arc<Pool>> = Vec::new();
+        for r in &self.routes {
+            if !out.iter().any(|p| Arc::ptr_eq(p, &r.pool)) {
+                out.push(r.pool.clone());
+            }
+        }
+        out
+    }
+
     /// A table from routes in any order.
     pub fn new(mut routes: Vec<Route>) -> Router {
         // Longest prefix first; at equal length a host-specific route first.

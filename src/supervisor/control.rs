@@ -182,6 +182,12 @@ pub struct InstanceStatus {
     /// Requests the current process answered (or failed), by status class and by
     /// gateway-made Proxy-Status error, with response-time percentiles (bucket bounds).
     pub requests: RequestStats,
+    /// Its last health checks (newest last) with why each failed.
+    #[serde(default)]
+    pub health: Vec<crate::upstream::Note>,
+    /// When it left and re-entered rotation, and why (newest last).
+    #[serde(default)]
+    pub rotation: Vec<crate::upstream::Note>,
 }
 
 /// Request measurements of one instance's current process.

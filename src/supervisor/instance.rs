@@ -70,7 +70,7 @@ impl InstanceState {
     ];
 
     /// The name in status answers and messages (the serde name too).
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             InstanceState::Starting => "starting",
             InstanceState::Ready => "ready",
@@ -522,6 +522,7 @@ impl Actor {
             return;
         };
         let healthy = p.state == InstanceState::Ready;
+        self.pool.health_checked(&p.peer, &ok);
         let verdict = slot.streak.record(ok.is_ok(), healthy, &h);
         if let Some(now_healthy) = verdict {
             p.state = if now_healthy {

@@ -34,6 +34,7 @@ mod recycle;
 pub mod sampler;
 mod scale;
 mod status;
+pub use status::metrics_snapshot;
 pub mod watchdog;
 
 use crate::config::App;

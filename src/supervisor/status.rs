@@ -89,6 +89,16 @@ pub(super) fn app_status(v: &AppView, pool: &Pool) -> AppStatus {
                     .as_ref()
                     .map(|p| request_stats(&p.stats))
                     .unwrap_or_default(),
+                health: s
+                    .peer
+                    .as_ref()
+                    .map(|p| p.notes.checks())
+                    .unwrap_or_default(),
+                rotation: s
+                    .peer
+                    .as_ref()
+                    .map(|p| p.notes.rotation())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -159,5 +169,70 @@ impl Actor {
             reason,
             slots,
         };
+    }
+}
+
+/// What the metrics and their history read once a second and at a scrape: the
+/// instances of `apps` as the supervisor sees them, and every peer of `pools` (apps'
+/// instances and upstreams' servers) as the proxy measured it.
+pub fn metrics_snapshot(
+    apps: &[AppStatus],
+    pools: &[Arc<Pool>],
+) -> crate::observe::metrics::Snapshot {
+    use crate::observe::metrics::{InstanceSample, PeerSample, Snapshot};
+    use crate::upstream::stats::BUCKETS_MS;
+    use std::sync::atomic::Ordering::Relaxed;
+    const STATES: [&str; InstanceState::ALL.len()] = {
+        let mut out = [""; InstanceState::ALL.len()];
+        let mut i = 0;
+        while i < out.len() {
+            out[i] = InstanceState::ALL[i].as_str();
+            i += 1;
+        }
+        out
+    };
+    let instances = apps
+        .iter()
+        .flat_map(|a| {
+            a.instances.iter().map(|i| InstanceSample {
+                app: a.name.clone(),
+                instance: i.id.clone(),
+                state: i.state.as_str(),
+                memory_bytes: i.memory_bytes,
+                cpu_s: i.cpu_s,
+                cpu_pct: i.cpu_pct,
+                inflight: i.inflight,
+                restarts: i.restarts,
+            })
+        })
+        .collect();
+    let mut peers = Vec::new();
+    let mut queues = Vec::new();
+    for pool in pools {
+        queues.push((pool.name.to_string(), pool.queued()));
+        for peer in pool.peers().iter() {
+            let st = &peer.stats;
+            let buckets = BUCKETS_MS
+                .iter()
+                .map(|ms| *ms as f64 / 1000.0)
+                .chain([f64::INFINITY])
+                .zip(st.latency.iter().map(|c| c.load(Relaxed)))
+                .collect();
+            peers.push(PeerSample {
+                app: pool.name.to_string(),
+                instance: peer.id.to_string(),
+                buckets,
+                sum_s: st.latency_sum_us.load(Relaxed) as f64 / 1e6,
+                requests: st.requests.load(Relaxed),
+                errors: st.errors().iter().map(|(_, n)| n).sum(),
+                status_5xx: st.by_class[4].load(Relaxed),
+            });
+        }
+    }
+    Snapshot {
+        instances,
+        peers,
+        queues,
+        states: &STATES,
     }
 }

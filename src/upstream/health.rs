@@ -87,6 +87,7 @@ pub async fn run(pool: Arc<Pool>, health: Health, mut shutdown: watch::Receiver<
             let Ok((peer, verdict)) = check.await else {
                 continue;
             };
+            pool.health_checked(&peer, &verdict);
             let streak = streaks.entry(peer.id.clone()).or_default();
             match verdict {
                 Ok(()) => {

@@ -17,6 +17,7 @@ pub mod tls;
 use crate::config::{Eject, Queue, Retry};
 use crate::error::{Cause, ProxyError};
 use crate::observe::events::{Ejection, Event, Events};
+use crate::observe::metrics::AppMeter;
 use conn::{Connector, IdlePool};
 use dns::Target;
 use std::cell::Cell;
@@ -50,6 +51,72 @@ pub struct Peer {
     pub stats: stats::PeerStats,
     exit: std::sync::Mutex<Option<Arc<ExitNotice>>>,
     exit_notify: Notify,
+    /// Its last health checks and rotation changes (for status and the dashboard).
+    pub notes: PeerNotes,
+}
+
+/// How many health checks and rotation changes a peer keeps.
+const NOTES_KEPT: usize = 10;
+
+/// One health check result, or one change of rotation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Note {
+    pub ts: String,
+    /// The check passed / the peer is in rotation.
+    pub ok: bool,
+    /// Why (`health check GET /healthz answered 500`, `connection refused` ...).
+    pub reason: String,
+}
+
+/// A peer's last health checks and rotation changes, newest last.
+#[derive(Debug, Default)]
+pub struct PeerNotes {
+    checks: std::sync::Mutex<std::collections::VecDeque<Note>>,
+    rotation: std::sync::Mutex<std::collections::VecDeque<Note>>,
+}
+
+impl PeerNotes {
+    fn push(list: &std::sync::Mutex<std::collections::VecDeque<Note>>, ok: bool, reason: &str) {
+        let mut l = list.lock().unwrap_or_else(|p| p.into_inner());
+        if l.len() == NOTES_KEPT {
+            l.pop_front();
+        }
+        l.push_back(Note {
+            ts: crate::observe::time::rfc3339_millis(std::time::SystemTime::now()),
+            ok,
+            reason: reason.to_owned(),
+        });
+    }
+
+    pub fn checks(&self) -> Vec<Note> {
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn rotation(&self) -> Vec<Note> {
+        self.rotation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// The bounded label of a health check's result.
+pub fn check_result(verdict: &Result<(), String>) -> &'static str {
+    match verdict {
+        Ok(()) => "ok",
+        Err(why) if why.contains("refused") => "refused",
+        Err(why) if why.contains("no answer within") || why.contains("timed out") => "timeout",
+        Err(why) if why.contains("answered 5") => "status_5xx",
+        Err(why) if why.contains("answered") => "status_other",
+        Err(_) => "error",
+    }
 }
 
 /// How a supervised instance's process ended, as the proxy needs to know it.
@@ -82,6 +149,7 @@ impl Peer {
             stats: stats::PeerStats::default(),
             exit: std::sync::Mutex::new(None),
             exit_notify: Notify::new(),
+            notes: PeerNotes::default(),
         }
     }
 
@@ -175,6 +243,8 @@ pub struct Pool {
     /// Requests retried after an instance crashed by itself go one at a time, so a
     /// request that crashes instances cannot take others down with it.
     pub crash_lane: Arc<tokio::sync::Semaphore>,
+    /// Its requests' measurements (kept by name across reloads).
+    pub meter: Arc<AppMeter>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -212,10 +282,11 @@ impl Pool {
             connector,
             waiting: AtomicUsize::new(0),
             wakeup: Notify::new(),
-            events,
             epoch: Instant::now(),
             unavailable_reason: RwLock::new(None),
             crash_lane: Arc::new(tokio::sync::Semaphore::new(1)),
+            meter: events.monitor().metrics.app(name),
+            events,
         }
     }
 
@@ -333,7 +404,11 @@ impl Pool {
                                 format!("{}: queue full ({} waiting)", self.name, q.size),
                             ));
                         }
-                        slot = Some(QueueSlot(&self.waiting));
+                        slot = Some(QueueSlot {
+                            waiting: &self.waiting,
+                            meter: &self.meter,
+                            since: Instant::now(),
+                        });
                         deadline = Some(tokio::time::Instant::now() + q.timeout);
                     }
                     let until = deadline.expect("set with the slot");
@@ -381,6 +456,11 @@ impl Pool {
             && peer.ejected_until_ms.swap(0, Ordering::Relaxed) != 0
         {
             peer.ejections.store(0, Ordering::Relaxed);
+            PeerNotes::push(
+                &peer.notes.rotation,
+                true,
+                "a request succeeded after the cool-down",
+            );
             self.events.emit(Event::InstanceReadmitted {
                 app: self.name.to_string(),
                 instance: peer.id.to_string(),
@@ -412,6 +492,7 @@ impl Pool {
         peer.ejected_until_ms
             .store(now + cooldown.as_millis() as u64, Ordering::Relaxed);
         peer.conns.clear();
+        PeerNotes::push(&peer.notes.rotation, false, &err.to_string());
         self.events.emit(Event::InstanceEjected {
             app: self.name.to_string(),
             instance: peer.id.to_string(),
@@ -450,6 +531,19 @@ impl Pool {
         });
     }
 
+    /// One active health check of `peer` ended: counted and noted (the verdict on
+    /// rotation is [`set_health`](Self::set_health)'s, after the streak rule).
+    pub fn health_checked(&self, peer: &Peer, verdict: &Result<(), String>) {
+        self.events
+            .monitor()
+            .metrics
+            .health_check(&self.name, check_result(verdict));
+        match verdict {
+            Ok(()) => PeerNotes::push(&peer.notes.checks, true, "passed"),
+            Err(why) => PeerNotes::push(&peer.notes.checks, false, why),
+        }
+    }
+
     /// Active health verdict for `peer`, with events on change.
     pub fn set_health(&self, peer: &Peer, healthy: bool, why: &str) {
         if peer.healthy.swap(healthy, Ordering::Relaxed) != healthy {
@@ -461,6 +555,7 @@ impl Pool {
             } else {
                 peer.conns.clear();
             }
+            PeerNotes::push(&peer.notes.rotation, healthy, why);
             let (app, instance, reason) =
                 (self.name.to_string(), peer.id.to_string(), why.to_owned());
             self.events.emit(if healthy {
@@ -545,11 +640,18 @@ pub fn rand_u64() -> u64 {
 }
 
 /// A place in the queue; leaving it (served, timed out, or cancelled) frees it.
-struct QueueSlot<'a>(&'a AtomicUsize);
+/// A place in the queue: leaving it (served, timed out or gone) frees it and records
+/// the wait.
+struct QueueSlot<'a> {
+    waiting: &'a AtomicUsize,
+    meter: &'a AppMeter,
+    since: Instant,
+}
 
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.meter.queued_for(self.since.elapsed());
     }
 }
 

@@ -197,6 +197,20 @@ impl Gateway {
         self.dir.path().join("data")
     }
 
+    /// The generated admin token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data().join("admin.token"))
+            .expect("data/admin.token")
+            .trim()
+            .to_owned()
+    }
+
+    /// `GET path` on the admin API with the token.
+    pub fn admin_get(&self, path: &str) -> Resp {
+        let auth = format!("Bearer {}", self.token());
+        get(self.admin, path, &[("Authorization", &auth)])
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }

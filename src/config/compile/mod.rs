@@ -310,6 +310,10 @@ pub(super) fn admin(cx: &mut Ctx, t: Option<TableReader>, gateway: &Gateway) -> 
             listen_field = Some(f);
         }
         a.token = t.get(cx, "token", Field::text);
+        set(
+            &mut a.metrics_public,
+            t.get(cx, "metrics_public", Field::bool),
+        );
         t.finish(cx);
     }
     if a.token.is_none() {

@@ -1,0 +1,220 @@
+//! Observe: `/metrics` after a known mix of requests, parsed by a real Prometheus
+//! exposition parser (Python's `prometheus_client`); the admin routes' token rule.
+
+mod common;
+
+use common::{bin, get, Gateway, Refused};
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// The samples of an exposition text as parsed by `prometheus_client.parser`:
+/// `[{"name", "labels", "value"}]`.
+fn parse_exposition(text: &str) -> Vec<Value> {
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append({"name": s.name, "labels": s.labels, "value": s.value, "type": family.type})
+print(json.dumps(out))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the exposition does not parse: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The value of the one sample named `name` whose labels include `labels`.
+fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let found: Vec<f64> = samples
+        .iter()
+        .filter(|s| s["name"] == name)
+        .filter(|s| labels.iter().all(|(k, v)| s["labels"][k] == *v))
+        .filter_map(|s| s["value"].as_f64())
+        .collect();
+    assert!(found.len() <= 1, "{name} {labels:?} matches {found:?}");
+    found.first().copied()
+}
+
+#[test]
+fn metrics_count_a_known_mix_of_requests_exactly() {
+    let down = Refused::new();
+    let gw = Gateway::start(&format!(
+        r#"
+[gateway.timeouts]
+response_header = "1s"
+
+[[app]]
+name = "web"
+command = ["{bin}", "demo-app", "--port", "{{port}}"]
+instances = 1
+routes = ["/"]
+
+[[upstream]]
+name = "down"
+servers = ["{down}"]
+routes = ["/down/"]
+"#,
+        bin = bin(),
+        down = down.addr
+    ));
+    gw.wait_ready("web", 1);
+    for _ in 0..5 {
+        assert_eq!(get(gw.addr, "/", &[]).status, 200);
+    }
+    for _ in 0..2 {
+        let r = get(gw.addr, "/status/500", &[]);
+        assert_eq!(
+            (r.status, r.proxy_error()),
+            (500, None),
+            "the app's own 500"
+        );
+    }
+    for _ in 0..3 {
+        let r = get(gw.addr, "/down/x", &[]);
+        assert_eq!(r.proxy_error().as_deref(), Some("connection_refused"));
+    }
+    let slow = get(gw.addr, "/slow?ms=1500", &[]);
+    assert_eq!(slow.proxy_error().as_deref(), Some("http_response_timeout"));
+
+    let resp = gw.admin_get("/metrics");
+    assert_eq!(resp.status, 200);
+    assert!(resp
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")));
+    let text = resp.text();
+    let samples = parse_exposition(&text);
+    let count = "http_server_request_duration_seconds_count";
+    let web = |code: &'static str| {
+        vec![
+            ("app", "web"),
+            ("http_request_method", "GET"),
+            ("http_response_status_code", code),
+        ]
+    };
+    assert_eq!(sample(&samples, count, &web("200")), Some(5.0), "{text}");
+    assert_eq!(sample(&samples, count, &web("500")), Some(2.0), "{text}");
+    let mut timeout = web("504");
+    timeout.push(("error_type", "http_response_timeout"));
+    assert_eq!(sample(&samples, count, &timeout), Some(1.0), "{text}");
+    let refused = [
+        ("app", "down"),
+        ("http_response_status_code", "502"),
+        ("error_type", "connection_refused"),
+    ];
+    assert_eq!(sample(&samples, count, &refused), Some(3.0), "{text}");
+    // The app's own 500 carries no error_type: the gateway did not make it.
+    assert!(samples.iter().all(|s| !(s["name"] == count
+        && s["labels"]["http_response_status_code"] == "500"
+        && s["labels"].get("error_type").is_some())));
+    // The 504 waited the 1 s response-header timeout: not in le=0.75, in le=2.5.
+    let bucket = "http_server_request_duration_seconds_bucket";
+    let mut le = timeout.clone();
+    le.push(("le", "0.75"));
+    assert_eq!(sample(&samples, bucket, &le), Some(0.0), "{text}");
+    le.pop();
+    le.push(("le", "2.5"));
+    assert_eq!(sample(&samples, bucket, &le), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&samples, "http_server_active_requests", &[("app", "web")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "healgate_instance_state",
+            &[("instance", "web#1"), ("state", "ready")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &samples,
+            "healgate_instance_memory_working_set_bytes",
+            &[("instance", "web#1")]
+        )
+        .is_some_and(|b| b > 1e6),
+        "{text}"
+    );
+    // Requests that reached web#1: 5 + 2 + the timed-out one.
+    assert_eq!(
+        sample(
+            &samples,
+            "http_client_request_duration_seconds_count",
+            &[("instance", "web#1")]
+        ),
+        Some(8.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &samples,
+            "healgate_events_total",
+            &[("kind", "instance_ready")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    // No request path or id is ever a label.
+    for s in &samples {
+        let labels = s["labels"].as_object().unwrap();
+        for forbidden in ["path", "request_id", "url"] {
+            assert!(!labels.contains_key(forbidden), "{s}");
+        }
+    }
+    // OpenMetrics when asked for it, and that parses too.
+    let auth = format!("Bearer {}", gw.token());
+    let om = get(
+        gw.admin,
+        "/metrics",
+        &[
+            ("Authorization", &auth),
+            ("Accept", "application/openmetrics-text; version=1.0.0"),
+        ],
+    );
+    assert!(om
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("application/openmetrics-text")));
+    assert!(om.text().ends_with("# EOF\n"));
+}
+
+#[test]
+fn every_data_route_needs_the_token_unless_metrics_are_public() {
+    let gw = Gateway::start("");
+    for path in [
+        "/metrics",
+        "/api/v1/status",
+        "/api/v1/events",
+        "/api/v1/history?app=x",
+        "/api/v1/incidents",
+        "/api/v1/logs",
+    ] {
+        let r = get(gw.admin, path, &[]);
+        assert_eq!(r.status, 401, "{path} without the token");
+        assert_ne!(gw.admin_get(path).status, 401, "{path} with it");
+    }
+    let public = Gateway::start(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n[admin]\nlisten = \"127.0.0.1:0\"\nmetrics_public = true\n",
+    );
+    assert_eq!(get(public.admin, "/metrics", &[]).status, 200);
+    assert_eq!(get(public.admin, "/api/v1/status", &[]).status, 401);
+}
