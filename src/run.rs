@@ -159,6 +159,11 @@ async fn serve(
         metrics_public: cfg.admin.metrics_public,
         snapshot: snapshotter(&gw, &control),
     });
+    let ticker = tokio::spawn(tick(
+        events.clone(),
+        admin_state.snapshot.clone(),
+        stop_rx.clone(),
+    ));
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx.clone()));
     let mut live = Live {
         path,
@@ -230,6 +235,7 @@ async fn serve(
     tracing::info!("{}", supervisor.shutdown().await.message);
     health.stop_all();
     let _ = admin_task.await;
+    let _ = ticker.await;
     admin::remove_admin_file(data_dir);
     events.emit(Event::GatewayStopped {
         app: GATEWAY,
@@ -374,6 +380,21 @@ impl Live {
 }
 
 /// The routing table over `pools`.
+/// Once a second, until the stop: the monitor's tick (history, incidents, alerts).
+async fn tick(events: Events, snapshot: admin::Snapshotter, mut stop: watch::Receiver<bool>) {
+    use crate::observe::monitor::unix_now;
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let snap = snapshot();
+        events.monitor().tick(unix_now(), &snap);
+    }
+}
+
 /// The instances and peers now, for `/metrics` and the history.
 fn snapshotter(gw: &Arc<Gateway>, control: &Handle) -> admin::Snapshotter {
     let (gw, control) = (gw.clone(), control.clone());

@@ -22,6 +22,7 @@ enum Route {
     Status,
     Events,
     Metrics,
+    History,
     Restart(String),
     Scale(String),
     Recycle(String),
@@ -39,7 +40,12 @@ impl Route {
         const GET: &[Method] = &[Method::GET, Method::HEAD];
         const POST: &[Method] = &[Method::POST];
         match self {
-            Route::Index | Route::Healthz | Route::Status | Route::Events | Route::Metrics => GET,
+            Route::Index
+            | Route::Healthz
+            | Route::Status
+            | Route::Events
+            | Route::Metrics
+            | Route::History => GET,
             Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) | Route::Reload => POST,
         }
     }
@@ -69,6 +75,7 @@ fn route(path: &str) -> Result<Route, NoRoute> {
         ["healthz"] => Ok(Route::Healthz),
         ["metrics"] => Ok(Route::Metrics),
         ["api", "v1", "status"] => Ok(Route::Status),
+        ["api", "v1", "history"] => Ok(Route::History),
         ["api", "v1", "events"] => Ok(Route::Events),
         ["api", "v1", "reload"] => Ok(Route::Reload),
         ["api", "v1", "apps", app, "restart"] => Ok(Route::Restart(named(app)?)),
@@ -213,6 +220,7 @@ where
         Route::Status => status(state),
         Route::Events => events(state, query.as_deref()),
         Route::Metrics => metrics(state, req.headers()),
+        Route::History => history(state, query.as_deref()),
         Route::Reload => match &state.control {
             Some(handle) => command_response(handle.send(Command::Reload).await),
             None => error(StatusCode::NOT_FOUND, "this gateway does not offer reload"),
@@ -385,6 +393,39 @@ fn events(state: &AdminState, query: Option<&str>) -> Response<Body> {
         .map(|(seq, event)| json!({"seq": seq, "event": event}))
         .collect();
     json_response(StatusCode::OK, &json!({"events": events, "last": last}))
+}
+
+/// `/api/v1/history?app=&instance=&res=1s|1m`: one series, columns for charts.
+fn history(state: &AdminState, query: Option<&str>) -> Response<Body> {
+    let Some(app) = query_param(query, "app").filter(|a| !a.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "history needs app=<name>");
+    };
+    let instance = query_param(query, "instance").filter(|i| !i.is_empty());
+    let minutes = match query_param(query, "res").as_deref() {
+        None | Some("") | Some("1s") => false,
+        Some("1m") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("res must be 1s or 1m, got {other:?}"),
+            )
+        }
+    };
+    match state
+        .events
+        .monitor()
+        .history
+        .series(&app, instance.as_deref(), minutes)
+    {
+        Some(v) => json_response(StatusCode::OK, &v),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &match instance {
+                Some(i) => format!("no history for instance {i:?} of app {app:?}"),
+                None => format!("no history for app {app:?} (yet: a point is added every second)"),
+            },
+        ),
+    }
 }
 
 /// `/metrics`: Prometheus text, or OpenMetrics when the scraper asks for it.

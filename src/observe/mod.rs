@@ -2,6 +2,7 @@
 //! timestamps, and redaction of app output.
 pub mod access;
 pub mod events;
+pub mod history;
 pub mod jsonl;
 pub mod metrics;
 pub mod monitor;
