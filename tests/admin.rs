@@ -168,6 +168,7 @@ fn snapshot() -> Vec<AppStatus> {
         threads: 3,
         open_files: 12,
         requests: Default::default(),
+        revision: Some("5f63c3ca".to_owned()),
     };
     vec![AppStatus {
         name: "web".to_owned(),
@@ -180,6 +181,9 @@ fn snapshot() -> Vec<AppStatus> {
             instance(2, InstanceState::Starting),
         ],
         reason: None,
+        revision: "5f63c3ca".to_owned(),
+        stable_revision: "5f63c3ca".to_owned(),
+        mixed_revisions: false,
     }]
 }
 

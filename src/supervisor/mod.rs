@@ -31,6 +31,7 @@ mod instance;
 pub mod output;
 pub mod process;
 mod recycle;
+mod revision;
 pub mod sampler;
 mod scale;
 mod status;
@@ -102,12 +103,12 @@ impl Supervisor {
     /// Returns at once; the reply follows when the command is done.
     pub fn dispatch(&mut self, Envelope { command, reply }: Envelope) {
         let app = match command {
-            Command::Configure { app, pool } => {
+            Command::Configure { app, pool, rolled } => {
                 match self.actors.get(&app.name) {
                     Some(tx) => {
                         self.ctx.set_pool(&app.name, &pool);
-                        if let Err(mpsc::error::SendError(Msg::Update(app, _, r))) =
-                            tx.send(Msg::Update(app, pool, reply))
+                        if let Err(mpsc::error::SendError(Msg::Update(app, _, r, _))) =
+                            tx.send(Msg::Update(app, pool, reply, rolled))
                         {
                             let _ = r.send(Err(stopped(&app.name)));
                         }
