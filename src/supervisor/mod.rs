@@ -12,7 +12,8 @@
 //! | `app.rs` | the actor: its state, message loop, command routing, reloaded config |
 //! | `instance.rs` | `Slot`, `Proc`, [`control::InstanceState`]; start, readiness, health |
 //! | `crash.rs` | exits: stopped on purpose, or a crash with backoff and crash-loop detection |
-//! | `recycle.rs` | overlapping recycles, rolling restarts, retiring (drain, TERM, KILL) |
+//! | `recycle.rs` | overlapping recycles, rolling restarts, a reload's roll and its rollback, retiring (drain, TERM, KILL) |
+//! | `revision.rs` | an app's revision: what its processes start with, named by a hash |
 //! | `scale.rs` | manual scale and autoscale |
 //! | `heal.rs` | AutoHeal firing and its actions (the triggers are in `autoheal.rs`) |
 //! | `status.rs` | the status snapshot admin and CLI read |
