@@ -199,7 +199,7 @@ async fn serve(
                 tokio::spawn(async move {
                     match control.send(Command::Reload).await {
                         Ok(done) => tracing::info!("SIGHUP: {}", done.message),
-                        Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays:\n{e}"),
+                        Err(e) => tracing::error!("SIGHUP: reload failed:\n{e}"),
                     }
                 });
             }
