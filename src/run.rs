@@ -173,6 +173,7 @@ async fn serve(
         gw: gw.clone(),
         supervisor,
         events: events.clone(),
+        rolling: Arc::default(),
     };
     live.health.sync(&live.pools);
     events.emit(Event::GatewayStarted {
@@ -210,7 +211,7 @@ async fn serve(
                 tokio::spawn(async move {
                     match control.send(Command::Reload).await {
                         Ok(done) => tracing::info!("SIGHUP: {}", done.message),
-                        Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays:\n{e}"),
+                        Err(e) => tracing::error!("SIGHUP: reload failed:\n{e}"),
                     }
                 });
             }
@@ -254,6 +255,64 @@ struct Live {
     gw: Arc<Gateway>,
     supervisor: supervisor::Supervisor,
     events: Events,
+    /// A reload's rolls are still under way (the next reload waits for them).
+    rolling: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A reload applied: its summary, and the rolls of the apps it changed, still under
+/// way. [`Reloaded::finish`] waits for them and writes the reply.
+struct Reloaded {
+    /// `reloaded <file>: 0 added, 1 changed, 0 removed, 1 unchanged`.
+    summary: String,
+    unchanged: Vec<String>,
+    notes: Vec<String>,
+    apps: Vec<AppRoll>,
+}
+
+/// One app's part of a reload: what applying its config did, and its roll.
+struct AppRoll {
+    name: String,
+    applied: String,
+    rolled: oneshot::Receiver<control::Reply>,
+    /// Longer than any roll of this app can take: two steps (a roll and its
+    /// rollback) per instance, each bounded by `startup_timeout`.
+    bound: std::time::Duration,
+}
+
+impl Reloaded {
+    /// Wait for every app's roll. Ok: what each app did. Err: the apps whose new
+    /// revision did not get ready first (each names the instance and the app's own
+    /// error), then what the rest of the reload did.
+    async fn finish(self) -> control::Reply {
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for a in self.apps {
+            match tokio::time::timeout(a.bound, a.rolled).await {
+                Ok(Ok(Ok(outcome))) => done.push(outcome.message),
+                Ok(Ok(Err(e))) => failed.push(e.to_string()),
+                // No roll for this app (a new one, or its config was refused).
+                Ok(Err(_)) => done.push(a.applied),
+                Err(_) => failed.push(format!(
+                    "{}: the roll did not finish within {:?}; `healgate status` shows where it is",
+                    a.name, a.bound
+                )),
+            }
+        }
+        let mut lines = vec![self.summary];
+        lines.extend(done);
+        if !self.unchanged.is_empty() {
+            lines.push(format!("unchanged: {}", self.unchanged.join(", ")));
+        }
+        lines.extend(self.notes.into_iter().map(|n| format!("note: {n}")));
+        if failed.is_empty() {
+            return Ok(lines.join("\n").into());
+        }
+        Err(ControlError::Failed(format!(
+            "{}\nthe rest of the reload was applied:\n{}",
+            failed.join("\n"),
+            lines.join("\n")
+        )))
+    }
 }
 
 impl Live {
@@ -262,7 +321,25 @@ impl Live {
     async fn command(&mut self, Envelope { command, reply }: Envelope) -> Option<&'static str> {
         match command {
             Command::Reload => {
-                let _ = reply.send(self.reload().await);
+                use std::sync::atomic::Ordering;
+                match self.reload().await {
+                    Ok(reloaded) if reloaded.apps.is_empty() => {
+                        let _ = reply.send(reloaded.finish().await);
+                    }
+                    Ok(reloaded) => {
+                        // The rolls take a while: the control loop goes on meanwhile.
+                        self.rolling.store(true, Ordering::SeqCst);
+                        let rolling = self.rolling.clone();
+                        tokio::spawn(async move {
+                            let outcome = reloaded.finish().await;
+                            rolling.store(false, Ordering::SeqCst);
+                            let _ = reply.send(outcome);
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
                 None
             }
             Command::Shutdown => {
@@ -287,10 +364,16 @@ impl Live {
 
     /// Re-read the config file. An invalid file is refused with the same messages as
     /// `healgate check` and nothing changes. A valid one is applied as a diff: new and
-    /// changed apps are (re)configured (changed ones roll), removed ones drain and
+    /// changed apps are (re)configured (a new revision rolls), removed ones drain and
     /// stop, unchanged apps and upstreams keep their pools and connections, and the
-    /// routing table is swapped at once.
-    async fn reload(&mut self) -> control::Reply {
+    /// routing table is swapped at once. An unchanged app whose last roll failed is
+    /// configured again: reloading the same file retries its roll.
+    async fn reload(&mut self) -> Result<Reloaded, ControlError> {
+        if self.rolling.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ControlError::Busy(
+                "the last reload is still rolling apps to their new revision: reload again when it has finished (`healgate status`)".into(),
+            ));
+        }
         let Some(path) = self.path.clone() else {
             return Err(ControlError::ReloadFailed(
                 "this gateway runs without a config file (demo): nothing to reload".into(),
@@ -328,16 +411,38 @@ impl Live {
         }
         let pools = Pools::build(&effective, &self.events, Some(&self.pools))
             .map_err(|e| ControlError::ReloadFailed(e.to_string()))?;
+        // Apps whose instances run another revision than their config's (a roll
+        // that failed): configured again, so the roll is retried.
+        let behind: Vec<String> = self.supervisor.status()()
+            .into_iter()
+            .filter(|a| a.revision != a.stable_revision)
+            .map(|a| a.name)
+            .collect();
+        let mut rolls = Vec::new();
+        let mut unchanged_apps = Vec::new();
         for (app, pool) in &pools.apps {
-            if diff.apps.is_unchanged(&app.name) {
+            if diff.apps.is_unchanged(&app.name) && !behind.contains(&app.name) {
+                unchanged_apps.push(app.name.clone());
                 continue;
             }
+            let (rolled, wait) = oneshot::channel();
             let cmd = Command::Configure {
                 app: Box::new(app.clone()),
                 pool: pool.clone(),
+                rolled: Some(rolled),
             };
-            if let Err(e) = self.ask(cmd).await {
-                notes.push(format!("{}: {e}", app.name));
+            match self.ask(cmd).await {
+                Ok(applied) => {
+                    let most = app.autoscale.as_ref().map_or(app.instances, |a| a.max);
+                    rolls.push(AppRoll {
+                        name: app.name.clone(),
+                        applied: applied.message,
+                        rolled: wait,
+                        bound: app.startup_timeout * 2 * (most + 1)
+                            + std::time::Duration::from_secs(30),
+                    });
+                }
+                Err(e) => notes.push(format!("{}: {e}", app.name)),
             }
         }
         for app in &diff.apps.removed {
@@ -362,20 +467,24 @@ impl Live {
             routes_changed: diff.routes_changed,
             notes: notes.clone(),
         });
-        let (added, changed, removed, unchanged) =
-            (names.added, names.changed, names.removed, names.unchanged);
-        let mut msg = format!(
+        let summary = format!(
             "reloaded {}: {} added, {} changed, {} removed, {} unchanged",
             path.display(),
-            added.len(),
-            changed.len(),
-            removed.len(),
-            unchanged.len()
+            names.added.len(),
+            names.changed.len(),
+            names.removed.len(),
+            names.unchanged.len()
         );
-        for n in notes {
-            msg.push_str(&format!("\nnote: {n}"));
-        }
-        Ok(msg.into())
+        let unchanged = unchanged_apps
+            .into_iter()
+            .chain(diff.upstreams.unchanged.iter().cloned())
+            .collect();
+        Ok(Reloaded {
+            summary,
+            unchanged,
+            notes,
+            apps: rolls,
+        })
     }
 }
 

@@ -172,6 +172,7 @@ fn snapshot() -> Vec<AppStatus> {
         requests: Default::default(),
         health: Vec::new(),
         rotation: Vec::new(),
+        revision: Some("5f63c3ca".to_owned()),
     };
     vec![AppStatus {
         name: "web".to_owned(),
@@ -184,6 +185,9 @@ fn snapshot() -> Vec<AppStatus> {
             instance(2, InstanceState::Starting),
         ],
         reason: None,
+        revision: "5f63c3ca".to_owned(),
+        stable_revision: "5f63c3ca".to_owned(),
+        mixed_revisions: false,
     }]
 }
 

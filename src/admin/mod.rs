@@ -14,7 +14,7 @@
 //! | `GET /api/v1/events?since=N` | `{"events":[{"seq":N,"event":{...}}], "last":N}`: events after `N` (default 0), oldest first; poll again with `since=last` |
 //! | `POST /api/v1/apps/{app}/restart` | a rolling restart of every instance of `app` |
 //! | `POST /api/v1/apps/{app}/scale` | body `{"instances":N}`: run `N` instances of `app` |
-//! | `POST /api/v1/reload` | re-read the config file and apply the difference; 422 with the `check` messages when the file is invalid |
+//! | `POST /api/v1/reload` | re-read the config file and apply the difference, answered once the changed apps have rolled; 422 with the `check` messages when the file is invalid; 409 naming the app, the instance and its error when a new revision did not get ready (the app stays on its old one), or while the last reload still rolls |
 //! | `POST /api/v1/instances/{id}/recycle` | an overlapping recycle of instance `id` (`web#2`, sent as `web%232`; `web-2` works too); optional body `{"reason":"..."}` |
 //!
 //! Command routes (reload too) send a [`Command`](crate::supervisor::control::Command)

@@ -8,7 +8,7 @@ mod logs;
 
 use crate::admin::{client, StatusAnswer};
 use crate::config;
-use crate::supervisor::control::InstanceId;
+use crate::supervisor::control::{AppStatus, InstanceId};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::io::{self, Write};
@@ -414,7 +414,10 @@ fn render_status(status: &StatusAnswer) -> String {
         s.push_str("no apps\n");
         return s;
     }
-    let mut rows = vec![cells(&["APP", "STATE", "READY", "QUEUED", "REASON"])];
+    let mut rows = vec![cells(&[
+        "APP", "STATE", "READY", "QUEUED", "REVISION", "REASON",
+    ])];
+    let mut revision_notes = Vec::new();
     let mut inst_rows = vec![cells(&[
         "INSTANCE",
         "PID",
@@ -428,6 +431,7 @@ fn render_status(status: &StatusAnswer) -> String {
         "5XX",
         "P99",
         "RESTARTS",
+        "REV",
         "LAST EXIT",
     ])];
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
@@ -437,8 +441,10 @@ fn render_status(status: &StatusAnswer) -> String {
             name_of(&app.state),
             format!("{}/{}", app.ready, app.target),
             app.queued.to_string(),
+            revision_cell(app),
             or_dash(app.reason.clone()),
         ]);
+        revision_notes.extend(revision_note(app));
         for inst in &app.instances {
             // No process (crashed, backing off, stopped): nothing to measure.
             let running = |v: String| {
@@ -468,16 +474,63 @@ fn render_status(status: &StatusAnswer) -> String {
                     .p99_ms
                     .map_or_else(|| "-".to_owned(), |ms| format!("≤{ms}ms")),
                 inst.restarts.to_string(),
+                or_dash(inst.revision.clone()),
                 or_dash(inst.last_exit.clone()),
             ]);
         }
     }
     s.push_str(&table(&rows));
+    for note in revision_notes {
+        s.push_str(&note);
+        s.push('\n');
+    }
     if inst_rows.len() > 1 {
         s.push('\n');
         s.push_str(&table(&inst_rows));
     }
     s
+}
+
+/// An app's REVISION cell: the revision its instances run, `(wanted X)` when its
+/// config's is another, `MIXED` when its instances run more than one.
+fn revision_cell(app: &AppStatus) -> String {
+    let mut cell = if app.stable_revision.is_empty() {
+        "-".to_owned()
+    } else {
+        app.stable_revision.clone()
+    };
+    if app.revision != app.stable_revision {
+        cell.push_str(&format!(" (wanted {})", app.revision));
+    }
+    if app.mixed_revisions {
+        cell.push_str(" MIXED");
+    }
+    cell
+}
+
+/// A line under the apps table for an app not (only) on its config's revision.
+fn revision_note(app: &AppStatus) -> Option<String> {
+    let mut on: Vec<&str> = app
+        .instances
+        .iter()
+        .filter_map(|i| i.revision.as_deref())
+        .collect();
+    on.sort_unstable();
+    on.dedup();
+    if app.mixed_revisions {
+        return Some(format!(
+            "! {}: instances run {} revisions ({}): a roll is under way, or its rollback failed",
+            app.name,
+            on.len(),
+            on.join(", ")
+        ));
+    }
+    (app.revision != app.stable_revision).then(|| {
+        format!(
+            "! {}: runs revision {}; its config's revision {} is not rolled out (a roll is under way, or the reload failed: see recent events)",
+            app.name, app.stable_revision, app.revision
+        )
+    })
 }
 
 /// A serialized enum's name (`crash_loop`).
@@ -642,6 +695,67 @@ mod tests {
         ] {
             assert!(inst.contains(part), "{part} missing in {inst}");
         }
+    }
+
+    #[test]
+    fn status_shows_revisions_and_flags_an_app_that_runs_two() {
+        let inst = |id: &str, rev: &str| {
+            json!({
+                "id": id, "pid": 1234, "port": 41000, "state": "ready",
+                "uptime_s": 61.0, "memory_bytes": 0u64, "cpu_s": 0.0,
+                "inflight": 0, "restarts": 0, "last_exit": null,
+                "cpu_pct": 0.0, "threads": 1, "open_files": 3, "revision": rev,
+                "requests": {"total": 0, "by_class": {}, "errors": {},
+                             "p50_ms": null, "p99_ms": null}
+            })
+        };
+        let app = |name: &str, revs: [&str; 2], wanted: &str, stable: &str, mixed: bool| {
+            json!({
+                "name": name, "state": "running", "target": 2, "ready": 2, "queued": 0,
+                "reason": null, "revision": wanted, "stable_revision": stable,
+                "mixed_revisions": mixed,
+                "instances": [inst(&format!("{name}#1"), revs[0]), inst(&format!("{name}#2"), revs[1])]
+            })
+        };
+        let status = json!({
+            "pid": 42, "uptime_s": 75.0, "version": "0.1.0",
+            "apps": [
+                app("web", ["aaaa0001", "aaaa0001"], "aaaa0001", "aaaa0001", false),
+                app("api", ["bbbb0001", "bbbb0002"], "bbbb0002", "bbbb0001", true),
+                app("jobs", ["cccc0001", "cccc0001"], "cccc0002", "cccc0001", false),
+            ]
+        });
+        let status: StatusAnswer = serde_json::from_value(status).unwrap();
+        let text = render_status(&status);
+        let line = |start: &str| text.lines().find(|l| l.starts_with(start)).unwrap();
+        assert!(line("web ").contains("aaaa0001"), "{text}");
+        assert!(
+            !line("web ").contains("MIXED") && !line("web ").contains("wanted"),
+            "{text}"
+        );
+        assert!(
+            line("api ").contains("bbbb0001 (wanted bbbb0002) MIXED"),
+            "{text}"
+        );
+        assert!(
+            line("jobs ").contains("cccc0001 (wanted cccc0002)"),
+            "{text}"
+        );
+        assert!(
+            line("! api:").contains("2 revisions (bbbb0001, bbbb0002)"),
+            "{text}"
+        );
+        assert!(line("! jobs:").contains("not rolled out"), "{text}");
+        assert!(!text.contains("! web"), "{text}");
+        assert!(line("api#2").contains("bbbb0002"), "{text}");
+        // An older gateway's answer (no revisions) still reads.
+        let old: StatusAnswer = serde_json::from_value(json!({
+            "pid": 1, "uptime_s": 1.0, "version": "0.1.0",
+            "apps": [{"name": "web", "state": "running", "target": 1, "ready": 1,
+                      "queued": 0, "reason": null, "instances": []}]
+        }))
+        .unwrap();
+        assert!(!render_status(&old).contains('!'));
     }
 
     #[test]

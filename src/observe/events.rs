@@ -153,8 +153,22 @@ pub enum Event {
         to: u32,
         reason: String,
     },
-    /// The rolling restart a reload asked for did not finish.
-    ReloadRestartFailed { app: String, reason: String },
+    /// A reload's new revision of an app did not get ready (or its roll could not
+    /// start): the roll stopped, the instances it replaced were rolled back, and the
+    /// app stays on `stays_on`. `instance` and `pid` name the new process that failed,
+    /// `reason` its exit or timeout with the app's own line, `error_line` that line.
+    ReloadFailed {
+        app: String,
+        instance: Option<String>,
+        pid: u32,
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error_line: Option<String>,
+        /// The revision the reload asked for.
+        revision: String,
+        /// The revision the app's instances keep running.
+        stays_on: String,
+    },
     /// An AutoHeal rule fired; its actions follow.
     AutohealFired {
         app: String,
@@ -236,7 +250,7 @@ impl Event {
             Event::InstanceRecycled { .. } => "instance_recycled",
             Event::RecycleFailed { .. } => "recycle_failed",
             Event::Scaled { .. } => "scaled",
-            Event::ReloadRestartFailed { .. } => "reload_restart_failed",
+            Event::ReloadFailed { .. } => "reload_failed",
             Event::AutohealFired { .. } => "autoheal_fired",
             Event::AutohealSuppressed { .. } => "autoheal_suppressed",
             Event::AutohealAction { .. } => "autoheal_action",
@@ -257,7 +271,7 @@ impl Event {
             }
             Event::InstanceExited { .. }
             | Event::RecycleFailed { .. }
-            | Event::ReloadRestartFailed { .. }
+            | Event::ReloadFailed { .. }
             | Event::ConfigRejected { .. }
             | Event::InstanceEjected { .. }
             | Event::AutohealSuppressed { .. } => tracing::Level::WARN,
@@ -573,11 +587,23 @@ mod tests {
                 &["from", "to", "reason"],
             ),
             (
-                Event::ReloadRestartFailed {
+                Event::ReloadFailed {
                     app: app.clone(),
-                    reason: "r".into(),
+                    instance: Some(id.clone()),
+                    pid: 3,
+                    reason: "web#2 (pid 3) exited with code 1 after 0.2s: RuntimeError: bad".into(),
+                    error_line: Some("RuntimeError: bad".into()),
+                    revision: "9f8e7d6c".into(),
+                    stays_on: "1a2b3c4d".into(),
                 },
-                &["reason"],
+                &[
+                    "instance",
+                    "pid",
+                    "reason",
+                    "error_line",
+                    "revision",
+                    "stays_on",
+                ],
             ),
             (
                 Event::AutohealFired {

@@ -626,7 +626,7 @@ mod tests {
             }
             h.tick(
                 t0 + s,
-                &[web.clone()],
+                std::slice::from_ref(&web),
                 &snap(u32::from(s >= 60), 10 * (s + 1)),
             );
         }
@@ -663,7 +663,7 @@ mod tests {
         let web = Metrics::default().app("web");
         let t0 = 1_800_000_000;
         for s in 0..(SECONDS as u64 + 300) {
-            h.tick(t0 + s, &[web.clone()], &snap(0, s));
+            h.tick(t0 + s, std::slice::from_ref(&web), &snap(0, s));
         }
         let v = h.series("web", None, false).unwrap();
         let t = v["t"].as_array().unwrap();

@@ -4,6 +4,8 @@ use super::control::{self, AppState, Command, ControlError, Outcome};
 use super::instance::{InstanceState, Slot, CRASH_LOOP_AFTER};
 use super::output::Output;
 use super::process::Ports;
+use super::recycle::Roll;
+use super::revision::Revision;
 use super::sampler::Sampler;
 use super::scale::initial_target;
 use super::status::{AppView, Views};
@@ -54,8 +56,20 @@ pub(super) enum Msg {
     Tick,
     /// The actions of an AutoHeal firing finished.
     AutohealDone,
-    /// A reloaded config for this app, and the pool its routes now point at.
-    Update(Box<App>, Arc<Pool>, ReplyTo),
+    /// A reloaded config for this app, the pool its routes now point at, where the
+    /// reply goes once it is applied, and where the outcome of the roll to its
+    /// revision goes once that is done.
+    Update(Box<App>, Arc<Pool>, ReplyTo, Option<ReplyTo>),
+}
+
+/// A replacement that did not get ready: the instance, its pid, why (the exit or
+/// the readiness timeout, with the app's own line), and that line alone.
+#[derive(Debug, Clone)]
+pub(super) struct StartFailure {
+    pub(super) instance: String,
+    pub(super) pid: u32,
+    pub(super) reason: String,
+    pub(super) error_line: Option<String>,
 }
 
 /// How often instances are sampled and rules evaluated.
@@ -75,7 +89,16 @@ pub(super) struct Actor {
     pub(super) target: u32,
     pub(super) next_gen: u64,
     pub(super) recycle_waiters: HashMap<u32, Vec<ReplyTo>>,
-    pub(super) rolling: Option<(Vec<u32>, ReplyTo, usize)>,
+    /// A rolling restart or a reload's roll under way.
+    pub(super) rolling: Option<Roll>,
+    /// The last revision that got ready: instances start (and restart after a crash)
+    /// with it. It becomes the config's revision only when a roll to it succeeds.
+    pub(super) stable: Arc<Revision>,
+    /// The config's revision (differs from `stable` while a roll runs or after one
+    /// failed).
+    pub(super) wanted: Arc<Revision>,
+    /// The last replacement that did not get ready: which, and why.
+    pub(super) failed_start: Option<StartFailure>,
     pub(super) shutdown: Option<ReplyTo>,
     pub(super) view: Arc<RwLock<AppView>>,
     /// The pool before the last reload: still served by requests queued in it.
@@ -118,13 +141,19 @@ impl Spawner {
             target: app.instances,
             reason: None,
             slots: Vec::new(),
+            revision: String::new(),
+            stable_revision: String::new(),
         }));
         self.views.write().unwrap_or_else(|p| p.into_inner()).push((
             app.name.clone(),
             view.clone(),
             pool.clone(),
         ));
+        let revision = Revision::of(&app);
         let actor = Actor {
+            stable: revision.clone(),
+            wanted: revision,
+            failed_start: None,
             target: initial_target(&app),
             diagnostics_dir: self.data_dir.join("diagnostics"),
             sampler: Sampler::default(),
@@ -204,8 +233,8 @@ impl Actor {
                 Msg::RecycleDone { outcome } => self.roll_on(outcome).await,
                 Msg::Tick => self.tick().await,
                 Msg::AutohealDone => self.healing = false,
-                Msg::Update(app, pool, reply) => {
-                    let _ = reply.send(self.update(*app, pool).await);
+                Msg::Update(app, pool, reply, rolled) => {
+                    let _ = reply.send(self.update(*app, pool, rolled).await);
                 }
             }
             self.refresh();
@@ -240,7 +269,8 @@ impl Actor {
     pub(super) async fn command(&mut self, cmd: Command, reply: ReplyTo) {
         match cmd {
             Command::Recycle { instance, reason } if instance.app == self.app.name => {
-                self.recycle(instance.slot, reason, reply).await
+                self.recycle(instance.slot, reason, self.stable.clone(), reply)
+                    .await
             }
             Command::Recycle { instance, .. } => {
                 let _ = reply.send(Err(ControlError::UnknownInstance(instance.to_string())));
@@ -266,8 +296,7 @@ impl Actor {
                     ))));
                     return;
                 }
-                let total = order.len();
-                self.rolling = Some((order, reply, total));
+                self.rolling = Some(Roll::restart(self.stable.clone(), order, reply));
                 self.roll_on(Ok(Outcome::from(String::new()))).await;
             }
             Command::Scale { instances, .. } => {
@@ -291,24 +320,28 @@ impl Actor {
         }
     }
 
-    /// Apply a reloaded config: a changed command, environment or health check rolls
-    /// every instance (overlapping); a changed count scales; rules and limits apply
-    /// from now on. A manual scale stops overriding autoscale.
-    pub(super) async fn update(&mut self, app: App, pool: Arc<Pool>) -> control::Reply {
-        let old = std::mem::replace(&mut self.app, app);
+    /// Apply a reloaded config: rules and limits apply from now on, a changed count
+    /// scales, and a new revision (command, cwd, env, health check, startup timeout)
+    /// rolls every instance with overlap. The reply comes once the config is applied;
+    /// the roll's outcome goes to `rolled` when the roll is done (at once when there
+    /// is none). A manual scale stops overriding autoscale.
+    pub(super) async fn update(
+        &mut self,
+        app: App,
+        pool: Arc<Pool>,
+        rolled: Option<ReplyTo>,
+    ) -> control::Reply {
+        let old_instances = std::mem::replace(&mut self.app, app).instances;
         if !Arc::ptr_eq(&pool, &self.pool) {
             self.previous_pool = Some(std::mem::replace(&mut self.pool, pool));
             self.publish();
         }
         self.manual_scale = false;
+        self.wanted = Revision::of(&self.app);
         let new = self.app.clone();
-        let roll = old.command != new.command
-            || old.cwd != new.cwd
-            || old.env != new.env
-            || old.health != new.health
-            || old.startup_timeout != new.startup_timeout;
+        let name = new.name.clone();
         let mut did = Vec::new();
-        if new.autoscale.is_none() && old.instances != new.instances {
+        if new.autoscale.is_none() && old_instances != new.instances {
             self.scale(new.instances, "config reloaded").await?;
             did.push(format!("scaled to {}", new.instances));
         } else if let Some(a) = &new.autoscale {
@@ -318,31 +351,73 @@ impl Actor {
                 did.push(format!("scaled to {t}"));
             }
         }
-        if roll {
-            let (r, w) = oneshot::channel();
-            self.command(
-                Command::Restart {
-                    app: self.app.name.clone(),
-                },
-                r,
-            )
-            .await;
-            let events = self.events.clone();
-            let name = self.app.name.clone();
-            tokio::spawn(async move {
-                if let Ok(Err(e)) = w.await {
-                    events.emit(Event::ReloadRestartFailed {
-                        app: name,
-                        reason: e.to_string(),
-                    });
-                }
+        let to = self.wanted.clone();
+        if to.id != self.stable.id {
+            let serving = self
+                .slots
+                .values()
+                .any(|s| !s.removing && s.current.as_ref().is_some_and(|p| p.state.is_serving()));
+            let starting = self.slots.values().any(|s| {
+                !s.removing
+                    && s.current
+                        .as_ref()
+                        .is_some_and(|p| p.state == InstanceState::Starting)
             });
-            did.push("rolling restart with the new command".into());
+            let refused = if self.rolling.is_some() {
+                Some(ControlError::Busy(format!(
+                    "{name}: a restart is rolling; revision {} was not started: reload again when it has finished",
+                    to.id
+                )))
+            } else if !serving && starting {
+                Some(ControlError::Busy(format!(
+                    "{name}: its instances are still starting; revision {} was not started: reload again once they are ready",
+                    to.id
+                )))
+            } else {
+                None
+            };
+            if let Some(e) = refused {
+                self.events.emit(Event::ReloadFailed {
+                    app: name.clone(),
+                    instance: None,
+                    pid: 0,
+                    reason: e.to_string(),
+                    error_line: None,
+                    revision: to.id.clone(),
+                    stays_on: self.stable.id.clone(),
+                });
+                if let Some(r) = rolled {
+                    let _ = r.send(Err(e));
+                }
+                did.push(format!("revision {} not started", to.id));
+                return Ok(format!("{name}: {}", did.join(", ")).into());
+            }
+            if !serving {
+                // Nothing serves that a failed roll could leave serving: the slots
+                // start with the new revision when their restart is due.
+                self.stable = to.clone();
+                did.push(format!(
+                    "no instance was serving: revision {} starts from now on",
+                    to.id
+                ));
+            } else {
+                let order = self.slots.keys().copied().collect();
+                let (reply, _) = oneshot::channel();
+                let roll = Roll::reload(to.clone(), order, rolled.unwrap_or(reply));
+                self.rolling = Some(roll);
+                self.roll_on(Ok(Outcome::from(String::new()))).await;
+                did.push(format!("rolling to revision {}", to.id));
+                return Ok(format!("{name}: {}", did.join(", ")).into());
+            }
         }
         if did.is_empty() {
-            did.push("settings updated".into());
+            did.push(format!("settings updated (revision {})", to.id));
         }
-        Ok(format!("{}: {}", self.app.name, did.join(", ")).into())
+        let msg = format!("{name}: {}", did.join(", "));
+        if let Some(r) = rolled {
+            let _ = r.send(Ok(msg.clone().into()));
+        }
+        Ok(msg.into())
     }
 
     /// Every [`TICK`]: measure every instance's process tree, then evaluate AutoHeal

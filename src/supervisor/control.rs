@@ -25,10 +25,14 @@ pub enum Command {
     /// Stop every instance (gateway shutdown).
     Shutdown,
     /// Start an app, or apply a reloaded config to a running one (with the pool its
-    /// routes point at now).
+    /// routes point at now). The reply comes once the config is applied; when it
+    /// names a new revision, the outcome of the roll to it goes to `rolled` once the
+    /// roll is done (an `Err` when a new instance did not get ready: the app stays on
+    /// its old revision).
     Configure {
         app: Box<crate::config::App>,
         pool: Arc<crate::upstream::Pool>,
+        rolled: Option<oneshot::Sender<Reply>>,
     },
     /// Drain and stop every instance of an app that left the config.
     Remove { app: String },
@@ -188,6 +192,9 @@ pub struct InstanceStatus {
     /// When it left and re-entered rotation, and why (newest last).
     #[serde(default)]
     pub rotation: Vec<crate::upstream::Note>,
+    /// The app revision the current process was started with (`None` without one).
+    #[serde(default)]
+    pub revision: Option<String>,
 }
 
 /// Request measurements of one instance's current process.
@@ -225,6 +232,18 @@ pub struct AppStatus {
     pub instances: Vec<InstanceStatus>,
     /// Why the app cannot serve, when it cannot.
     pub reason: Option<String>,
+    /// The revision of the app's config (a short hash of what its processes are
+    /// started with: command, cwd, env, health check, startup timeout).
+    #[serde(default)]
+    pub revision: String,
+    /// The last revision that got ready: what instances start and restart with.
+    /// Not `revision` while a roll to it runs, or after it failed.
+    #[serde(default)]
+    pub stable_revision: String,
+    /// The app's processes run more than one revision (expected while a roll runs,
+    /// never after one ended).
+    #[serde(default)]
+    pub mixed_revisions: bool,
 }
 
 /// The sending side of the control channel (admin and the signal handler hold

@@ -1,7 +1,7 @@
 //! An instance's exit: a process stopped on purpose, or a crash with its event,
 //! the restart backoff and crash-loop detection.
 
-use super::app::{Actor, Msg};
+use super::app::{Actor, Msg, StartFailure};
 use super::control::ControlError;
 use super::instance::{
     InstanceState, Proc, BACKOFF_MAX, BACKOFF_MIN, CRASH_LOOP_AFTER, FAST_EXIT, RECOVERED,
@@ -53,6 +53,12 @@ impl Actor {
             let (p, _) = slot.replacement.take().expect("checked");
             finish_proc(&p, &self.ports);
             let why = exit_reason(&id, &p, &how);
+            self.failed_start = Some(StartFailure {
+                instance: id.clone(),
+                pid: p.pid.unwrap_or(0),
+                reason: why.clone(),
+                error_line: explain(&p.tail.lines()).map(|e| e.line),
+            });
             self.events.emit(Event::RecycleFailed {
                 app,
                 instance: id.clone(),
@@ -126,6 +132,20 @@ impl Actor {
             let _ = why;
             return;
         }
+        // A replacement that had taken over from a crashed process: its recycle failed.
+        let waited = self.recycle_waiters.contains_key(&n);
+        if waited {
+            self.failed_start = Some(StartFailure {
+                instance: id.clone(),
+                pid: p.pid.unwrap_or(0),
+                reason: reason.clone(),
+                error_line: explain(&lines).map(|e| e.line),
+            });
+            self.finish_recycle(n, Err(ControlError::Failed(reason.clone())));
+        }
+        let Some(slot) = self.slots.get_mut(&n) else {
+            return;
+        };
         if self.shutdown.is_some() || slot.removing {
             self.publish();
             self.drop_removed(n);

@@ -1,12 +1,14 @@
 //! One instance: its slot, its process, how it is started, becomes ready and is
 //! health-checked.
 
+use super::app::StartFailure;
 use super::app::{Actor, Msg};
 use super::autoheal;
-use super::control::ControlError;
+use super::control::{Command, ControlError, InstanceId};
 use super::crash::Ended;
-use super::output::Tail;
+use super::output::{explain, Tail};
 use super::process::{self, Spec};
+use super::revision::Revision;
 use super::sampler::Sample;
 use crate::observe::events::Event;
 use crate::upstream::health::Streak;
@@ -113,10 +115,13 @@ pub(super) struct Proc {
     pub(super) sample: Option<Sample>,
     /// When it became ready; `None` while it never was.
     pub(super) served_since: Option<Instant>,
+    /// What it was started with.
+    pub(super) rev: Arc<Revision>,
 }
 
 impl Proc {
     /// A process just started (or that failed to start: no pid), not yet ready.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         gen: u64,
         pid: Option<u32>,
@@ -125,8 +130,10 @@ impl Proc {
         exited: watch::Receiver<bool>,
         cancel: watch::Sender<bool>,
         tail: Tail,
+        rev: Arc<Revision>,
     ) -> Proc {
         Proc {
+            rev,
             gen,
             pid,
             port,
@@ -234,9 +241,10 @@ impl Actor {
         Arc::new(self.logs_dir.join(format!("{id}.log")))
     }
 
-    /// Start a process for slot `n`: a free port, the command, output capture, an exit
-    /// watcher and a readiness poller, all reporting back to the actor.
-    pub(super) async fn spawn_proc(&mut self, n: u32) -> Proc {
+    /// Start a process of revision `rev` for slot `n`: a free port, the command,
+    /// output capture, an exit watcher and a readiness poller, all reporting back to
+    /// the actor.
+    pub(super) async fn spawn_proc(&mut self, n: u32, rev: Arc<Revision>) -> Proc {
         self.next_gen += 1;
         let gen = self.next_gen;
         let id = format!("{}#{n}", self.app.name);
@@ -253,22 +261,21 @@ impl Actor {
                     gen,
                     how: Ended::SpawnFailed(format!("no port: {e}")),
                 });
-                return self.dead_proc(gen, &id, 0, exited, cancel, tail);
+                return self.dead_proc(gen, &id, 0, exited, cancel, tail, rev);
             }
         };
         let port_s = port.to_string();
-        let argv: Vec<String> = self
-            .app
+        let argv: Vec<String> = rev
             .command
             .iter()
             .map(|a| a.replace("{port}", &port_s))
             .collect();
-        let mut env = self.app.env.clone();
+        let mut env = rev.env.clone();
         env.push(("PORT".into(), port_s.clone()));
         env.push(("HEALGATE_INSTANCE".into(), id.clone()));
         let spec = Spec {
             argv,
-            cwd: self.app.cwd.clone(),
+            cwd: rev.cwd.clone(),
             env,
         };
         let child = process::spawn(spec).await;
@@ -282,7 +289,7 @@ impl Actor {
                     gen,
                     how: Ended::SpawnFailed(e.to_string()),
                 });
-                return self.dead_proc(gen, &id, port, exited, cancel, tail);
+                return self.dead_proc(gen, &id, port, exited, cancel, tail, rev);
             }
         };
         let pid = child.id();
@@ -325,10 +332,11 @@ impl Actor {
         });
         let stats = PeerStats::with_windows(autoheal::windows(self.app.autoheal.as_ref()));
         let peer = Arc::new(Peer::instance(&id, port, stats));
-        self.watch_ready(n, gen, &peer, exited.clone());
-        Proc::new(gen, pid, port, peer, exited, cancel, tail)
+        self.watch_ready(n, gen, &peer, exited.clone(), &rev);
+        Proc::new(gen, pid, port, peer, exited, cancel, tail, rev)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn dead_proc(
         &self,
         gen: u64,
@@ -337,25 +345,27 @@ impl Actor {
         exited: watch::Receiver<bool>,
         cancel: watch::Sender<bool>,
         tail: Tail,
+        rev: Arc<Revision>,
     ) -> Proc {
         let peer = Arc::new(Peer::instance(id, port, PeerStats::default()));
-        Proc::new(gen, None, port, peer, exited, cancel, tail)
+        Proc::new(gen, None, port, peer, exited, cancel, tail, rev)
     }
 
     /// Poll until the instance answers its health path (2xx/3xx), or accepts on its
-    /// port when there is none, within `startup_timeout`.
+    /// port when there is none, within its revision's `startup_timeout`.
     pub(super) fn watch_ready(
         &self,
         n: u32,
         gen: u64,
         peer: &Arc<Peer>,
         exited: watch::Receiver<bool>,
+        rev: &Revision,
     ) {
         let tx = self.tx.clone();
         let pool = self.pool.clone();
         let peer = peer.clone();
-        let health = self.app.health.clone();
-        let limit = self.app.startup_timeout;
+        let health = rev.health.clone();
+        let limit = rev.startup_timeout;
         tokio::spawn(async move {
             let start = Instant::now();
             let mut last = String::from("no check yet");
@@ -388,7 +398,7 @@ impl Actor {
         let tx = self.tx.clone();
         let pool = self.pool.clone();
         let peer = p.peer.clone();
-        let health = self.app.health.clone();
+        let health = p.rev.health.clone();
         let gen = p.gen;
         let mut exited = p.exited.clone();
         let mut cancel = p.cancel.subscribe();
@@ -410,8 +420,10 @@ impl Actor {
         });
     }
 
+    /// Start slot `n`'s process with the app's stable revision (the last one that got
+    /// ready): at start, after a crash, on scale-out.
     pub(super) async fn start_current(&mut self, n: u32) {
-        let p = self.spawn_proc(n).await;
+        let p = self.spawn_proc(n, self.stable.clone()).await;
         if let Some(s) = self.slots.get_mut(&n) {
             s.settle();
             s.reset_health();
@@ -427,7 +439,27 @@ impl Actor {
             let p = slot.current.as_mut().expect("checked");
             p.state = InstanceState::Ready;
             p.served_since = Some(Instant::now());
+            let (pid, rev) = (p.pid.unwrap_or(0), p.rev.id.clone());
+            let id = slot.id.clone();
             self.serve_current(n, took);
+            // A replacement that took over when the process it replaced crashed: its
+            // recycle is done now.
+            self.finish_recycle(n, Ok(format!("{id} recycled: pid {pid}").into()));
+            if self.rolling.is_none() && rev != self.stable.id {
+                // Started on a revision the app no longer runs (during a roll that
+                // ended since): brought onto the stable one, with overlap.
+                let (r, _) = oneshot::channel();
+                let _ = self.tx.send(Msg::Command(
+                    Command::Recycle {
+                        instance: InstanceId {
+                            app: self.app.name.clone(),
+                            slot: n,
+                        },
+                        reason: format!("it runs revision {rev}, the app runs {}", self.stable.id),
+                    },
+                    r,
+                ));
+            }
             return;
         }
         if slot.replacement.as_ref().is_some_and(|(p, _)| p.gen == gen) {
@@ -487,6 +519,17 @@ impl Actor {
         if slot.replacement.as_ref().is_some_and(|(p, _)| p.gen == gen) {
             let (p, _) = slot.replacement.take().expect("checked");
             let id = slot.id.clone();
+            let error_line = explain(&p.tail.lines()).map(|e| e.line);
+            let mut reason = format!("{id} (pid {}) was {why}", p.pid.unwrap_or(0));
+            if let Some(line) = &error_line {
+                reason.push_str(&format!("; its last output: {line}"));
+            }
+            self.failed_start = Some(StartFailure {
+                instance: id.clone(),
+                pid: p.pid.unwrap_or(0),
+                reason,
+                error_line,
+            });
             self.events.emit(Event::RecycleFailed {
                 app: self.app.name.clone(),
                 instance: id.clone(),
@@ -510,7 +553,6 @@ impl Actor {
     }
 
     pub(super) async fn health(&mut self, n: u32, gen: u64, ok: Result<(), String>) {
-        let h = self.app.health.clone();
         let Some(slot) = self.slots.get_mut(&n) else {
             return;
         };
@@ -521,6 +563,7 @@ impl Actor {
         else {
             return;
         };
+        let h = p.rev.health.clone();
         let healthy = p.state == InstanceState::Ready;
         self.pool.health_checked(&p.peer, &ok);
         let verdict = slot.streak.record(ok.is_ok(), healthy, &h);
@@ -547,7 +590,8 @@ impl Actor {
                 // Still failing after three times as long: replace it.
                 if slot.streak.fails == h.unhealthy_after * 3 && slot.replacement.is_none() {
                     let (r, _w) = oneshot::channel();
-                    self.recycle(n, format!("unhealthy: {why}"), r).await;
+                    let rev = self.stable.clone();
+                    self.recycle(n, format!("unhealthy: {why}"), rev, r).await;
                 }
             }
         }

@@ -12,7 +12,8 @@
 //! | `app.rs` | the actor: its state, message loop, command routing, reloaded config |
 //! | `instance.rs` | `Slot`, `Proc`, [`control::InstanceState`]; start, readiness, health |
 //! | `crash.rs` | exits: stopped on purpose, or a crash with backoff and crash-loop detection |
-//! | `recycle.rs` | overlapping recycles, rolling restarts, retiring (drain, TERM, KILL) |
+//! | `recycle.rs` | overlapping recycles, rolling restarts, a reload's roll and its rollback, retiring (drain, TERM, KILL) |
+//! | `revision.rs` | an app's revision: what its processes start with, named by a hash |
 //! | `scale.rs` | manual scale and autoscale |
 //! | `heal.rs` | AutoHeal firing and its actions (the triggers are in `autoheal.rs`) |
 //! | `status.rs` | the status snapshot admin and CLI read |
@@ -31,6 +32,7 @@ mod instance;
 pub mod output;
 pub mod process;
 mod recycle;
+mod revision;
 pub mod sampler;
 mod scale;
 mod status;
@@ -103,12 +105,12 @@ impl Supervisor {
     /// Returns at once; the reply follows when the command is done.
     pub fn dispatch(&mut self, Envelope { command, reply }: Envelope) {
         let app = match command {
-            Command::Configure { app, pool } => {
+            Command::Configure { app, pool, rolled } => {
                 match self.actors.get(&app.name) {
                     Some(tx) => {
                         self.ctx.set_pool(&app.name, &pool);
-                        if let Err(mpsc::error::SendError(Msg::Update(app, _, r))) =
-                            tx.send(Msg::Update(app, pool, reply))
+                        if let Err(mpsc::error::SendError(Msg::Update(app, _, r, _))) =
+                            tx.send(Msg::Update(app, pool, reply, rolled))
                         {
                             let _ = r.send(Err(stopped(&app.name)));
                         }

@@ -22,6 +22,7 @@ pub(super) struct SlotView {
     pub(super) last_exit: Option<String>,
     pub(super) peer: Option<Arc<Peer>>,
     pub(super) sample: Option<Sample>,
+    pub(super) revision: Option<String>,
 }
 
 #[derive(Clone)]
@@ -31,6 +32,9 @@ pub(super) struct AppView {
     pub(super) target: u32,
     pub(super) reason: Option<String>,
     pub(super) slots: Vec<SlotView>,
+    /// The config's revision and the stable one (see [`AppStatus`]).
+    pub(super) revision: String,
+    pub(super) stable_revision: String,
 }
 
 /// Status views of every app: (name, view, the pool it publishes into).
@@ -99,8 +103,14 @@ pub(super) fn app_status(v: &AppView, pool: &Pool) -> AppStatus {
                     .as_ref()
                     .map(|p| p.notes.rotation())
                     .unwrap_or_default(),
+                revision: s.revision.clone(),
             }
         })
+        .collect();
+    let revisions: std::collections::BTreeSet<&str> = v
+        .slots
+        .iter()
+        .filter_map(|s| s.revision.as_deref())
         .collect();
     AppStatus {
         name: v.name.clone(),
@@ -111,8 +121,11 @@ pub(super) fn app_status(v: &AppView, pool: &Pool) -> AppStatus {
             .filter(|i| i.state == InstanceState::Ready)
             .count() as u32,
         queued: pool.queued(),
+        mixed_revisions: revisions.len() > 1,
         instances,
         reason: v.reason.clone(),
+        revision: v.revision.clone(),
+        stable_revision: v.stable_revision.clone(),
     }
 }
 
@@ -134,6 +147,7 @@ impl Actor {
                     last_exit: s.last_exit.clone(),
                     peer: p.map(|p| p.peer.clone()),
                     sample: p.and_then(|p| p.sample),
+                    revision: p.map(|p| p.rev.id.clone()),
                 }
             })
             .collect();
@@ -168,6 +182,8 @@ impl Actor {
             target: self.target,
             reason,
             slots,
+            revision: self.wanted.id.clone(),
+            stable_revision: self.stable.id.clone(),
         };
     }
 }
