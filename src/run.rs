@@ -159,9 +159,14 @@ async fn serve(
         metrics_public: cfg.admin.metrics_public,
         snapshot: snapshotter(&gw, &control),
     });
+    events
+        .monitor()
+        .incidents
+        .load(data_dir.join("incidents.json"));
     let ticker = tokio::spawn(tick(
         events.clone(),
-        admin_state.snapshot.clone(),
+        control.clone(),
+        gw.clone(),
         stop_rx.clone(),
     ));
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx.clone()));
@@ -490,8 +495,8 @@ impl Live {
 
 /// The routing table over `pools`.
 /// Once a second, until the stop: the monitor's tick (history, incidents, alerts).
-async fn tick(events: Events, snapshot: admin::Snapshotter, mut stop: watch::Receiver<bool>) {
-    use crate::observe::monitor::unix_now;
+async fn tick(events: Events, control: Handle, gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    use crate::observe::{incidents, monitor::unix_now};
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -499,8 +504,15 @@ async fn tick(events: Events, snapshot: admin::Snapshotter, mut stop: watch::Rec
             _ = every.tick() => {}
             _ = stop.changed() => return,
         }
-        let snap = snapshot();
-        events.monitor().tick(unix_now(), &snap);
+        let status = control.status();
+        let pools = gw.router().pools();
+        let snap = supervisor::metrics_snapshot(&status, &pools);
+        let changes = events.monitor().tick(unix_now(), &snap, |history| {
+            supervisor::incident_conditions(&status, &pools, history)
+        });
+        for change in &changes {
+            events.emit(incidents::event_of(change));
+        }
     }
 }
 

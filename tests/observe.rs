@@ -218,3 +218,84 @@ fn every_data_route_needs_the_token_unless_metrics_are_public() {
     assert_eq!(get(public.admin, "/metrics", &[]).status, 200);
     assert_eq!(get(public.admin, "/api/v1/status", &[]).status, 401);
 }
+
+#[test]
+fn an_incident_opens_when_no_instance_can_serve_and_survives_a_restart() {
+    use common::{eventually, TempDir};
+    use std::time::Duration;
+    let dir = TempDir::new("incident");
+    let flag = dir.path().join("broken");
+    let config = format!(
+        r#"
+[[app]]
+name = "web"
+command = ["sh", "-c", "if [ -e '{flag}' ]; then echo 'RuntimeError: the flag file is there' >&2; exit 1; fi; exec '{bin}' demo-app --port \"$PORT\""]
+instances = 1
+routes = ["/"]
+"#,
+        flag = flag.display(),
+        bin = bin()
+    );
+    let mut gw = Gateway::start_in(dir, &config);
+    gw.wait_ready("web", 1);
+    std::fs::write(&flag, "").unwrap();
+    // The instance crashes and every restart fails: a crash loop.
+    let _ = common::request(gw.addr, "GET", "/crash", &[], b"");
+    let incidents = |gw: &Gateway| -> Vec<Value> {
+        let r = gw.admin_get("/api/v1/incidents");
+        assert_eq!(r.status, 200);
+        serde_json::from_slice::<Value>(&r.body).unwrap()["incidents"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let opened = eventually(Duration::from_secs(30), || {
+        incidents(&gw)
+            .into_iter()
+            .find(|i| i["app"] == "web" && i["ended"].is_null())
+    })
+    .unwrap_or_else(|| panic!("no incident opened; events: {:?}", gw.jsonl("events.jsonl")));
+    let id = opened["id"].as_str().unwrap().to_owned();
+    assert!(
+        ["crash_loop", "no_ready_instance"].contains(&opened["cause"].as_str().unwrap()),
+        "{opened}"
+    );
+    // Requests meanwhile are gateway-made errors, counted as affected.
+    let r = get(gw.addr, "/", &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    // `healgate status` shows it.
+    let (code, out, _) = gw.cli(&["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("OPEN since") && out.contains("web"), "{out}");
+    std::fs::remove_file(&flag).unwrap();
+    let closed = eventually(Duration::from_secs(40), || {
+        incidents(&gw)
+            .into_iter()
+            .find(|i| i["id"] == id.as_str() && !i["ended"].is_null())
+    })
+    .expect("the incident closes once an instance serves again");
+    let kinds: Vec<&str> = closed["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"instance_ready"), "{closed}");
+    assert!(
+        closed["requests_affected"].as_u64().unwrap() >= 1,
+        "{closed}"
+    );
+    assert_eq!(gw.events("incident_opened").len(), 1);
+    assert_eq!(gw.events("incident_closed")[0]["id"], id.as_str());
+    // Still listed after the gateway restarts.
+    gw.terminate();
+    let dir = std::mem::replace(&mut gw.dir, TempDir::new("spare"));
+    drop(gw);
+    let again = Gateway::start_in(dir, &config);
+    let listed = incidents(&again);
+    let kept = listed
+        .iter()
+        .find(|i| i["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not kept: {listed:?}"));
+    assert_eq!(kept["ended"], closed["ended"]);
+}

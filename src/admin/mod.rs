@@ -68,6 +68,9 @@ pub struct StatusAnswer {
     /// The gateway's process id.
     pub pid: u32,
     pub version: String,
+    /// Open incidents, then the last closed ones (at most 5 in all), newest first.
+    #[serde(default)]
+    pub incidents: Vec<crate::observe::incidents::Incident>,
 }
 
 /// What the admin API reads and drives.

@@ -23,6 +23,7 @@ enum Route {
     Events,
     Metrics,
     History,
+    Incidents,
     Restart(String),
     Scale(String),
     Recycle(String),
@@ -45,7 +46,8 @@ impl Route {
             | Route::Status
             | Route::Events
             | Route::Metrics
-            | Route::History => GET,
+            | Route::History
+            | Route::Incidents => GET,
             Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) | Route::Reload => POST,
         }
     }
@@ -76,6 +78,7 @@ fn route(path: &str) -> Result<Route, NoRoute> {
         ["metrics"] => Ok(Route::Metrics),
         ["api", "v1", "status"] => Ok(Route::Status),
         ["api", "v1", "history"] => Ok(Route::History),
+        ["api", "v1", "incidents"] => Ok(Route::Incidents),
         ["api", "v1", "events"] => Ok(Route::Events),
         ["api", "v1", "reload"] => Ok(Route::Reload),
         ["api", "v1", "apps", app, "restart"] => Ok(Route::Restart(named(app)?)),
@@ -221,6 +224,10 @@ where
         Route::Events => events(state, query.as_deref()),
         Route::Metrics => metrics(state, req.headers()),
         Route::History => history(state, query.as_deref()),
+        Route::Incidents => json_response(
+            StatusCode::OK,
+            &json!({"incidents": state.events.monitor().incidents.list()}),
+        ),
         Route::Reload => match &state.control {
             Some(handle) => command_response(handle.send(Command::Reload).await),
             None => error(StatusCode::NOT_FOUND, "this gateway does not offer reload"),
@@ -360,7 +367,11 @@ fn status(state: &AdminState) -> Response<Body> {
         .map(|h| h.status())
         .unwrap_or_default();
     let uptime = (state.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    let mut incidents = state.events.monitor().incidents.list();
+    incidents.sort_by_key(|i| i.ended.is_some());
+    incidents.truncate(5);
     let answer = super::StatusAnswer {
+        incidents,
         apps,
         uptime_s: uptime,
         pid: std::process::id(),

@@ -391,6 +391,7 @@ fn status(g: &Resolved, raw_json: bool) -> ExitCode {
     let events = g.call("GET", "/api/v1/events?since=0", None);
     let mut out = io::stdout().lock();
     let _ = out.write_all(render_status(&status).as_bytes());
+    let _ = out.write_all(render_incidents(&status.incidents).as_bytes());
     match events {
         Ok(ev) => {
             let _ = out.write_all(render_events(&ev, 10).as_bytes());
@@ -539,6 +540,25 @@ fn name_of(v: &impl serde::Serialize) -> String {
         .ok()
         .as_ref()
         .map_or_else(|| "-".to_owned(), value_text)
+}
+
+/// Open incidents and the last closed ones, one line each.
+fn render_incidents(list: &[crate::observe::incidents::Incident]) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\nincidents:\n");
+    for i in list {
+        let when = match &i.ended {
+            None => format!("OPEN since {}", i.started),
+            Some(end) => format!("{} → {}", i.started, end),
+        };
+        s.push_str(&format!(
+            "  {when}  {} ({}), {} requests affected\n",
+            i.title, i.cause, i.requests_affected
+        ));
+    }
+    s
 }
 
 /// The last `n` events of an `/api/v1/events` answer, one line each.

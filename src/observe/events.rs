@@ -213,6 +213,35 @@ pub enum Event {
         instance: String,
         reason: String,
     },
+    /// An incident opened: the app cannot serve as it should (`cause`:
+    /// `no_ready_instance`, `crash_loop`, `error_rate`).
+    IncidentOpened {
+        app: String,
+        id: String,
+        cause: String,
+        title: String,
+    },
+    /// It cleared.
+    IncidentClosed {
+        app: String,
+        id: String,
+        cause: String,
+        duration_s: u64,
+        requests_affected: u64,
+    },
+    /// An `[[alert]]` rule's condition held for its `for` duration.
+    AlertFired {
+        app: String,
+        alert: String,
+        /// One readable sentence (the notification's `text`).
+        text: String,
+    },
+    /// It no longer holds.
+    AlertResolved {
+        app: String,
+        alert: String,
+        text: String,
+    },
     /// The gateway itself is short of file descriptors, local ports or memory (at
     /// most one every 10 s; `held_back` counts the ones not reported).
     GatewayResourcesExhausted {
@@ -257,6 +286,10 @@ impl Event {
             Event::InstanceEjected { .. } => "instance_ejected",
             Event::InstanceReadmitted { .. } => "instance_readmitted",
             Event::GatewayResourcesExhausted { .. } => "gateway_resources_exhausted",
+            Event::IncidentOpened { .. } => "incident_opened",
+            Event::IncidentClosed { .. } => "incident_closed",
+            Event::AlertFired { .. } => "alert_fired",
+            Event::AlertResolved { .. } => "alert_resolved",
         }
     }
 }
@@ -274,7 +307,9 @@ impl Event {
             | Event::ReloadFailed { .. }
             | Event::ConfigRejected { .. }
             | Event::InstanceEjected { .. }
-            | Event::AutohealSuppressed { .. } => tracing::Level::WARN,
+            | Event::AutohealSuppressed { .. }
+            | Event::IncidentOpened { .. }
+            | Event::AlertFired { .. } => tracing::Level::WARN,
             _ => tracing::Level::INFO,
         }
     }
@@ -351,8 +386,8 @@ impl Events {
 
     /// Record one event: the JSONL line, stderr, the ring.
     pub fn emit(&self, event: Event) {
-        self.monitor.on_event(&event);
         let value = to_json(&event, SystemTime::now());
+        self.monitor.on_event(&event, &value);
         let line = value.to_string();
         let text = plain(&value);
         match event.level() {
@@ -679,12 +714,47 @@ mod tests {
             ),
             (
                 Event::GatewayResourcesExhausted {
-                    app,
+                    app: app.clone(),
                     reason: "r".into(),
                     held_back: 3,
                     advice: "raise it",
                 },
                 &["reason", "held_back", "advice"],
+            ),
+            (
+                Event::IncidentOpened {
+                    app: app.clone(),
+                    id: "web-1".into(),
+                    cause: "crash_loop".into(),
+                    title: "t".into(),
+                },
+                &["id", "cause", "title"],
+            ),
+            (
+                Event::IncidentClosed {
+                    app: app.clone(),
+                    id: "web-1".into(),
+                    cause: "crash_loop".into(),
+                    duration_s: 5,
+                    requests_affected: 3,
+                },
+                &["id", "cause", "duration_s", "requests_affected"],
+            ),
+            (
+                Event::AlertFired {
+                    app: app.clone(),
+                    alert: "a".into(),
+                    text: "t".into(),
+                },
+                &["alert", "text"],
+            ),
+            (
+                Event::AlertResolved {
+                    app,
+                    alert: "a".into(),
+                    text: "t".into(),
+                },
+                &["alert", "text"],
             ),
         ]
     }
@@ -707,7 +777,7 @@ mod tests {
             assert_eq!(got, want, "{}", event.kind());
             assert!(seen.insert(event.kind()), "{} twice", event.kind());
         }
-        assert_eq!(seen.len(), 22, "a kind without a test case");
+        assert_eq!(seen.len(), 26, "a kind without a test case");
     }
 
     #[test]

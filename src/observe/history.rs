@@ -532,7 +532,7 @@ impl History {
 }
 
 /// What the last seconds of an app looked like (incidents and alerts read it).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Recent {
     pub points: usize,
     pub requests: u64,

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod events;
 pub mod history;
+pub mod incidents;
 pub mod jsonl;
 pub mod metrics;
 pub mod monitor;

@@ -4,6 +4,7 @@
 
 use super::events::Event;
 use super::history::History;
+use super::incidents::{AppCondition, Change, Incidents};
 use super::metrics::{Metrics, Snapshot};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Monitor {
     pub metrics: Arc<Metrics>,
     pub history: History,
+    pub incidents: Incidents,
 }
 
 /// Unix seconds now.
@@ -24,13 +26,29 @@ pub fn unix_now() -> u64 {
 
 impl Monitor {
     /// Count and remember one event.
-    pub fn on_event(&self, event: &Event) {
+    pub fn on_event(&self, event: &Event, value: &serde_json::Value) {
         self.metrics.on_event(event);
         self.history.on_event(event, unix_now());
+        self.incidents.on_event(value);
     }
 
-    /// One second passed: every meter's second and the snapshot into the history.
-    pub fn tick(&self, now: u64, snap: &Snapshot) {
+    /// One second passed: every meter's second and the snapshot into the history,
+    /// then incidents opened or closed by what the apps look like now (`apps`, from
+    /// the supervisor; the error rates from the history). Returns the changes, for
+    /// the caller to emit as events.
+    pub fn tick(
+        &self,
+        now: u64,
+        snap: &Snapshot,
+        apps: impl Fn(&History) -> Vec<AppCondition>,
+    ) -> Vec<Change> {
         self.history.tick(now, &self.metrics.apps(), snap);
+        let changes = self.incidents.tick(now, &apps(&self.history));
+        if !changes.is_empty() {
+            for (app, open) in self.incidents.open_count() {
+                self.metrics.set_incidents_open(&app, open);
+            }
+        }
+        changes
     }
 }

@@ -36,7 +36,7 @@ mod revision;
 pub mod sampler;
 mod scale;
 mod status;
-pub use status::metrics_snapshot;
+pub use status::{incident_conditions, metrics_snapshot};
 pub mod watchdog;
 
 use crate::config::App;

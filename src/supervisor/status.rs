@@ -252,3 +252,28 @@ pub fn metrics_snapshot(
         states: &STATES,
     }
 }
+
+/// What incidents are judged by, per app and upstream: the supervisor's view of its
+/// instances and the history's last minute and second.
+pub fn incident_conditions(
+    apps: &[AppStatus],
+    pools: &[Arc<Pool>],
+    history: &crate::observe::history::History,
+) -> Vec<crate::observe::incidents::AppCondition> {
+    pools
+        .iter()
+        .map(|pool| {
+            let name = pool.name.to_string();
+            let app = apps.iter().find(|a| a.name == name);
+            crate::observe::incidents::AppCondition {
+                target: app.map_or(0, |a| a.target),
+                ready: app.map_or(0, |a| a.ready),
+                crash_loop: app.is_some_and(|a| a.state == AppState::CrashLoop),
+                remote: app.is_none(),
+                minute: history.recent(&name, 60).unwrap_or_default(),
+                second_errors: history.recent(&name, 1).map_or(0, |r| r.errors),
+                app: name,
+            }
+        })
+        .collect()
+}
