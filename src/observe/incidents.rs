@@ -373,6 +373,7 @@ mod tests {
         };
         assert!(inc.tick(1, &[c.clone()]).is_empty(), "too few requests");
         c.minute.requests = 100;
+        c.minute.errors = 50;
         c.minute.points = 30;
         assert!(inc.tick(2, &[c.clone()]).is_empty(), "not a minute yet");
         c.minute.points = 60;
