@@ -163,6 +163,7 @@ async fn serve(
         .monitor()
         .incidents
         .load(data_dir.join("incidents.json"));
+    events.monitor().alerts.set_rules(cfg.alerts.clone());
     let ticker = tokio::spawn(tick(
         events.clone(),
         control.clone(),
@@ -461,6 +462,10 @@ impl Live {
         self.gw.set_router(router(&pools));
         self.health.sync(&pools);
         self.pools = pools;
+        self.events
+            .monitor()
+            .alerts
+            .set_rules(effective.alerts.clone());
         self.config = effective;
         let names = diff.names();
         self.events.emit(Event::ConfigReloaded {
@@ -496,7 +501,7 @@ impl Live {
 /// The routing table over `pools`.
 /// Once a second, until the stop: the monitor's tick (history, incidents, alerts).
 async fn tick(events: Events, control: Handle, gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
-    use crate::observe::{incidents, monitor::unix_now};
+    use crate::observe::{alerts, incidents, monitor::unix_now};
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -507,11 +512,20 @@ async fn tick(events: Events, control: Handle, gw: Arc<Gateway>, mut stop: watch
         let status = control.status();
         let pools = gw.router().pools();
         let snap = supervisor::metrics_snapshot(&status, &pools);
-        let changes = events.monitor().tick(unix_now(), &snap, |history| {
+        let (changes, notices) = events.monitor().tick(unix_now(), &snap, |history| {
             supervisor::incident_conditions(&status, &pools, history)
         });
         for change in &changes {
             events.emit(incidents::event_of(change));
+        }
+        for n in notices {
+            let (app, alert, text) = (n.app.clone(), n.alert.clone(), n.text.clone());
+            events.emit(if n.firing {
+                Event::AlertFired { app, alert, text }
+            } else {
+                Event::AlertResolved { app, alert, text }
+            });
+            tokio::spawn(alerts::deliver(n));
         }
     }
 }

@@ -299,3 +299,158 @@ routes = ["/"]
         .unwrap_or_else(|| panic!("{id} not kept: {listed:?}"));
     assert_eq!(kept["ended"], closed["ended"]);
 }
+
+/// A webhook receiver on loopback: every JSON body POSTed to it, in order.
+struct Hook {
+    addr: std::net::SocketAddr,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        use std::io::{BufRead, BufReader, Read};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_ok() {
+                    if let Ok(v) = serde_json::from_slice(&body) {
+                        store.lock().unwrap().push(v);
+                    }
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Hook { addr, bodies }
+    }
+
+    fn received(&self) -> Vec<Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn an_error_rate_alert_fires_to_a_webhook_and_resolves() {
+    use common::{eventually, KeepAlive};
+    use std::time::{Duration, Instant};
+    let hook = Hook::start();
+    let down = Refused::new();
+    let gw = Gateway::start(&format!(
+        r#"
+[[app]]
+name = "web"
+command = ["{bin}", "demo-app", "--port", "{{port}}"]
+instances = 1
+routes = ["/"]
+
+[[alert]]
+name = "web-errors"
+app = "web"
+when = {{ error_rate_above = "5%", for = "2s" }}
+webhook = "http://{hook}/hook"
+
+[[alert]]
+name = "to-a-dead-hook"
+when = {{ error_rate_above = "5%" }}
+webhook = "http://{down}/hook"
+"#,
+        bin = bin(),
+        hook = hook.addr,
+        down = down.addr,
+    ));
+    gw.wait_ready("web", 1);
+    let mut conn = KeepAlive::new(gw.addr);
+    // A burst of the app's own 500s for 3 s: the alert holds its 2 s and fires.
+    let burst_end = Instant::now() + Duration::from_secs(3);
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < burst_end {
+        let t = Instant::now();
+        let r = conn.send("GET", "/status/500", b"").unwrap();
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(r.0, 500);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fired = eventually(Duration::from_secs(10), || {
+        hook.received().into_iter().find(|b| b["state"] == "firing")
+    })
+    .expect("the alert fires to the webhook");
+    assert_eq!(fired["alert"], "web-errors");
+    assert_eq!(fired["app"], "web");
+    let text = fired["text"].as_str().unwrap();
+    assert!(
+        text.contains("FIRING web-errors") && text.contains("5xx from the app"),
+        "{text}"
+    );
+    assert_eq!(
+        gw.events("alert_fired")
+            .iter()
+            .filter(|e| e["alert"] == "web-errors")
+            .count(),
+        1
+    );
+    // Good requests bring the last minute's error rate under 5%: it resolves, once.
+    let sent = hook.received().len();
+    let good_end = Instant::now() + Duration::from_secs(30);
+    let resolved = loop {
+        for _ in 0..200 {
+            let t = Instant::now();
+            assert_eq!(conn.send("GET", "/", b"").unwrap().0, 200);
+            slowest = slowest.max(t.elapsed());
+        }
+        if let Some(r) = hook
+            .received()
+            .into_iter()
+            .find(|b| b["state"] == "resolved")
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < good_end,
+            "never resolved: {:?}",
+            hook.received()
+        );
+    };
+    assert_eq!(resolved["alert"], "web-errors");
+    assert!(resolved["text"].as_str().unwrap().contains("RESOLVED"));
+    assert_eq!(
+        hook.received()
+            .iter()
+            .filter(|b| b["alert"] == "web-errors")
+            .count(),
+        2,
+        "one firing and one resolution: {:?} (before: {sent})",
+        hook.received()
+    );
+    // The dead webhook is retried with backoff, and the proxy never waited for it.
+    let retried = eventually(Duration::from_secs(10), || {
+        gw.stderr()
+            .contains("to-a-dead-hook: webhook")
+            .then_some(())
+            .filter(|()| gw.stderr().contains("attempt 2 of 5"))
+    });
+    assert!(retried.is_some(), "{}", gw.stderr());
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a request took {slowest:?}"
+    );
+}

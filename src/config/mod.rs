@@ -255,6 +255,7 @@ pub fn demo(data_dir: PathBuf, listen: SocketAddr, admin: SocketAddr, self_exe: 
             autoheal: None,
             autoscale: None,
         }],
+        alerts: Vec::new(),
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// `[[app]]`, in file order.
     pub apps: Vec<App>,
+    /// `[[alert]]`, in file order.
+    pub alerts: Vec<Alert>,
 }
 
 /// `[gateway]`: the listener side.
@@ -502,4 +504,34 @@ impl Default for Autoheal {
             rules: Vec::new(),
         }
     }
+}
+
+/// `[[alert]]`: notify when a condition on an app holds for `for_`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub name: String,
+    /// `None`: the condition is checked for every app and upstream, each on its own.
+    pub app: Option<String>,
+    pub condition: Condition,
+    /// How long the condition must hold before it fires. Default 0 (at once).
+    pub for_: Duration,
+    /// JSON POSTed on firing and on resolving, retried with backoff.
+    pub webhook: Option<http::Uri>,
+    /// Run on firing and resolving; `{alert}`, `{state}` (`firing`/`resolved`),
+    /// `{app}` and `{text}` are replaced in its arguments.
+    pub command: Option<Vec<String>>,
+}
+
+/// What an alert watches (one per rule).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// Gateway-made errors per request over the last minute, 0..1.
+    ErrorRateAbove(f64),
+    /// The p95 response time over the last minute.
+    P95Above(Duration),
+    /// The working set of the app's instances together.
+    MemoryAbove(u64),
+    CrashLoop,
+    /// An incident is open.
+    Incident,
 }

@@ -520,11 +520,13 @@ impl History {
         let tail = &pts[pts.len().saturating_sub(seconds)..];
         let requests: u64 = tail.iter().map(|p| u64::from(p.requests)).sum();
         let errors: u64 = tail.iter().map(|p| u64::from(p.failed)).sum();
+        let app_5xx: u64 = tail.iter().map(|p| u64::from(p.app_5xx)).sum();
         let p95 = tail.iter().map(|p| p.p95).fold(f32::NAN, max_nan);
         Some(Recent {
             points: tail.len(),
             requests,
             errors,
+            app_5xx,
             p95_ms: (!p95.is_nan()).then_some(p95),
             memory: track.seconds.last().map_or(0, |p| p.memory),
         })
@@ -536,13 +538,25 @@ impl History {
 pub struct Recent {
     pub points: usize,
     pub requests: u64,
+    /// Gateway-made errors.
     pub errors: u64,
+    /// 5xx the app answered itself.
+    pub app_5xx: u64,
     /// The worst second's p95.
     pub p95_ms: Option<f32>,
     pub memory: u64,
 }
 
 impl Recent {
+    /// Server errors of any origin (gateway-made or the app's 5xx) per request.
+    pub fn server_error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            (self.errors + self.app_5xx) as f64 / self.requests as f64
+        }
+    }
+
     /// Gateway-made errors per request (0 without requests).
     pub fn error_rate(&self) -> f64 {
         if self.requests == 0 {

@@ -319,6 +319,7 @@ mod tests {
                 points: 60,
                 requests: 0,
                 errors: 0,
+                app_5xx: 0,
                 p95_ms: None,
                 memory: 0,
             },
@@ -368,6 +369,7 @@ mod tests {
             points: 60,
             requests: 10,
             errors: 9,
+            app_5xx: 0,
             p95_ms: None,
             memory: 0,
         };

@@ -284,8 +284,8 @@ pub struct Metrics {
     autoheal: Mutex<BTreeMap<(String, String, String), u64>>,
     /// (app, result) → active health checks.
     health_checks: Mutex<BTreeMap<(String, String), u64>>,
-    /// Alert name → firing.
-    alerts: Mutex<BTreeMap<String, bool>>,
+    /// (alert, app) → firing.
+    alerts: Mutex<BTreeMap<(String, String), bool>>,
     /// App → open incidents.
     incidents_open: Mutex<BTreeMap<String, u64>>,
 }
@@ -374,12 +374,12 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// Whether alert `name` fires now.
-    pub fn set_alert(&self, name: &str, firing: bool) {
+    /// Whether alert `name` fires now for `app`.
+    pub fn set_alert(&self, name: &str, app: &str, firing: bool) {
         self.alerts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), firing);
+            .insert((name.to_owned(), app.to_owned()), firing);
     }
 
     /// How many incidents of `app` are open.
@@ -704,7 +704,12 @@ impl prometheus_client::collector::Collector for Scrape {
         let alerts = m.alerts.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let rows: Vec<(Labels, i64)> = alerts
             .iter()
-            .map(|(name, firing)| (vec![("alert", &**name)], i64::from(*firing)))
+            .map(|((name, app), firing)| {
+                (
+                    vec![("alert", &**name), ("app", &**app)],
+                    i64::from(*firing),
+                )
+            })
             .collect();
         family(
             &mut enc,

@@ -1,6 +1,7 @@
 //! Observation: the access log, the event log, metrics and their history, incidents,
 //! timestamps, and redaction of app output.
 pub mod access;
+pub mod alerts;
 pub mod events;
 pub mod history;
 pub mod incidents;

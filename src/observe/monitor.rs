@@ -2,6 +2,7 @@
 //! ([`Monitor::on_event`], from `Events::emit`) and once a second per snapshot
 //! ([`Monitor::tick`], from the gateway's ticker): metrics, their history, incidents.
 
+use super::alerts::{Alerts, Notice};
 use super::events::Event;
 use super::history::History;
 use super::incidents::{AppCondition, Change, Incidents};
@@ -15,6 +16,7 @@ pub struct Monitor {
     pub metrics: Arc<Metrics>,
     pub history: History,
     pub incidents: Incidents,
+    pub alerts: Alerts,
 }
 
 /// Unix seconds now.
@@ -41,14 +43,20 @@ impl Monitor {
         now: u64,
         snap: &Snapshot,
         apps: impl Fn(&History) -> Vec<AppCondition>,
-    ) -> Vec<Change> {
+    ) -> (Vec<Change>, Vec<Notice>) {
         self.history.tick(now, &self.metrics.apps(), snap);
-        let changes = self.incidents.tick(now, &apps(&self.history));
+        let apps = apps(&self.history);
+        let changes = self.incidents.tick(now, &apps);
+        let open = self.incidents.open_count();
         if !changes.is_empty() {
-            for (app, open) in self.incidents.open_count() {
-                self.metrics.set_incidents_open(&app, open);
+            for (app, n) in &open {
+                self.metrics.set_incidents_open(app, *n);
             }
         }
-        changes
+        let notices = self.alerts.tick(now, &apps, &open);
+        for n in &notices {
+            self.metrics.set_alert(&n.alert, &n.app, n.firing);
+        }
+        (changes, notices)
     }
 }

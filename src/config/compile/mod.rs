@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use toml_edit::{Table, Value};
 
+mod alert;
 mod app;
 pub(crate) mod environment;
 mod shared;
@@ -44,6 +45,10 @@ pub(crate) fn config(cx: &mut Ctx, root: &Table, base: &Path) -> Config {
     for t in sections(cx, &mut r, "upstream") {
         upstreams.extend(upstream(cx, t, base, &mut claims));
     }
+    let mut alerts = Vec::new();
+    for t in sections(cx, &mut r, "alert") {
+        alerts.extend(alert::alert(cx, t));
+    }
     r.finish(cx);
     claims.check(cx);
     Config {
@@ -52,6 +57,7 @@ pub(crate) fn config(cx: &mut Ctx, root: &Table, base: &Path) -> Config {
         errors,
         upstreams,
         apps,
+        alerts,
     }
 }
 
