@@ -241,6 +241,7 @@ async fn serve(
     } = live;
     tracing::info!("{}", supervisor.shutdown().await.message);
     health.stop_all();
+    events.monitor().logs.close();
     let _ = admin_task.await;
     let _ = ticker.await;
     admin::remove_admin_file(data_dir);

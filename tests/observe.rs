@@ -454,3 +454,84 @@ webhook = "http://{down}/hook"
         "a request took {slowest:?}"
     );
 }
+
+#[test]
+fn the_log_stream_interleaves_app_output_and_events_redacted_and_follows() {
+    use common::eventually;
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+    let gw = Gateway::start(&format!(
+        r#"
+[[app]]
+name = "web"
+command = ["sh", "-c", "echo 'connecting with DB_PASSWORD=hunter2-very-secret' >&2; exec '{bin}' demo-app --port \"$PORT\""]
+instances = 1
+routes = ["/"]
+"#,
+        bin = bin()
+    ));
+    gw.wait_ready("web", 1);
+    let lines = eventually(Duration::from_secs(5), || {
+        let r = gw.admin_get("/api/v1/logs?app=web&lines=50");
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        let lines = v["lines"].as_array().unwrap().clone();
+        lines
+            .iter()
+            .any(|l| l["stream"] == "stderr")
+            .then_some(lines)
+    })
+    .expect("the app's stderr line in the stream");
+    let all = serde_json::to_string(&lines).unwrap();
+    assert!(!all.contains("hunter2"), "a secret reached the API: {all}");
+    assert!(all.contains("DB_PASSWORD=[redacted]"), "{all}");
+    assert!(lines
+        .iter()
+        .any(|l| l["stream"] == "event" && l["text"].as_str().unwrap().contains("instance_ready")));
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    // `healgate logs web -f` follows the live stream: a crash's traceback and its
+    // exit event arrive, in that order.
+    let mut follow = Command::new(bin())
+        .args(["logs", "web", "-f", "-n", "1", "-c"])
+        .arg(gw.config_path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // It printed the last line: it follows from there on.
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("logs -f prints the last line first");
+    let _ = common::request(gw.addr, "GET", "/crash", &[], b"");
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(l);
+        }
+        if seen
+            .iter()
+            .any(|l| l.contains("event | event instance_exited"))
+        {
+            break;
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let error = seen
+        .iter()
+        .position(|l| l.contains("stderr | RuntimeError"));
+    let exited = seen.iter().position(|l| l.contains("instance_exited"));
+    assert!(
+        matches!((error, exited), (Some(e), Some(x)) if e < x),
+        "{seen:#?}"
+    );
+}

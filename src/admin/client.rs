@@ -35,6 +35,36 @@ pub fn call(
     path: &str,
     body: Option<&Value>,
 ) -> Result<Value, String> {
+    let (stream, addr, token) = reach(data_dir, configured_token, configured_listen)?;
+    let (status, text) = exchange(stream, addr, &token, method, path, body)
+        .map_err(|e| format!("admin API at {addr}: {e}"))?;
+    let json: Option<Value> = serde_json::from_str(&text).ok();
+    if (200..300).contains(&status) {
+        return json.ok_or_else(|| {
+            format!("admin API at {addr}: {method} {path} answered {status} with a body that is not JSON")
+        });
+    }
+    let said = json
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| text.trim().chars().take(200).collect());
+    if status == 401 {
+        return Err(format!(
+            "admin token rejected by the gateway at {addr} ({said}); check admin.token in the config, HEALGATE_ADMIN_TOKEN, or {}",
+            token_path(data_dir).display()
+        ));
+    }
+    Err(format!("{said} ({status})"))
+}
+
+/// A connection to the running gateway's admin API, and the token to use.
+fn reach(
+    data_dir: &Path,
+    configured_token: Option<&str>,
+    configured_listen: SocketAddr,
+) -> Result<(TcpStream, SocketAddr, String), String> {
     let recorded = read_admin_file(data_dir).map(|f| f.listen);
     let mut candidates = Vec::new();
     if let Some(a) = recorded {
@@ -60,27 +90,76 @@ pub fn call(
             }
         }
     };
-    let (status, text) = exchange(stream, addr, &token, method, path, body)
-        .map_err(|e| format!("admin API at {addr}: {e}"))?;
-    let json: Option<Value> = serde_json::from_str(&text).ok();
-    if (200..300).contains(&status) {
-        return json.ok_or_else(|| {
-            format!("admin API at {addr}: {method} {path} answered {status} with a body that is not JSON")
-        });
-    }
-    let said = json
-        .as_ref()
-        .and_then(|v| v.get("error"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| text.trim().chars().take(200).collect());
-    if status == 401 {
-        return Err(format!(
-            "admin token rejected by the gateway at {addr} ({said}); check admin.token in the config, HEALGATE_ADMIN_TOKEN, or {}",
-            token_path(data_dir).display()
-        ));
-    }
-    Err(format!("{said} ({status})"))
+    Ok((stream, addr, token))
+}
+
+/// Whether an error of [`call`] or [`follow`] means no gateway answered at all.
+pub fn is_not_running(error: &str) -> bool {
+    error.starts_with("no gateway is running")
+}
+
+/// `GET path` on a streaming route (server-sent events): `on_data` gets each
+/// message's `data:` payload until it returns false, the stream ends, or the
+/// connection breaks (an error).
+pub fn follow(
+    data_dir: &Path,
+    configured_token: Option<&str>,
+    configured_listen: SocketAddr,
+    path: &str,
+    mut on_data: impl FnMut(&str) -> bool,
+) -> Result<(), String> {
+    let (stream, addr, token) = reach(data_dir, configured_token, configured_listen)?;
+    let request = http::Request::get(path)
+        .header(header::HOST, addr.to_string())
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::ACCEPT, "text/event-stream")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("starting the client: {e}"))?;
+    rt.block_on(async {
+        let io = stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream))
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("admin API at {addr}: GET {path}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "admin API at {addr}: GET {path} answered {}",
+                response.status()
+            ));
+        }
+        let mut body = response.into_body();
+        let mut pending = String::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("admin API at {addr}: the stream broke: {e}"))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = pending.find("\n\n") {
+                let message: String = pending.drain(..end + 2).collect();
+                for line in message.lines() {
+                    if let Some(d) = line.strip_prefix("data: ") {
+                        if !on_data(d) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// A wildcard listen address is reached on loopback.

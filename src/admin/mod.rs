@@ -32,6 +32,7 @@
 //! any directory.
 
 pub mod client;
+mod logs;
 mod routes;
 
 use crate::observe::events::Events;

@@ -11,8 +11,13 @@ use serde_json::{json, Value};
 /// Largest request body accepted (commands carry a few bytes of JSON).
 const MAX_BODY: usize = 64 * 1024;
 
-/// The answer body type.
-pub(super) type Body = Full<Bytes>;
+/// The answer body type: whole (JSON, text) or a stream (`/api/v1/logs?follow=1`).
+pub(super) type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// A whole body.
+pub(super) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
 
 /// A matched route.
 #[derive(Debug, PartialEq)]
@@ -24,6 +29,7 @@ enum Route {
     Metrics,
     History,
     Incidents,
+    Logs,
     Restart(String),
     Scale(String),
     Recycle(String),
@@ -47,7 +53,8 @@ impl Route {
             | Route::Events
             | Route::Metrics
             | Route::History
-            | Route::Incidents => GET,
+            | Route::Incidents
+            | Route::Logs => GET,
             Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) | Route::Reload => POST,
         }
     }
@@ -79,6 +86,7 @@ fn route(path: &str) -> Result<Route, NoRoute> {
         ["api", "v1", "status"] => Ok(Route::Status),
         ["api", "v1", "history"] => Ok(Route::History),
         ["api", "v1", "incidents"] => Ok(Route::Incidents),
+        ["api", "v1", "logs"] => Ok(Route::Logs),
         ["api", "v1", "events"] => Ok(Route::Events),
         ["api", "v1", "reload"] => Ok(Route::Reload),
         ["api", "v1", "apps", app, "restart"] => Ok(Route::Restart(named(app)?)),
@@ -224,6 +232,18 @@ where
         Route::Events => events(state, query.as_deref()),
         Route::Metrics => metrics(state, req.headers()),
         Route::History => history(state, query.as_deref()),
+        Route::Logs => {
+            let q = query.as_deref();
+            match super::logs::Query::parse(
+                query_param(q, "app"),
+                query_param(q, "lines"),
+                query_param(q, "since"),
+                query_param(q, "follow"),
+            ) {
+                Ok(q) => super::logs::answer(state, q),
+                Err(why) => error(StatusCode::BAD_REQUEST, &why),
+            }
+        }
         Route::Incidents => json_response(
             StatusCode::OK,
             &json!({"incidents": state.events.monitor().incidents.list()}),
@@ -451,7 +471,7 @@ fn metrics(state: &AdminState, headers: &http::HeaderMap) -> Response<Body> {
         .monitor()
         .metrics
         .encode((state.snapshot)(), openmetrics);
-    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    let mut resp = Response::new(full(text));
     let content_type = if openmetrics {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
@@ -468,7 +488,7 @@ fn index() -> Response<Body> {
 <title>healgate admin</title></head>\n<body><h1>healgate admin</h1>\n\
 <p>The dashboard is not available yet. The API is under <code>/api/v1/</code> \
 and needs <code>Authorization: Bearer &lt;token&gt;</code>.</p></body></html>\n";
-    let mut resp = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+    let mut resp = Response::new(full(Bytes::from_static(PAGE.as_bytes())));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -482,10 +502,10 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({"error": message}))
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     let mut text = body.to_string();
     text.push('\n');
-    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    let mut resp = Response::new(full(text));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(

@@ -16,6 +16,84 @@ const TAIL_WINDOW: u64 = 4 * 1024 * 1024;
 /// How often `logs -f` looks for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
+/// `healgate logs [APP] [-f]` from the running gateway's live stream: app output and
+/// events interleaved in time order (`-f` follows it). `None` when no gateway runs
+/// (then the files are read).
+pub(super) fn live(
+    g: &super::Resolved,
+    app: Option<&str>,
+    lines: usize,
+    follow: bool,
+) -> Option<ExitCode> {
+    use crate::admin::client;
+    let app_q = app
+        .map(|a| format!("&app={}", client::encode_segment(a)))
+        .unwrap_or_default();
+    let path = format!("/api/v1/logs?lines={lines}{app_q}");
+    let answer = match client::call(
+        &g.data_dir,
+        g.token.as_deref(),
+        g.admin_listen,
+        "GET",
+        &path,
+        None,
+    ) {
+        Ok(v) => v,
+        Err(e) if client::is_not_running(&e) => return None,
+        Err(e) => {
+            eprintln!("healgate: {e}");
+            return Some(ExitCode::FAILURE);
+        }
+    };
+    let mut out = io::stdout().lock();
+    for l in answer["lines"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "{}", live_line(l));
+    }
+    let _ = out.flush();
+    if !follow {
+        return Some(ExitCode::SUCCESS);
+    }
+    let since = answer["cursor"].as_u64().unwrap_or(0);
+    let path = format!(
+        "/api/v1/logs?follow=1&lines={}&since={since}{app_q}",
+        crate::observe::logstream::KEPT
+    );
+    let followed = client::follow(
+        &g.data_dir,
+        g.token.as_deref(),
+        g.admin_listen,
+        &path,
+        |data| {
+            if let Ok(l) = serde_json::from_str::<Value>(data) {
+                let _ = writeln!(out, "{}", live_line(&l));
+                let _ = out.flush();
+            }
+            true
+        },
+    );
+    Some(match followed {
+        Ok(()) => {
+            eprintln!("healgate: the gateway closed the log stream (it stopped)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("healgate: {e}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// `ts  web#1 stderr | text`.
+fn live_line(l: &Value) -> String {
+    let who = l["instance"].as_str().or(l["app"].as_str()).unwrap_or("-");
+    format!(
+        "{} {who} {} | {}",
+        l["ts"].as_str().unwrap_or(""),
+        l["stream"].as_str().unwrap_or(""),
+        l["text"].as_str().unwrap_or("")
+    )
+}
+
 /// `healgate logs [APP] [-f]`: the tail of `logs/events.jsonl` (this app's events
 /// only, for an APP) and of each `logs/apps/<APP>/*.log`; `-f` follows them all.
 pub(super) fn logs(data_dir: &Path, app: Option<&str>, lines: usize, follow: bool) -> ExitCode {

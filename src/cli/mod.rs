@@ -329,7 +329,8 @@ pub fn main() -> ExitCode {
             lines,
             target,
         } => with_target(&target, |g| {
-            logs::logs(&g.data_dir, app.as_deref(), lines, follow)
+            logs::live(g, app.as_deref(), lines, follow)
+                .unwrap_or_else(|| logs::logs(&g.data_dir, app.as_deref(), lines, follow))
         }),
     }
 }

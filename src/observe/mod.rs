@@ -6,6 +6,7 @@ pub mod events;
 pub mod history;
 pub mod incidents;
 pub mod jsonl;
+pub mod logstream;
 pub mod metrics;
 pub mod monitor;
 pub mod redact;

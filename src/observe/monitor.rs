@@ -17,6 +17,8 @@ pub struct Monitor {
     pub history: History,
     pub incidents: Incidents,
     pub alerts: Alerts,
+    /// App output and events, live.
+    pub logs: Arc<super::logstream::LogStream>,
 }
 
 /// Unix seconds now.
@@ -32,6 +34,29 @@ impl Monitor {
         self.metrics.on_event(event);
         self.history.on_event(event, unix_now());
         self.incidents.on_event(value);
+    }
+
+    /// The event's stream line (its plain one-line text).
+    pub fn event_line(&self, event: &Event, app: &str, text: &str) {
+        let instance = match event {
+            Event::InstanceStarted { instance, .. }
+            | Event::InstanceReady { instance, .. }
+            | Event::InstanceExited { instance, .. }
+            | Event::InstanceRestarting { instance, .. }
+            | Event::CrashLoop { instance, .. }
+            | Event::InstanceDraining { instance, .. }
+            | Event::InstanceStopped { instance, .. }
+            | Event::InstanceRecycling { instance, .. }
+            | Event::InstanceRecycled { instance, .. }
+            | Event::RecycleFailed { instance, .. }
+            | Event::AutohealFired { instance, .. }
+            | Event::AutohealSuppressed { instance, .. }
+            | Event::AutohealAction { instance, .. }
+            | Event::InstanceEjected { instance, .. }
+            | Event::InstanceReadmitted { instance, .. } => Some(instance.as_str()),
+            _ => None,
+        };
+        self.logs.push(app, instance, "event", text);
     }
 
     /// One second passed: every meter's second and the snapshot into the history,

@@ -300,14 +300,16 @@ impl Actor {
         let mut captures = Vec::new();
         if let Some(out) = child.stdout.take() {
             let (o, f) = (self.output.clone(), file.clone());
+            let who = (Arc::from(self.app.name.as_str()), Arc::from(id.as_str()));
             captures.push(tokio::spawn(async move {
-                o.capture(out, "stdout", f, None).await
+                o.capture(out, "stdout", f, None, who).await
             }));
         }
         if let Some(err) = child.stderr.take() {
             let (o, f, t) = (self.output.clone(), file.clone(), tail.clone());
+            let who = (Arc::from(self.app.name.as_str()), Arc::from(id.as_str()));
             captures.push(tokio::spawn(async move {
-                o.capture(err, "stderr", f, Some(t)).await
+                o.capture(err, "stderr", f, Some(t), who).await
             }));
         }
         let tx = self.tx.clone();

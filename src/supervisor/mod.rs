@@ -65,7 +65,7 @@ pub struct Supervisor {
 pub fn start(apps: Vec<(App, Arc<Pool>)>, events: Events, data_dir: &Path) -> Supervisor {
     let mut sup = Supervisor {
         ctx: Spawner {
-            output: Output::start(),
+            output: Output::start().with_stream(events.monitor().logs.clone()),
             ports: Arc::new(Ports::default()),
             events,
             data_dir: data_dir.to_owned(),

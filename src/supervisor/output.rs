@@ -4,6 +4,7 @@
 //! reports (`Tail`), read only redacted, and `explain` picks the line that says why.
 
 use crate::observe::jsonl::{reopen_generation, Rotation};
+use crate::observe::logstream::LogStream;
 use crate::observe::redact::redact;
 use crate::observe::time::rfc3339_millis;
 use std::collections::{HashMap, VecDeque};
@@ -54,7 +55,12 @@ pub struct Output {
     tx: mpsc::Sender<Msg>,
     pending: Arc<AtomicUsize>,
     dropped: Arc<AtomicUsize>,
+    /// The live stream every line also goes to, redacted.
+    live: Option<Arc<LogStream>>,
 }
+
+/// Whose output a capture carries: the app and the instance id.
+pub type Source = (Arc<str>, Arc<str>);
 
 /// The last stderr lines of one process (at most [`TAIL`] lines, [`TAIL_BYTES`]
 /// bytes), raw in memory; every reader gets them redacted.
@@ -191,7 +197,14 @@ impl Output {
             tx,
             pending,
             dropped: Arc::new(AtomicUsize::new(0)),
+            live: None,
         }
+    }
+
+    /// Lines also go to `live` (redacted) from now on.
+    pub fn with_stream(mut self, live: Arc<LogStream>) -> Output {
+        self.live = Some(live);
+        self
     }
 
     fn line(&self, file: &Arc<PathBuf>, text: String) {
@@ -220,6 +233,7 @@ impl Output {
         tag: &'static str,
         file: Arc<PathBuf>,
         tail: Option<Tail>,
+        who: Source,
     ) {
         let mut reader = BufReader::with_capacity(16 * 1024, stream);
         let mut buf = Vec::with_capacity(256);
@@ -238,6 +252,9 @@ impl Output {
             let text = String::from_utf8_lossy(&buf);
             if let Some(t) = &tail {
                 t.push(&text);
+            }
+            if let Some(live) = &self.live {
+                live.push(&who.0, Some(&who.1), tag, &redact(&text));
             }
             self.line(
                 &file,
@@ -391,8 +408,14 @@ mod tests {
         let out = Output::start();
         let tail = Tail::default();
         let input: &[u8] = b"first\nsecond line\r\nno newline at end";
-        out.capture(input, "stderr", file.clone(), Some(tail.clone()))
-            .await;
+        out.capture(
+            input,
+            "stderr",
+            file.clone(),
+            Some(tail.clone()),
+            (Arc::from("web"), Arc::from("web#1")),
+        )
+        .await;
         out.flush();
         let text = std::fs::read_to_string(&*file).unwrap();
         let lines: Vec<&str> = text.lines().collect();
