@@ -259,8 +259,14 @@ mod tests {
         let out = Output::start();
         let tx = w.sender();
         tx.send("one".into());
-        out.capture(&b"app one\n"[..], "stdout", app.clone(), None)
-            .await;
+        out.capture(
+            &b"app one\n"[..],
+            "stdout",
+            app.clone(),
+            None,
+            (Arc::from("web"), Arc::from("web#1")),
+        )
+        .await;
         out.flush();
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         let when = std::time::Instant::now();
@@ -272,8 +278,14 @@ mod tests {
         std::fs::rename(&*app, renamed(&app)).unwrap();
         reopen();
         tx.send("two".into());
-        out.capture(&b"app two\n"[..], "stdout", app.clone(), None)
-            .await;
+        out.capture(
+            &b"app two\n"[..],
+            "stdout",
+            app.clone(),
+            None,
+            (Arc::from("web"), Arc::from("web#1")),
+        )
+        .await;
         out.flush();
         drop(tx);
         w.close();
