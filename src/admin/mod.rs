@@ -72,6 +72,9 @@ pub struct StatusAnswer {
     /// Open incidents, then the last closed ones (at most 5 in all), newest first.
     #[serde(default)]
     pub incidents: Vec<crate::observe::incidents::Incident>,
+    /// How many incidents are open now.
+    #[serde(default)]
+    pub incidents_open: usize,
 }
 
 /// What the admin API reads and drives.

@@ -388,10 +388,12 @@ fn status(state: &AdminState) -> Response<Body> {
         .unwrap_or_default();
     let uptime = (state.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     let mut incidents = state.events.monitor().incidents.list();
+    let incidents_open = incidents.iter().filter(|i| i.ended.is_none()).count();
     incidents.sort_by_key(|i| i.ended.is_some());
     incidents.truncate(5);
     let answer = super::StatusAnswer {
         incidents,
+        incidents_open,
         apps,
         uptime_s: uptime,
         pid: std::process::id(),
