@@ -132,6 +132,74 @@ async function main() {
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 1) problems.push(`phone: the page is ${overflow}px wider than the screen`);
   await phone.screenshot({ path: join(HG_ARTIFACTS, 'dashboard-phone.png'), fullPage: true });
+  await phone.close();
+
+  step('charts, incidents, health and the log tail, from fakes in the shape of the API contract');
+  const fake = await ctx.newPage();
+  watch(fake, 'contract');
+  await contractFakes(fake);
+  await fake.goto(`${HG_ADMIN}/`);
+  await fake.fill('#token', HG_TOKEN);
+  await fake.click('#login-form button[type="submit"]');
+  await fake.locator('.chart .uplot').nth(3).waitFor({ timeout: WAIT });
+  await fake.locator('#marks li').first().waitFor({ timeout: WAIT });
+  await fake.locator('#incidents li[data-incident]').first().waitFor({ timeout: WAIT });
+  await fake.waitForFunction(() => /crash requested/.test(document.querySelector('#logs').textContent), null, { timeout: WAIT });
+  await fake.waitForFunction(() => /status 500/.test(document.querySelector('#instances td[data-col="health"]').textContent), null, { timeout: WAIT });
+  const tile = fake.locator('#tiles .tile[data-app="demo"]');
+  await fake.waitForFunction((t) => /p95 \d/.test(t.textContent) && /outage <b>/.test(t.textContent), await tile.elementHandle(), { timeout: WAIT })
+    .catch(async () => problems.push(`contract: the tile shows no p95 or no open incident: ${await tile.innerText()}`));
+  const logs = await fake.locator('#logs').innerText();
+  if (!logs.includes('<script>alert(1)</script>')) problems.push(`contract: app output is not shown as text: ${logs}`);
+  await fake.locator('#instances tr[data-instance] button.more').first().click();
+  await fake.screenshot({ path: join(HG_ARTIFACTS, 'dashboard-charts.png'), fullPage: true });
+}
+
+// Routes the lead builds (history, incidents, logs; health and rotation in status),
+// answered here with data in the contract's shape; the page is told they exist.
+async function contractFakes(page) {
+  const now = Math.floor(Date.now() / 1000);
+  const t = Array.from({ length: 900 }, (_, i) => now - 899 + i);
+  const wave = (base, amp, k) => t.map((_, i) => Math.max(0, Math.round(base + amp * Math.sin(i / k))));
+  const history = {
+    app: 'demo', instance: null, res: '1s', step_s: 1, t,
+    requests: wave(40, 15, 40),
+    errors: { connection_refused: t.map((_, i) => (i > 600 && i < 606 ? 3 : 0)), app_5xx: wave(1, 1, 9) },
+    p50_ms: wave(12, 3, 30), p95_ms: wave(45, 10, 30), p99_ms: t.map((_, i) => (i % 97 === 0 ? null : 90 + (i % 13))),
+    inflight: wave(2, 1, 20), queue: t.map(() => 0), memory_bytes: wave(64e6, 4e6, 80), cpu_pct: wave(6, 3, 25),
+    restarts: t.map((_, i) => (i === 600 ? 1 : 0)),
+    instances: Object.fromEntries(['demo#1', 'demo#2', 'demo#3'].map((id, n) => [id, { memory_bytes: wave(20e6 + n * 2e6, 1e6, 60 + n), cpu_pct: wave(2 + n, 1, 20 + n) }])),
+    marks: [
+      { t: now - 299, kind: 'restart', instance: 'demo#2', text: 'exited with code 1: RuntimeError: crash requested' },
+      { t: now - 120, kind: 'recycle', instance: 'demo#1', text: 'from the dashboard' },
+      { t: now - 60, kind: 'scale', instance: null, text: '3 → 3' },
+    ],
+  };
+  const opened = new Date((now - 300) * 1000).toISOString();
+  const incidents = { incidents: [{
+    id: 1, app: 'demo', cause: 'error_rate', title: 'demo: 502 outage <b>not markup</b>', started: opened, ended: null, requests_affected: 17,
+    timeline: [{ ts: opened, kind: 'incident_opened', app: 'demo', instance: 'demo#2', reason: 'error rate 12 % over 10 s' }],
+  }] };
+  const sse = ['starting <script>alert(1)</script>', 'Traceback (most recent call last):', 'RuntimeError: crash requested via /crash']
+    .map((text, n) => `data: ${JSON.stringify({ ts: opened, app: 'demo', instance: 'demo#2', stream: n ? 'stderr' : 'stdout', text })}\n\n`).join('');
+  await page.route(/\/$/, async (route) => {
+    const resp = await route.fetch();
+    const html = (await resp.text()).replace(/name="healgate-api" content="[^"]*"/, 'name="healgate-api" content="history incidents logs"');
+    await route.fulfill({ response: resp, body: html });
+  });
+  await page.route(/\/api\/v1\/status$/, async (route) => {
+    const resp = await route.fetch();
+    const st = await resp.json();
+    st.incidents_open = 1;
+    for (const i of st.apps[0].instances) {
+      i.health = [{ ts: opened, ok: true }, { ts: opened, ok: false, reason: 'refused' }, { ts: opened, ok: false, reason: 'status 500' }];
+      i.rotation = [{ ts: opened, in: false, why: '2 failed health checks' }, { ts: opened, in: true, why: 'healthy again' }];
+    }
+    await route.fulfill({ response: resp, json: st });
+  });
+  await page.route(/\/api\/v1\/history\?/, (route) => route.fulfill({ json: history }));
+  await page.route(/\/api\/v1\/incidents$/, (route) => route.fulfill({ json: incidents }));
+  await page.route(/\/api\/v1\/logs\?/, (route) => route.fulfill({ contentType: 'text/event-stream', body: sse }));
 }
 
 let failed = false;

@@ -198,6 +198,8 @@
       const every = st.range === '1s' ? 5000 : 60000;
       if (st.app && (st.historyDirty || now - st.historyAt > every)) await loadHistory();
       if (st.incidentsDirty || now - st.incidentsAt > 10000) await loadIncidents();
+      // The tiles' latency and incident come from those two.
+      if (st.status) renderTiles(st.status.apps || [], st.status);
     } catch (e) {
       if (e instanceof Stop) return;
       setConn('connection lost (' + e.message + '); retrying', 'bad');
@@ -388,8 +390,8 @@
     for (const h of checks) {
       dots.append(el('span', { class: h.ok ? 'ok' : 'bad', text: '●', title: clock(h.ts) + ' ' + (h.ok ? 'ok' : h.reason || 'failed') }));
     }
-    const lastBad = [...checks].reverse().find((h) => !h.ok);
-    td.append(dots, lastBad ? el('span', { class: 'bad', text: ' ' + (lastBad.reason || 'failed') }) : null);
+    const last = checks[checks.length - 1];
+    td.append(dots, el('span', { class: last.ok ? 'ok' : 'bad', text: ' ' + (last.ok ? 'ok' : last.reason || 'failed') }));
   }
   function renderDetail(td, i) {
     td.textContent = '';
@@ -573,7 +575,7 @@
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true } },
-      axes: [axis, Object.assign({}, axis, { size: 64, values: (u, vals) => vals.map(spec.fmt) })],
+      axes: [axis, Object.assign({}, axis, { size: 76, values: (u, vals) => vals.map(spec.fmt) })],
       series: [{}, ...spec.series.map(([label], n) => ({
         label, stroke: css(PALETTE[n % PALETTE.length]), width: 1.5, spanGaps: false,
         value: (u, v) => (v == null ? '–' : spec.fmt(v)),
