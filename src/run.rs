@@ -158,6 +158,7 @@ async fn serve(
         started: std::time::Instant::now(),
         metrics_public: cfg.admin.metrics_public,
         snapshot: snapshotter(&gw, &control),
+        logins: Default::default(),
     });
     events
         .monitor()
@@ -170,6 +171,18 @@ async fn serve(
         gw.clone(),
         stop_rx.clone(),
     ));
+    // The demo prints a one-time link that logs the dashboard in.
+    let login_code = if demo {
+        match admin_state.logins.issue() {
+            Ok(code) => Some(code),
+            Err(e) => {
+                tracing::warn!("no one-time dashboard link: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx.clone()));
     let mut live = Live {
         path,
@@ -188,7 +201,12 @@ async fn serve(
     });
     let serving = tokio::spawn(server::serve(
         gw,
-        listeners_announced(listeners, admin_addr, demo.then_some(data_dir.as_path()))?,
+        listeners_announced(
+            listeners,
+            admin_addr,
+            demo.then_some(data_dir.as_path()),
+            login_code.as_deref(),
+        )?,
         cfg.gateway.timeouts.clone(),
         cfg.gateway.shutdown_grace,
         stop_rx,
@@ -621,6 +639,7 @@ fn listeners_announced(
     listeners: Vec<tokio::net::TcpListener>,
     admin: std::net::SocketAddr,
     demo_data: Option<&std::path::Path>,
+    login_code: Option<&str>,
 ) -> std::io::Result<Vec<tokio::net::TcpListener>> {
     let mut out = std::io::stdout().lock();
     for l in &listeners {
@@ -644,9 +663,16 @@ fn listeners_announced(
              \x20 curl -H 'Accept: application/json' -H 'Accept-Language: fr' {url}/bad\n\
              \x20 healgate status                   apps, instances, recent events\n\
              \x20 healgate restart demo             a rolling restart without a dropped request\n\
+             dashboard: {dashboard}\n\
              admin API: http://{admin}/api/v1/status (token in {token})\n\
              logs: {logs}/  (access.jsonl, events.jsonl, apps/)\n\
              Ctrl-C stops the gateway and every instance.",
+            dashboard = match login_code {
+                Some(code) => format!(
+                    "http://{admin}/#login={code}  (a one-time link, good for 10 minutes; then the token below)"
+                ),
+                None => format!("http://{admin}/  (log in with the token below)"),
+            },
             token = data.join("admin.token").display(),
             logs = data.join("logs").display(),
         );

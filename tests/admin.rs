@@ -67,6 +67,7 @@ impl Admin {
             started: Instant::now() - Duration::from_secs(90),
             metrics_public: false,
             snapshot: Arc::new(Default::default),
+            logins: Default::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let served = rt.spawn(admin::serve(listener, state, stop_rx));
@@ -226,6 +227,7 @@ fn every_api_route_needs_the_token() {
         ("GET", "/api/v1/events?since=0"),
         ("POST", "/api/v1/apps/web/restart"),
         ("POST", "/api/v1/instances/web%232/recycle"),
+        ("POST", "/api/v1/login/code"),
         ("GET", "/no/such/route"),
     ] {
         for token in [None, Some("wrong-token"), Some("test-token-012345678")] {
@@ -288,7 +290,7 @@ fn a_page_on_another_host_name_gets_nothing_dns_rebinding() {
 }
 
 #[test]
-fn healthz_and_the_placeholder_page_are_public_and_show_no_data() {
+fn healthz_and_the_dashboard_are_public_and_show_no_data() {
     let a = Admin::start();
     let r = a.call_as(None, "GET", "/healthz", "");
     assert_eq!(r.status, 200);
@@ -296,8 +298,87 @@ fn healthz_and_the_placeholder_page_are_public_and_show_no_data() {
     let r = a.call_as(None, "GET", "/", "");
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
-    assert!(r.text().contains("healgate admin"), "{}", r.text());
+    assert!(r.text().contains("<title>healgate</title>"), "{}", r.text());
     assert!(!r.text().contains("web#1"), "{}", r.text());
+    let csp = r.header("content-security-policy").unwrap_or("");
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    // The page's assets, by the names it gives them.
+    let page = r.text();
+    let mut assets = 0;
+    for src in page.split('"').filter(|s| s.starts_with("assets/")) {
+        let r = a.call_as(None, "GET", &format!("/{src}"), "");
+        assert_eq!(r.status, 200, "{src}: {}", r.text());
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{src}");
+        assert!(
+            r.header("cache-control").unwrap().contains("immutable"),
+            "{src}: a versioned asset is cached"
+        );
+        assets += 1;
+    }
+    assert_eq!(assets, 5, "favicon, 2 scripts, 2 style sheets: {page}");
+    let r = a.call_as(None, "GET", "/assets/nothing.js", "");
+    assert_eq!(r.status, 404);
+}
+
+/// A one-time code from the token-protected route.
+fn login_code(a: &Admin) -> String {
+    let r = a.call("POST", "/api/v1/login/code", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = json_of(&r);
+    assert_eq!(v["expires_in_s"], 600);
+    v["code"].as_str().unwrap().to_owned()
+}
+
+fn login(a: &Admin, headers: &[(&str, &str)], body: &str) -> Resp {
+    request(a.addr, "POST", "/api/v1/login", headers, body.as_bytes()).unwrap()
+}
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+#[test]
+fn a_login_code_gives_the_token_once() {
+    let a = Admin::start();
+    let r = a.call_as(None, "POST", "/api/v1/login/code", "");
+    assert_eq!(r.status, 401, "issuing codes needs the token");
+    let code = login_code(&a);
+    assert_eq!(code.len(), 32, "{code}");
+    let body = json!({ "code": code }).to_string();
+    // Not JSON (a form post from another page needs no preflight): refused.
+    let r = login(&a, &[("Content-Type", "text/plain")], &body);
+    assert_eq!(r.status, 415, "{}", r.text());
+    // From a page on another origin: refused.
+    let r = login(&a, &[JSON, ("Origin", "http://evil.example")], &body);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let origin = format!("http://{}", a.addr);
+    let r = login(&a, &[JSON, ("Origin", &origin)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json_of(&r)["token"], a.token.as_str());
+    let r = login(&a, &[JSON], &body);
+    assert_eq!(r.status, 401, "a code works once: {}", r.text());
+    assert!(json_of(&r)["error"].as_str().unwrap().contains("used"));
+    let r = login(&a, &[JSON], r#"{"token": "x"}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+#[test]
+fn failed_logins_are_rate_limited() {
+    let a = Admin::start();
+    let code = login_code(&a);
+    for n in 0..10 {
+        let r = login(
+            &a,
+            &[JSON],
+            &json!({ "code": format!("{n:032}") }).to_string(),
+        );
+        assert_eq!(r.status, 401, "attempt {n}: {}", r.text());
+    }
+    // Now even the right code waits.
+    let r = login(&a, &[JSON], &json!({ "code": code }).to_string());
+    assert_eq!(r.status, 429, "{}", r.text());
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
 }
 
 #[test]

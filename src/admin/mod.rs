@@ -1,14 +1,18 @@
 //! The admin API: status, the event feed and control commands for a running gateway,
 //! on `admin.listen` (SPEC §6).
 //!
-//! Every route requires `Authorization: Bearer <token>` except `GET /healthz` and the
-//! placeholder page at `GET /`, which shows no data. A missing or wrong token gets
-//! `401` with `WWW-Authenticate: Bearer`. Every answer but `/` is JSON; errors are
-//! `{"error": "..."}` (command failures `{"ok": false, "error": "..."}`).
+//! Every route requires `Authorization: Bearer <token>` except `GET /healthz`, the
+//! dashboard page `GET /` and its `GET /assets/*` (which show no data: the page's
+//! script asks for the token), and `POST /api/v1/login`. A missing or wrong token gets
+//! `401` with `WWW-Authenticate: Bearer`. Every answer but the dashboard's files is
+//! JSON; errors are `{"error": "..."}` (command failures `{"ok": false, "error": "..."}`).
 //!
 //! | route | answers |
 //! | --- | --- |
-//! | `GET /` | a placeholder "healgate admin" page (public; the dashboard comes later) |
+//! | `GET /` | the live dashboard ([`dashboard`]; public, shows no data until logged in) |
+//! | `GET /assets/{name}` | the dashboard's script, styles and uPlot, embedded in the binary (public) |
+//! | `POST /api/v1/login` | body `{"code":"..."}`, a one-time code from a `/#login=<code>` link → `{"token":..}` (public; JSON only, same origin, failures rate-limited: 429) |
+//! | `POST /api/v1/login/code` | a fresh one-time code `{"code":..,"expires_in_s":600}` for a link `http://<admin>/#login=<code>` |
 //! | `GET /healthz` | `{"status":"ok"}` (public) |
 //! | `GET /api/v1/status` | `{"apps":[AppStatus...], "uptime_s":.., "pid":.., "version":..}` |
 //! | `GET /api/v1/events?since=N` | `{"events":[{"seq":N,"event":{...}}], "last":N}`: events after `N` (default 0), oldest first; poll again with `since=last` |
@@ -32,6 +36,8 @@
 //! any directory.
 
 pub mod client;
+mod dashboard;
+pub mod login;
 mod logs;
 mod routes;
 
@@ -92,6 +98,8 @@ pub struct AdminState {
     pub metrics_public: bool,
     /// What the gauges of `/metrics` and the history read (instances and peers now).
     pub snapshot: Snapshotter,
+    /// The one-time login codes (`POST /api/v1/login`).
+    pub logins: login::Logins,
 }
 
 /// Takes a [`Snapshot`](crate::observe::metrics::Snapshot) of the instances and peers.

@@ -1,6 +1,6 @@
 //! One admin request: authenticate, route, run the handler, answer JSON.
 
-use super::AdminState;
+use super::{dashboard, AdminState};
 use crate::supervisor::control::{Command, ControlError, InstanceId, Reply};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -34,12 +34,19 @@ enum Route {
     Scale(String),
     Recycle(String),
     Reload,
+    /// `/assets/{name}` (the dashboard's files).
+    Asset(String),
+    Login,
+    LoginCode,
 }
 
 impl Route {
     /// Served without a token (and showing no data).
     fn is_public(&self) -> bool {
-        matches!(self, Route::Index | Route::Healthz)
+        matches!(
+            self,
+            Route::Index | Route::Healthz | Route::Asset(_) | Route::Login
+        )
     }
 
     /// The methods this route accepts, for the check and for `Allow`.
@@ -54,8 +61,10 @@ impl Route {
             | Route::Metrics
             | Route::History
             | Route::Incidents
-            | Route::Logs => GET,
+            | Route::Logs
+            | Route::Asset(_) => GET,
             Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) | Route::Reload => POST,
+            Route::Login | Route::LoginCode => POST,
         }
     }
 }
@@ -66,6 +75,11 @@ enum NoRoute {
     NotFound,
     /// A path segment with a broken `%XX` escape or invalid UTF-8.
     BadEscape,
+}
+
+/// Whether this build serves `path` (what the dashboard asks before it polls a route).
+pub(super) fn exists(path: &str) -> bool {
+    route(path).is_ok()
 }
 
 /// Match `path` (still percent-encoded) to a route.
@@ -92,6 +106,9 @@ fn route(path: &str) -> Result<Route, NoRoute> {
         ["api", "v1", "apps", app, "restart"] => Ok(Route::Restart(named(app)?)),
         ["api", "v1", "apps", app, "scale"] => Ok(Route::Scale(named(app)?)),
         ["api", "v1", "instances", id, "recycle"] => Ok(Route::Recycle(named(id)?)),
+        ["assets", name] => Ok(Route::Asset(named(name)?)),
+        ["api", "v1", "login"] => Ok(Route::Login),
+        ["api", "v1", "login", "code"] => Ok(Route::LoginCode),
         _ => Err(NoRoute::NotFound),
     }
 }
@@ -121,7 +138,7 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// Compare in time independent of where the first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -226,7 +243,16 @@ where
     }
     let query = req.uri().query().map(str::to_owned);
     match route {
-        Route::Index => index(),
+        Route::Index => dashboard::index(req.headers()),
+        Route::Asset(name) => dashboard::asset_response(req.headers(), &name, query.as_deref()),
+        Route::Login => {
+            let headers = req.headers().clone();
+            match read_body(req).await {
+                Ok(body) => dashboard::login(state, &headers, &body),
+                Err(resp) => resp,
+            }
+        }
+        Route::LoginCode => dashboard::issue_code(state),
         Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
         Route::Status => status(state),
         Route::Events => events(state, query.as_deref()),
@@ -485,22 +511,7 @@ fn metrics(state: &AdminState, headers: &http::HeaderMap) -> Response<Body> {
     resp
 }
 
-fn index() -> Response<Body> {
-    const PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<title>healgate admin</title></head>\n<body><h1>healgate admin</h1>\n\
-<p>The dashboard is not available yet. The API is under <code>/api/v1/</code> \
-and needs <code>Authorization: Bearer &lt;token&gt;</code>.</p></body></html>\n";
-    let mut resp = Response::new(full(Bytes::from_static(PAGE.as_bytes())));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({"error": message}))
 }
 
