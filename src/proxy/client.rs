@@ -22,6 +22,13 @@ pub struct Client {
     pub writes: std::sync::atomic::AtomicU64,
     /// Reads from the client that brought bytes (a next request head arriving).
     pub reads: std::sync::atomic::AtomicU64,
+    /// Requests answered (their response header made), for [`super::heads::Heads`]
+    /// waiting to know whether a protocol switch happened.
+    pub answered: std::sync::atomic::AtomicU64,
+    /// A request was answered `101`: the connection is a tunnel now.
+    pub switched: std::sync::atomic::AtomicBool,
+    /// A later head the gateway refused, answered at its position by the service.
+    pub refusal: std::sync::OnceLock<super::heads::Refusal>,
 }
 
 impl Client {
@@ -38,6 +45,9 @@ impl Client {
             waiting: Default::default(),
             writes: Default::default(),
             reads: Default::default(),
+            answered: Default::default(),
+            switched: Default::default(),
+            refusal: Default::default(),
         }
     }
 }
