@@ -168,3 +168,50 @@ fn expect_100_continue_works_on_a_later_request() {
     let answer = read_until(&mut s, "body");
     assert!(answer.contains("HTTP/1.1 200"), "{answer}");
 }
+
+/// A connection quiet between requests is parked (hyper and its buffers let go of,
+/// after a second): the next requests on it are served and checked the same way.
+#[test]
+fn a_parked_connection_serves_and_checks_the_next_requests() {
+    let up = body_echo();
+    let gw = gateway(up.addr, "");
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let answer = |s: &mut std::net::TcpStream, body: &str| -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).ends_with(body) {
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    for round in ["one", "two"] {
+        s.write_all(
+            format!("POST /{round} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n{round}")
+                .as_bytes(),
+        )
+        .unwrap();
+        let text = answer(&mut s, round);
+        assert!(text.starts_with("HTTP/1.1 200"), "{round}: {text}");
+        // Quiet for longer than the park delay (the behaviour under test, not a wait
+        // for something to happen).
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    s.write_all(
+        b"POST /three HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let text = String::from_utf8_lossy(&rest).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 400"), "{text}");
+    assert!(
+        text.contains("proxy-status: healgate; error=http_request_error"),
+        "{text}"
+    );
+    assert_eq!(up.hits(), 2);
+}

@@ -27,6 +27,14 @@ pub struct Client {
     pub answered: std::sync::atomic::AtomicU64,
     /// A request was answered `101`: the connection is a tunnel now.
     pub switched: std::sync::atomic::AtomicBool,
+    /// The stream waits for a next request with nothing buffered (all answered or
+    /// being answered): the connection may be parked.
+    pub between: std::sync::atomic::AtomicBool,
+    /// Requests handed to hyper whole (head and body) by the stream.
+    pub handed: std::sync::atomic::AtomicU64,
+    /// hyper is being let go of while the connection stays open (its shutdown must
+    /// not close the socket).
+    pub parking: std::sync::atomic::AtomicBool,
     /// A later head the gateway refused, answered at its position by the service.
     pub refusal: std::sync::OnceLock<super::heads::Refusal>,
 }
@@ -47,6 +55,9 @@ impl Client {
             reads: Default::default(),
             answered: Default::default(),
             switched: Default::default(),
+            between: Default::default(),
+            parking: Default::default(),
+            handed: Default::default(),
             refusal: Default::default(),
         }
     }

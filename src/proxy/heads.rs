@@ -58,18 +58,29 @@ pub enum Scan {
 /// HTTP/0.9 request gets its 400 without waiting for an end that never comes); the
 /// head once its end arrived (the end httparse, and so hyper, finds).
 pub fn scan(buf: &[u8], new: usize, limit: usize) -> Scan {
-    if let Err(why) = check_request_line(buf) {
-        return Scan::Refused(Cause::BadRequest, why);
-    }
     let from = buf.len().saturating_sub(new + 2);
-    let ended = buf[from..].windows(2).any(|w| w == b"\n\n" || w == b"\n\r");
-    if ended {
+    if has_end(&buf[from..]) {
         match parse_head(buf) {
+            // httparse took the request line (method, target, HTTP/1.x, single
+            // spaces) but takes a bare LF too.
+            Ok(Some(_)) if !ends_in_crlf(buf) => {
+                return Scan::Refused(
+                    Cause::BadRequest,
+                    "request line ends in a bare LF, not CRLF".into(),
+                );
+            }
             Ok(Some(m)) if m.len > limit => {}
             Ok(Some(m)) => return Scan::Head(m),
             Ok(None) => {}
-            Err((cause, why)) => return Scan::Refused(cause, why),
+            Err((cause, why)) => {
+                // Say what is wrong with the request line when that is it.
+                let why = check_request_line(buf).err().unwrap_or(why);
+                return Scan::Refused(cause, why);
+            }
         }
+    }
+    if let Err(why) = check_request_line(buf) {
+        return Scan::Refused(Cause::BadRequest, why);
     }
     if buf.len() > limit {
         return Scan::Refused(
@@ -81,6 +92,30 @@ pub fn scan(buf: &[u8], new: usize, limit: usize) -> Scan {
         );
     }
     Scan::More
+}
+
+/// Whether `b` holds an end of head as httparse finds it (an empty line, CRLF or
+/// bare LF): `\n\n` or `\n\r\n`.
+fn has_end(b: &[u8]) -> bool {
+    if b.ends_with(b"\r\n\r\n") {
+        return true;
+    }
+    let mut at = 0;
+    while let Some(p) = b[at..].iter().position(|&c| c == b'\n') {
+        let next = &b[at + p + 1..];
+        if next.starts_with(b"\n") || next.starts_with(b"\r\n") {
+            return true;
+        }
+        at += p + 1;
+    }
+    false
+}
+
+/// Whether the first line ends in CRLF.
+fn ends_in_crlf(buf: &[u8]) -> bool {
+    buf.iter()
+        .position(|&b| b == b'\n')
+        .is_some_and(|lf| lf > 0 && buf[lf - 1] == b'\r')
 }
 
 /// The request line, as soon as it is complete: it must end in CRLF (a bare LF is
@@ -144,14 +179,18 @@ fn parse_head(buf: &[u8]) -> Result<Option<Message>, (Cause, String)> {
     let (mut cl, mut cls): (&[u8], usize) = (b"", 0);
     let mut upgrade = req.method == Some("CONNECT");
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            te = Some(h.value);
-            tes += 1;
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            cl = h.value;
-            cls += 1;
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade |= req.version == Some(1);
+        // By length first: most fields are none of these.
+        match h.name.len() {
+            17 if h.name.eq_ignore_ascii_case("transfer-encoding") => {
+                te = Some(h.value);
+                tes += 1;
+            }
+            14 if h.name.eq_ignore_ascii_case("content-length") => {
+                cl = h.value;
+                cls += 1;
+            }
+            7 if h.name.eq_ignore_ascii_case("upgrade") => upgrade |= req.version == Some(1),
+            _ => {}
         }
     }
     if tes > 0 && cls > 0 {
@@ -166,7 +205,38 @@ fn parse_head(buf: &[u8]) -> Result<Option<Message>, (Cause, String)> {
         ));
     }
     if let Some(target) = req.path {
-        if !target.bytes().all(|b| b.is_ascii_graphic()) || http::Uri::try_from(target).is_err() {
+        // An origin-form target of plain URI characters is valid as it is; anything
+        // else is parsed as hyper will parse it.
+        let plain = target.starts_with('/')
+            && target.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'-' | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'\''
+                            | b'('
+                            | b')'
+                            | b'*'
+                            | b'+'
+                            | b','
+                            | b';'
+                            | b'='
+                            | b':'
+                            | b'@'
+                            | b'/'
+                            | b'?'
+                            | b'%'
+                    )
+            });
+        if !plain
+            && (!target.bytes().all(|b| b.is_ascii_graphic())
+                || http::Uri::try_from(target).is_err())
+        {
             return Err(bad(format!(
                 "the request target is not a valid URI: {:?}",
                 target.chars().take(80).collect::<String>()
@@ -448,6 +518,22 @@ impl Heads {
         }
     }
 
+    /// Wait until the client sends something (or closes), holding no buffer: a parked
+    /// connection between requests.
+    pub async fn readable(&self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            return Ok(());
+        }
+        self.stream.readable().await
+    }
+
+    /// Taken back from hyper (parked): whether the stream can go on, which it can
+    /// when it is between requests and hyper left nothing unparsed.
+    pub fn resume(&mut self, unparsed: &[u8]) -> bool {
+        self.client.parking.store(false, Ordering::Relaxed);
+        unparsed.is_empty() && matches!(self.state, State::Next)
+    }
+
     /// The socket, and how many bytes of a next head had arrived.
     pub fn into_parts(self) -> (TcpStream, usize) {
         let got = match self.state {
@@ -477,6 +563,7 @@ impl Heads {
             State::Next
         };
         self.done += 1;
+        self.client.handed.store(self.done, Ordering::Relaxed);
     }
 
     /// Read the socket into the buffer (allocated once the socket is readable).
@@ -490,6 +577,7 @@ impl Heads {
                 Ok(n) => {
                     if n > 0 {
                         self.client.reads.fetch_add(1, Ordering::Relaxed);
+                        self.client.between.store(false, Ordering::Relaxed);
                     }
                     return Poll::Ready(Ok(n));
                 }
@@ -497,6 +585,7 @@ impl Heads {
                     if self.buf.is_empty() {
                         // Idle: wait without holding a buffer.
                         self.buf = BytesMut::new();
+                        self.client.between.store(true, Ordering::Relaxed);
                     }
                     ready!(self.stream.poll_read_ready(cx))?;
                 }
@@ -524,10 +613,16 @@ impl Heads {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<usize>> {
         let before = out.filled().len();
-        ready!(Pin::new(&mut self.stream).poll_read(cx, out))?;
+        if Pin::new(&mut self.stream).poll_read(cx, out)?.is_pending() {
+            if matches!(self.state, State::Next) {
+                self.client.between.store(true, Ordering::Relaxed);
+            }
+            return Poll::Pending;
+        }
         let n = out.filled().len() - before;
         if n > 0 {
             self.client.reads.fetch_add(1, Ordering::Relaxed);
+            self.client.between.store(false, Ordering::Relaxed);
         }
         Poll::Ready(Ok(n))
     }
@@ -599,6 +694,38 @@ impl AsyncRead for Heads {
                         out.set_filled(before + k);
                     }
                     return Poll::Ready(Ok(()));
+                }
+                State::Next if this.buf.is_empty() => {
+                    // The usual case: a whole head in one read, straight into hyper's
+                    // buffer (nothing allocated or copied here). What is not the
+                    // head and its body is kept back; an incomplete head is taken
+                    // back into the buffer to wait for the rest.
+                    let before = out.filled().len();
+                    let n = ready!(this.read_into(cx, out))?;
+                    if n == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    let got = &out.filled()[before..];
+                    match scan(got, n, this.limit) {
+                        Scan::Head(m) => {
+                            let mut body = Body::of(m.body);
+                            let k = body.take(&got[m.len..])?;
+                            if m.len + k < n {
+                                this.buf.extend_from_slice(&got[m.len + k..]);
+                                out.set_filled(before + m.len + k);
+                            }
+                            this.state = State::Body {
+                                body,
+                                upgrade: m.upgrade,
+                            };
+                            return Poll::Ready(Ok(()));
+                        }
+                        Scan::More | Scan::Refused(..) => {
+                            // Judged again below, from the buffer.
+                            this.buf.extend_from_slice(got);
+                            out.set_filled(before);
+                        }
+                    }
                 }
                 State::Next => {
                     let mut new = this.buf.len();
@@ -693,6 +820,10 @@ impl AsyncWrite for Heads {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.client.parking.load(Ordering::Relaxed) {
+            // hyper lets go of a connection that stays open.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

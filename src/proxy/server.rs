@@ -278,11 +278,6 @@ async fn connection(
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let client = Arc::new(Client::new(addr, local, &gw.trusted_proxies));
     let limit = gw.limits.request_header;
-    let io = TokioIo::new(if h2_preface {
-        Heads::raw(stream, read, client.clone())
-    } else {
-        Heads::new(stream, read, first, limit, client.clone())
-    });
     let c = client.clone();
     let gateway = gw.clone();
     let svc = service_fn(move |req| {
@@ -315,37 +310,79 @@ async fn connection(
     });
     let idle = builder.idle;
     let served = if h2_preface {
+        let io = TokioIo::new(Heads::raw(stream, read, client.clone()));
         let conn = builder.h2.serve_connection(io, svc);
         let stop = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
         // h2 frames (PING, WINDOW_UPDATE) arrive between requests: no head clock.
-        match drive(conn, stop, &client, idle, None, shutdown).await {
+        match drive(conn, stop, &client, idle, None, None, shutdown).await {
             Ended::Done(r) => Some(r),
-            Ended::Idle | Ended::SlowHead(..) => None,
+            Ended::Idle | Ended::SlowHead(..) | Ended::Parked(..) => None,
         }
     } else {
-        // With upgrades: a `101` from the peer hands the connection to a tunnel.
-        let conn = builder.h1.serve_connection(io, svc).with_upgrades();
-        let stop = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
-        match drive(conn, stop, &client, idle, Some(header_timeout), shutdown).await {
-            Ended::Done(r) => Some(r),
-            Ended::Idle => None,
-            Ended::SlowHead(conn, waited) => {
-                // A later request head trickling in (a keep-alive slowloris): the same
-                // 408 page the first head gets, then close.
-                if let Some(parts) = conn.into_parts() {
-                    let n = client.started.load(Ordering::Relaxed) + 1;
-                    let (mut stream, got) = parts.io.into_inner().into_parts();
-                    let got = got + parts.read_buf.len();
-                    let e = ProxyError::new(
-                        Cause::ClientTimeout,
-                        format!(
-                            "request {n} on a keep-alive connection: header not complete within {header_timeout:?} ({got} bytes received)"
-                        ),
-                    );
-                    let began = Instant::now().checked_sub(waited).unwrap_or(start);
-                    write_raw_error(&gateway, &mut stream, e, addr, began).await;
+        let mut heads = Heads::new(stream, read, first, limit, client.clone());
+        loop {
+            // With upgrades: a `101` from the peer hands the connection to a tunnel.
+            // Boxed: a parked connection's task does not keep room for it.
+            let conn = Box::new(
+                builder
+                    .h1
+                    .serve_connection(TokioIo::new(heads), svc.clone())
+                    .with_upgrades(),
+            );
+            let stop = |c: Pin<&mut Box<http1::UpgradeableConnection<_, _>>>| {
+                Pin::new(&mut **c.get_mut()).graceful_shutdown()
+            };
+            let ended = drive(
+                conn,
+                stop,
+                &client,
+                idle,
+                Some(header_timeout),
+                Some(PARK_AFTER),
+                shutdown.clone(),
+            )
+            .await;
+            match ended {
+                Ended::Done(r) => break Some(r),
+                Ended::Idle => break None,
+                Ended::SlowHead(conn, waited) => {
+                    // A later request head trickling in (a keep-alive slowloris): the
+                    // same 408 page the first head gets, then close.
+                    if let Some(parts) = conn.into_parts() {
+                        let n = client.started.load(Ordering::Relaxed) + 1;
+                        let (mut stream, got) = parts.io.into_inner().into_parts();
+                        let got = got + parts.read_buf.len();
+                        let e = ProxyError::new(
+                            Cause::ClientTimeout,
+                            format!(
+                                "request {n} on a keep-alive connection: header not complete within {header_timeout:?} ({got} bytes received)"
+                            ),
+                        );
+                        let began = Instant::now().checked_sub(waited).unwrap_or(start);
+                        write_raw_error(&gateway, &mut stream, e, addr, began).await;
+                    }
+                    return;
                 }
-                return;
+                Ended::Parked(conn, quiet) => {
+                    tracing::trace!("{addr}: parked after {quiet:?} quiet");
+                    // Quiet between requests: hyper and its buffers are let go of;
+                    // the next head (or the close) brings a new one.
+                    let Some(parts) = conn.into_parts() else {
+                        break None;
+                    };
+                    heads = parts.io.into_inner();
+                    if !heads.resume(&parts.read_buf) {
+                        break None;
+                    }
+                    let wait = tokio::time::timeout(idle.saturating_sub(quiet), heads.readable());
+                    let woke = tokio::select! {
+                        r = wait => matches!(r, Ok(Ok(()))),
+                        _ = shutdown.wait_for(|stop| *stop) => false,
+                    };
+                    if !woke {
+                        break None;
+                    }
+                }
             }
         }
     };
@@ -390,7 +427,14 @@ enum Ended<F, E> {
     /// A request head began arriving and is not complete after this long (the
     /// connection, to write the 408 on).
     SlowHead(F, Duration),
+    /// Quiet between requests for `park` (this long): hyper let go of the
+    /// connection, which stays open (the connection, to take the stream back from).
+    Parked(F, Duration),
 }
+
+/// Quiet this long between requests, an HTTP/1.1 connection is parked: hyper's
+/// connection and its buffers (about 16 KiB) are dropped while the socket waits.
+const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Run a client connection until it ends. When `shutdown` turns true, `stop` asks
 /// it to finish gracefully (the request in flight completes, keep-alive ends). One
@@ -399,20 +443,25 @@ enum Ended<F, E> {
 /// - idle: no request started, none waiting for its response, nothing read or
 ///   written for a whole `client_idle`: closed;
 /// - head (`client_header`, HTTP/1.1 only): bytes of a next request arrived but no
-///   request started for that long: a slow head, answered 408 by the caller.
+///   request started for that long: a slow head, answered 408 by the caller;
+/// - park (HTTP/1.1 only): quiet for that long with every request handed to hyper
+///   taken and answered and nothing buffered: `stop` lets hyper finish (it closes at
+///   once when idle), and the caller keeps the socket.
 async fn drive<F, E>(
     mut conn: F,
     stop: impl Fn(Pin<&mut F>),
     client: &Client,
     idle: Duration,
     head: Option<Duration>,
+    park: Option<Duration>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Ended<F, E>
 where
     F: std::future::Future<Output = Result<(), E>> + Unpin,
 {
-    let tick = head.map_or(idle, |h| h.min(idle));
+    let tick = [head, park].into_iter().flatten().fold(idle, Duration::min);
     let mut stopping = false;
+    let mut parking: Option<Duration> = None;
     let snapshot = || {
         (
             client.started.load(Ordering::Relaxed),
@@ -425,7 +474,10 @@ where
     let mut head_since: Option<Instant> = None;
     loop {
         tokio::select! {
-            r = &mut conn => return Ended::Done(r),
+            r = &mut conn => return match (r, parking) {
+                (Ok(()), Some(quiet)) if !stopping => Ended::Parked(conn, quiet),
+                (r, _) => Ended::Done(r),
+            },
             _ = shutdown.wait_for(|stop| *stop), if !stopping => {
                 stopping = true;
                 stop(Pin::new(&mut conn));
@@ -449,6 +501,22 @@ where
                 }
                 if !waiting && at - active_at >= idle {
                     return Ended::Idle;
+                }
+                if let Some(p) = park {
+                    let quiet = at - active_at;
+                    if now == last
+                        && !waiting
+                        && quiet >= p
+                        && parking.is_none()
+                        && !stopping
+                        && client.between.load(Ordering::Relaxed)
+                        && client.handed.load(Ordering::Relaxed)
+                            == client.started.load(Ordering::Relaxed)
+                    {
+                        client.parking.store(true, Ordering::Relaxed);
+                        parking = Some(quiet);
+                        stop(Pin::new(&mut conn));
+                    }
                 }
                 last = now;
             }
