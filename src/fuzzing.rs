@@ -125,13 +125,13 @@ impl BodyDecoder {
     }
 }
 
-/// The listener's check of the first request line (`proxy::server`), run on the
+/// The listener's check of a request line (`proxy::heads`), run on the
 /// bytes read so far.
 pub fn check_request_line(buf: &[u8]) -> Result<(), String> {
-    crate::proxy::server::check_request_line(buf)
+    crate::proxy::heads::check_request_line(buf)
 }
 
-/// The listener's strict check of a complete first request head (`proxy::server`).
+/// The listener's strict check of a complete request head (`proxy::heads`).
 pub fn check_head(buf: &[u8]) -> Result<(), String> {
-    crate::proxy::server::check_head(buf)
+    crate::proxy::heads::check_head(buf)
 }

@@ -10,6 +10,7 @@ pub mod error;
 /// For the fuzz targets in `fuzz/` only: not an API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod memory;
 pub mod observe;
 pub mod proxy;
 pub mod run;

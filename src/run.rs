@@ -55,11 +55,13 @@ fn run_with(cfg: Config, path: Option<PathBuf>, demo: bool) -> ExitCode {
     let rt = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_park(crate::memory::collect_when_idle)
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .enable_all()
+            .on_thread_park(crate::memory::collect_when_idle)
             .build()
     };
     let rt = match rt {
@@ -184,6 +186,8 @@ async fn serve(
         None
     };
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx.clone()));
+    // Freed memory goes back to the system within seconds of a burst.
+    tokio::spawn(crate::memory::ticker());
     let mut live = Live {
         path,
         config: cfg.clone(),

@@ -313,7 +313,7 @@ fn report(failures: &[&Failure]) -> String {
 
 /// First requests that pass the listener's own check and that hyper then refuses with
 /// its bare 400 (nothing is forwarded, but the answer has no Proxy-Status). None since
-/// `proxy::server::check_head` refuses `chunked` in HTTP/1.0, a target that is not a
+/// `proxy::heads::scan` refuses `chunked` in HTTP/1.0, a target that is not a
 /// valid URI and a Content-Length over 64 bits itself; a new entry here is a gap.
 const FIRST_BARE_400: &[&str] = &[];
 
@@ -352,10 +352,9 @@ fn no_later_request_reaches_the_upstream_ambiguously() {
     assert!(unsafe_.is_empty(), "{}", report(&unsafe_));
 }
 
-/// The known gap (issue 8, "later requests are checked less"): later requests that
-/// hyper refuses get its bare 400 without Proxy-Status (110 of the 158 today).
+/// Later heads are read and checked by the gateway like the first
+/// (`proxy::heads`): every refusal is its 400 with Proxy-Status, none is hyper's bare one.
 #[test]
-#[ignore = "known gap: later requests get hyper's bare 400, not the gateway's"]
 fn every_later_refusal_is_the_gateways_400() {
     let failures = run(&corpus(), true);
     let all: Vec<&Failure> = failures.iter().collect();

@@ -22,6 +22,21 @@ pub struct Client {
     pub writes: std::sync::atomic::AtomicU64,
     /// Reads from the client that brought bytes (a next request head arriving).
     pub reads: std::sync::atomic::AtomicU64,
+    /// Requests answered (their response header made), for [`super::heads::Heads`]
+    /// waiting to know whether a protocol switch happened.
+    pub answered: std::sync::atomic::AtomicU64,
+    /// A request was answered `101`: the connection is a tunnel now.
+    pub switched: std::sync::atomic::AtomicBool,
+    /// The stream waits for a next request with nothing buffered (all answered or
+    /// being answered): the connection may be parked.
+    pub between: std::sync::atomic::AtomicBool,
+    /// Requests handed to hyper whole (head and body) by the stream.
+    pub handed: std::sync::atomic::AtomicU64,
+    /// hyper is being let go of while the connection stays open (its shutdown must
+    /// not close the socket).
+    pub parking: std::sync::atomic::AtomicBool,
+    /// A later head the gateway refused, answered at its position by the service.
+    pub refusal: std::sync::OnceLock<super::heads::Refusal>,
 }
 
 impl Client {
@@ -38,6 +53,12 @@ impl Client {
             waiting: Default::default(),
             writes: Default::default(),
             reads: Default::default(),
+            answered: Default::default(),
+            switched: Default::default(),
+            between: Default::default(),
+            parking: Default::default(),
+            handed: Default::default(),
+            refusal: Default::default(),
         }
     }
 }

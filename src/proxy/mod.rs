@@ -10,6 +10,7 @@ pub mod answer;
 pub mod client;
 pub mod forward;
 pub mod headers;
+pub mod heads;
 pub mod log;
 pub mod pages;
 pub mod prepare;

@@ -1,16 +1,18 @@
 //! Listeners: accept, read the first request head under `client_header` and the
 //! header limit (so a slow or oversized head gets a real 408/431 page), then serve
-//! HTTP/1.1 and h2c with hyper until shutdown, which is graceful.
+//! HTTP/1.1 and h2c with hyper until shutdown, which is graceful. Over HTTP/1.1 hyper
+//! reads through [`Heads`], which reads and checks every later head the same way.
 
 use super::answer;
 use super::client::Client;
 use super::forward;
+use super::heads::{self, Heads, Message, Scan};
 use super::log::{End, Record};
 use super::Gateway;
 use crate::config::Timeouts;
 use crate::error::{Cause, ProxyError};
 use crate::observe::access::Source;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,9 +22,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -207,7 +208,7 @@ impl AcceptFailures {
     }
 }
 
-/// One client connection: the first head, then hyper.
+/// One client connection: the first head, then hyper (through [`Heads`] for HTTP/1.1).
 async fn connection(
     gw: Arc<Gateway>,
     builder: Arc<Builders>,
@@ -244,8 +245,8 @@ async fn connection(
         // Stopping: a connection that has not sent a whole request yet is closed.
         _ = shutdown.wait_for(|stop| *stop) => return,
     };
-    let prefix = match head {
-        Ok(p) => p,
+    let head = match head {
+        Ok(h) => h,
         Err(FirstHead::Closed) => return,
         Err(FirstHead::Tls) => {
             tracing::warn!(
@@ -264,79 +265,124 @@ async fn connection(
             }
             return;
         }
-        Err(FirstHead::Malformed(why)) => {
-            let e = ProxyError::new(Cause::BadRequest, why);
-            write_raw_error(&gw, &mut stream, e, addr, start).await;
-            return;
-        }
-        Err(FirstHead::TooLarge(got)) => {
-            let e = ProxyError::new(
-                Cause::RequestHeaderTooLarge,
-                format!(
-                    "request header section exceeds {} bytes ({got} bytes without its end)",
-                    gw.limits.request_header
-                ),
-            );
+        Err(FirstHead::Refused(cause, why)) => {
+            let e = ProxyError::new(cause, why);
             write_raw_error(&gw, &mut stream, e, addr, start).await;
             return;
         }
     };
-    let h2_preface = prefix.starts_with(b"PRI * HTTP/2.0\r\n");
+    let (read, first) = head;
+    let h2_preface = read.starts_with(b"PRI * HTTP/2.0\r\n");
     let local = stream
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let client = Arc::new(Client::new(addr, local, &gw.trusted_proxies));
-    let io = TokioIo::new(Rewind {
-        prefix,
-        inner: stream,
-        client: client.clone(),
-    });
+    let limit = gw.limits.request_header;
     let c = client.clone();
     let gateway = gw.clone();
     let svc = service_fn(move |req| {
         let gw = gw.clone();
         let client = c.clone();
+        // Counted when hyper hands the request over, in order: the position
+        // a refused later head's stand-in is recognized by.
+        let at = client.started.fetch_add(1, Ordering::Relaxed);
+        let refused = client.refusal.get().filter(|r| r.at == at).map(|r| {
+            let e = ProxyError::new(
+                r.cause,
+                format!("request {} on a keep-alive connection: {}", at + 1, r.why),
+            );
+            (e, r.began)
+        });
         async move {
-            client.started.fetch_add(1, Ordering::Relaxed);
+            if let Some((e, began)) = refused {
+                let rec = Record::unparsed(gw, client.addr.ip(), began);
+                return Ok::<_, Infallible>(answer::error(rec, None, e));
+            }
             client.waiting.fetch_add(1, Ordering::Relaxed);
             let res = forward::handle(gw, req, &client).await;
+            if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                client.switched.store(true, Ordering::Release);
+            }
+            client.answered.fetch_add(1, Ordering::Release);
             client.waiting.fetch_sub(1, Ordering::Relaxed);
-            Ok::<_, Infallible>(res)
+            Ok(res)
         }
     });
     let idle = builder.idle;
     let served = if h2_preface {
+        let io = TokioIo::new(Heads::raw(stream, read, client.clone()));
         let conn = builder.h2.serve_connection(io, svc);
         let stop = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
         // h2 frames (PING, WINDOW_UPDATE) arrive between requests: no head clock.
-        match drive(conn, stop, &client, idle, None, shutdown).await {
+        match drive(conn, stop, &client, idle, None, None, shutdown).await {
             Ended::Done(r) => Some(r),
-            Ended::Idle | Ended::SlowHead(..) => None,
+            Ended::Idle | Ended::SlowHead(..) | Ended::Parked(..) => None,
         }
     } else {
-        // With upgrades: a `101` from the peer hands the connection to a tunnel.
-        let conn = builder.h1.serve_connection(io, svc).with_upgrades();
-        let stop = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
-        match drive(conn, stop, &client, idle, Some(header_timeout), shutdown).await {
-            Ended::Done(r) => Some(r),
-            Ended::Idle => None,
-            Ended::SlowHead(conn, waited) => {
-                // A later request head trickling in (a keep-alive slowloris): the same
-                // 408 page the first head gets, then close.
-                if let Some(parts) = conn.into_parts() {
-                    let n = client.started.load(Ordering::Relaxed) + 1;
-                    let got = parts.read_buf.len();
-                    let mut stream = parts.io.into_inner().inner;
-                    let e = ProxyError::new(
-                        Cause::ClientTimeout,
-                        format!(
-                            "request {n} on a keep-alive connection: header not complete within {header_timeout:?} ({got} bytes received)"
-                        ),
-                    );
-                    let began = Instant::now().checked_sub(waited).unwrap_or(start);
-                    write_raw_error(&gateway, &mut stream, e, addr, began).await;
+        let mut heads = Heads::new(stream, read, first, limit, client.clone());
+        loop {
+            // With upgrades: a `101` from the peer hands the connection to a tunnel.
+            // Boxed: a parked connection's task does not keep room for it.
+            let conn = Box::new(
+                builder
+                    .h1
+                    .serve_connection(TokioIo::new(heads), svc.clone())
+                    .with_upgrades(),
+            );
+            let stop = |c: Pin<&mut Box<http1::UpgradeableConnection<_, _>>>| {
+                Pin::new(&mut **c.get_mut()).graceful_shutdown()
+            };
+            let ended = drive(
+                conn,
+                stop,
+                &client,
+                idle,
+                Some(header_timeout),
+                Some(PARK_AFTER),
+                shutdown.clone(),
+            )
+            .await;
+            match ended {
+                Ended::Done(r) => break Some(r),
+                Ended::Idle => break None,
+                Ended::SlowHead(conn, waited) => {
+                    // A later request head trickling in (a keep-alive slowloris): the
+                    // same 408 page the first head gets, then close.
+                    if let Some(parts) = conn.into_parts() {
+                        let n = client.started.load(Ordering::Relaxed) + 1;
+                        let (mut stream, got) = parts.io.into_inner().into_parts();
+                        let got = got + parts.read_buf.len();
+                        let e = ProxyError::new(
+                            Cause::ClientTimeout,
+                            format!(
+                                "request {n} on a keep-alive connection: header not complete within {header_timeout:?} ({got} bytes received)"
+                            ),
+                        );
+                        let began = Instant::now().checked_sub(waited).unwrap_or(start);
+                        write_raw_error(&gateway, &mut stream, e, addr, began).await;
+                    }
+                    return;
                 }
-                return;
+                Ended::Parked(conn, quiet) => {
+                    tracing::trace!("{addr}: parked after {quiet:?} quiet");
+                    // Quiet between requests: hyper and its buffers are let go of;
+                    // the next head (or the close) brings a new one.
+                    let Some(parts) = conn.into_parts() else {
+                        break None;
+                    };
+                    heads = parts.io.into_inner();
+                    if !heads.resume(&parts.read_buf) {
+                        break None;
+                    }
+                    let wait = tokio::time::timeout(idle.saturating_sub(quiet), heads.readable());
+                    let woke = tokio::select! {
+                        r = wait => matches!(r, Ok(Ok(()))),
+                        _ = shutdown.wait_for(|stop| *stop) => false,
+                    };
+                    if !woke {
+                        break None;
+                    }
+                }
             }
         }
     };
@@ -381,7 +427,14 @@ enum Ended<F, E> {
     /// A request head began arriving and is not complete after this long (the
     /// connection, to write the 408 on).
     SlowHead(F, Duration),
+    /// Quiet between requests for `park` (this long): hyper let go of the
+    /// connection, which stays open (the connection, to take the stream back from).
+    Parked(F, Duration),
 }
+
+/// Quiet this long between requests, an HTTP/1.1 connection is parked: hyper's
+/// connection and its buffers (about 16 KiB) are dropped while the socket waits.
+const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Run a client connection until it ends. When `shutdown` turns true, `stop` asks
 /// it to finish gracefully (the request in flight completes, keep-alive ends). One
@@ -390,20 +443,25 @@ enum Ended<F, E> {
 /// - idle: no request started, none waiting for its response, nothing read or
 ///   written for a whole `client_idle`: closed;
 /// - head (`client_header`, HTTP/1.1 only): bytes of a next request arrived but no
-///   request started for that long: a slow head, answered 408 by the caller.
+///   request started for that long: a slow head, answered 408 by the caller;
+/// - park (HTTP/1.1 only): quiet for that long with every request handed to hyper
+///   taken and answered and nothing buffered: `stop` lets hyper finish (it closes at
+///   once when idle), and the caller keeps the socket.
 async fn drive<F, E>(
     mut conn: F,
     stop: impl Fn(Pin<&mut F>),
     client: &Client,
     idle: Duration,
     head: Option<Duration>,
+    park: Option<Duration>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Ended<F, E>
 where
     F: std::future::Future<Output = Result<(), E>> + Unpin,
 {
-    let tick = head.map_or(idle, |h| h.min(idle));
+    let tick = [head, park].into_iter().flatten().fold(idle, Duration::min);
     let mut stopping = false;
+    let mut parking: Option<Duration> = None;
     let snapshot = || {
         (
             client.started.load(Ordering::Relaxed),
@@ -416,7 +474,10 @@ where
     let mut head_since: Option<Instant> = None;
     loop {
         tokio::select! {
-            r = &mut conn => return Ended::Done(r),
+            r = &mut conn => return match (r, parking) {
+                (Ok(()), Some(quiet)) if !stopping => Ended::Parked(conn, quiet),
+                (r, _) => Ended::Done(r),
+            },
             _ = shutdown.wait_for(|stop| *stop), if !stopping => {
                 stopping = true;
                 stop(Pin::new(&mut conn));
@@ -441,6 +502,22 @@ where
                 if !waiting && at - active_at >= idle {
                     return Ended::Idle;
                 }
+                if let Some(p) = park {
+                    let quiet = at - active_at;
+                    if now == last
+                        && !waiting
+                        && quiet >= p
+                        && parking.is_none()
+                        && !stopping
+                        && client.between.load(Ordering::Relaxed)
+                        && client.handed.load(Ordering::Relaxed)
+                            == client.started.load(Ordering::Relaxed)
+                    {
+                        client.parking.store(true, Ordering::Relaxed);
+                        parking = Some(quiet);
+                        stop(Pin::new(&mut conn));
+                    }
+                }
                 last = now;
             }
         }
@@ -459,19 +536,19 @@ enum FirstHead {
     Closed,
     /// A TLS ClientHello: a client speaking HTTPS to a plain-HTTP port.
     Tls,
-    Malformed(String),
+    Refused(Cause, String),
     Timeout(usize),
-    TooLarge(usize),
 }
 
-/// Read until the first request head is complete (`\r\n\r\n`, which the h2 preface
-/// also contains), within `timeout` and `limit` bytes.
+/// Read until the first request head is complete and checked ([`heads::scan`], as
+/// every later head is; the h2 preface counts as a head), within `timeout`. Returns
+/// what was read (the head and whatever followed it) and the head's framing.
 async fn first_head(
     s: &mut TcpStream,
     early: BytesMut,
     limit: usize,
     timeout: Duration,
-) -> Result<Bytes, FirstHead> {
+) -> Result<(BytesMut, Message), FirstHead> {
     let mut buf = early;
     buf.reserve(4096);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -483,22 +560,14 @@ async fn first_head(
                 // A TLS handshake record (ClientHello), not a request line.
                 return Err(FirstHead::Tls);
             }
-            if let Err(why) = check_request_line(&buf) {
-                return Err(FirstHead::Malformed(why));
-            }
-            let from = buf.len().saturating_sub(n + 3);
-            if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
-                if let Err(why) = check_head(&buf) {
-                    return Err(FirstHead::Malformed(why));
-                }
-                return Ok(buf.freeze());
+            match heads::scan(&buf, n, limit) {
+                Scan::More => {}
+                Scan::Head(m) => return Ok((buf, m)),
+                Scan::Refused(cause, why) => return Err(FirstHead::Refused(cause, why)),
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096);
             }
-        }
-        if buf.len() > limit {
-            return Err(FirstHead::TooLarge(buf.len()));
         }
         let read = tokio::time::timeout_at(deadline, s.read_buf(&mut buf)).await;
         n = match read {
@@ -507,91 +576,6 @@ async fn first_head(
             Ok(Ok(n)) => n,
         };
     }
-}
-
-/// The request line, as soon as it is complete: it must end in CRLF (a bare LF is
-/// refused, RFC 9112 §2.2 allows a server to) and name HTTP/1.x (or be the h2
-/// preface): HTTP/0.9 and bare-LF heads get their 400 at once instead of waiting for
-/// an end of head that never comes.
-pub(crate) fn check_request_line(buf: &[u8]) -> Result<(), String> {
-    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
-        return Ok(());
-    };
-    let Some(line) = buf[..end].strip_suffix(b"\r") else {
-        return Err("request line ends in a bare LF, not CRLF".into());
-    };
-    if line == b"PRI * HTTP/2.0" {
-        return Ok(());
-    }
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
-    if line.iter().filter(|&&b| b == b' ').count() != 2 || !version.starts_with(b"HTTP/1.") {
-        return Err(format!(
-            "not an HTTP/1.x request line: {:?}",
-            String::from_utf8_lossy(&line[..line.len().min(80)])
-        ));
-    }
-    Ok(())
-}
-
-/// Strict checks of a first request head, before hyper sees it: unparsable heads and
-/// ambiguous framing (request smuggling) get a 400 with Proxy-Status. Later requests
-/// on the connection are framed by hyper per RFC 9112 §6.3 (Transfer-Encoding wins,
-/// the connection closes after), and re-framed towards the upstream either way.
-pub(crate) fn check_head(buf: &[u8]) -> Result<(), String> {
-    if buf.starts_with(b"PRI * HTTP/2.0\r\n") {
-        return Ok(());
-    }
-    let mut headers = [httparse::EMPTY_HEADER; 256];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Ok(()),
-        Err(httparse::Error::TooManyHeaders) => return Ok(()),
-        Err(e) => return Err(format!("malformed request head: {e}")),
-    }
-    let mut te = Vec::new();
-    let mut cl = Vec::new();
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            te.push(String::from_utf8_lossy(h.value).trim().to_ascii_lowercase());
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            cl.push(String::from_utf8_lossy(h.value).trim().to_owned());
-        }
-    }
-    if !te.is_empty() && !cl.is_empty() {
-        return Err("both Transfer-Encoding and Content-Length (ambiguous framing)".into());
-    }
-    if !te.is_empty() && req.version == Some(0) {
-        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
-        return Err("Transfer-Encoding in an HTTP/1.0 request (faulty framing)".into());
-    }
-    if let Some(target) = req.path {
-        if !target.bytes().all(|b| b.is_ascii_graphic()) || http::Uri::try_from(target).is_err() {
-            return Err(format!(
-                "the request target is not a valid URI: {:?}",
-                target.chars().take(80).collect::<String>()
-            ));
-        }
-    }
-    if let Some(last) = te.last() {
-        if last
-            .rsplit(',')
-            .next()
-            .is_none_or(|t| t.trim() != "chunked")
-        {
-            return Err(format!(
-                "Transfer-Encoding {last:?} does not end in chunked"
-            ));
-        }
-    }
-    if cl.len() > 1
-        || cl.iter().any(|v| {
-            v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.parse::<u64>().is_err()
-        })
-    {
-        return Err(format!("invalid or repeated Content-Length {cl:?}"));
-    }
-    Ok(())
 }
 
 /// A gateway-made error on a connection hyper never saw (first head too slow or too
@@ -634,70 +618,4 @@ async fn write_raw_error(
         let _ = stream.shutdown().await;
     })
     .await;
-}
-
-/// A stream with bytes already read put back in front.
-struct Rewind<S> {
-    prefix: Bytes,
-    inner: S,
-    /// Counts reads and writes, for the idle watchdog.
-    client: Arc<Client>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            let chunk = self.prefix.split_to(n);
-            buf.put_slice(&chunk);
-            if self.prefix.is_empty() {
-                // Let go of the first head's buffer: idle keep-alive connections
-                // should not hold it.
-                self.prefix = Bytes::new();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.client.reads.fetch_add(1, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.client.writes.fetch_add(1, Ordering::Relaxed);
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.client.writes.fetch_add(1, Ordering::Relaxed);
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
