@@ -46,10 +46,12 @@ try {
   const findings = await page.locator('section.finding').count();
   if (findings < 1) problems.push('no finding shown');
   console.log(`findings shown: ${findings}`);
-  // The raw evidence is one click away.
-  await page.locator('details > summary', { hasText: 'access.jsonl' }).first().click();
   await page.screenshot({ path: HG_SCREENSHOT, fullPage: false });
   console.log(`screenshot: ${HG_SCREENSHOT}`);
+  // The raw evidence is one click away.
+  await page.locator('details > summary', { hasText: 'access.jsonl' }).first().click();
+  const raw = await page.locator('details[open] pre').first().innerText();
+  if (!raw.includes('request_id')) problems.push('the access log slice did not open');
 } catch (e) {
   problems.push(`failed: ${e.message}`);
 } finally {

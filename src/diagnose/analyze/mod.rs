@@ -318,9 +318,11 @@ fn headline(b: &Bundle, findings: &[Finding], total: usize) -> String {
                 ""
             };
             format!(
-                "Users got {total} failed responses{window} ({statuses}). Most likely cause: {} (explains {} of {total} failed requests, {pct}%).{gateway_ok}",
+                "Users got {total} failed response{}{window} ({statuses}). Most likely cause: {} (explains {} of {total} failed request{}, {pct}%).{gateway_ok}",
+                if total == 1 { "" } else { "s" },
                 f.title,
-                f.claims.len()
+                f.claims.len(),
+                if total == 1 { "" } else { "s" }
             )
         }
         _ => format!(
