@@ -162,7 +162,21 @@ pub fn queue_saturation(b: &Bundle) -> Vec<Finding> {
             .map(|a| a.duration_ms)
             .collect();
         let service_ms = quantile(&mut served, 0.5).max(1.0);
-        let needed = (rate * service_ms / 1000.0).ceil().max(1.0) as u64;
+        // Little's law over the busiest 10 s, or the most arrivals within one
+        // service time (a burst), whichever is more.
+        let mut arrivals: Vec<f64> = reqs.iter().map(|a| a.t as f64 - a.duration_ms).collect();
+        arrivals.sort_by(|a, b| a.total_cmp(b));
+        let mut burst = 0usize;
+        let mut k = 0;
+        for i in 0..arrivals.len() {
+            while arrivals[i] - arrivals[k] >= service_ms {
+                k += 1;
+            }
+            burst = burst.max(i - k + 1);
+        }
+        let needed = ((rate * service_ms / 1000.0).ceil() as u64)
+            .max(burst as u64)
+            .max(1);
         let peak_queue = b
             .history
             .get(&app)
@@ -198,10 +212,12 @@ pub fn queue_saturation(b: &Bundle) -> Vec<Finding> {
         .with("busiest_rate_per_s", rate)
         .with("median_service_ms", service_ms)
         .with("concurrency_needed", needed)
+        .with("burst_within_service_time", burst)
         .with("scale_to", scale_to)
         .mitigation(format!(
             "Scale out: `healgate scale {app} {scale_to}` (or [app.autoscale] with max ≥ {scale_to}); the load needs \
-             about {needed} requests in service at once ({rate:.1}/s × {}) and {app} has {capacity}. Raising max_concurrency \
+             about {needed} requests in service at once ({burst} arrived within one service time of {}, {rate:.1}/s \
+             over the busiest 10 s) and {app} has {capacity}. Raising max_concurrency \
              helps only if the app really serves that many at once; a bigger queue only makes users wait longer.",
             secs(service_ms)
         ))
@@ -317,7 +333,8 @@ mod tests {
     #[test]
     fn a_full_queue_says_how_far_to_scale() {
         let mut b = bundle();
-        // 100 requests in 5 s (10/s over the busiest 10 s) of 500 ms: 5 at once; 1 × 1.
+        // 20 requests/s for 5 s, of 500 ms: 10 at once (10 arrive within a service
+        // time), where Little's law over 10 s would say 5; 1 instance × 1.
         for i in 0..100 {
             let refused = i % 2 == 0;
             b.access.push(req(
@@ -330,10 +347,10 @@ mod tests {
         }
         let f = queue_saturation(&b);
         assert_eq!(f[0].claims.len(), 50);
-        assert_eq!(f[0].evidence["concurrency_needed"], 5);
-        assert_eq!(f[0].evidence["scale_to"], 5);
+        assert_eq!(f[0].evidence["concurrency_needed"], 10);
+        assert_eq!(f[0].evidence["scale_to"], 10);
         assert!(
-            f[0].mitigation.contains("healgate scale web 5"),
+            f[0].mitigation.contains("healgate scale web 10"),
             "{}",
             f[0].mitigation
         );
