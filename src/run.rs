@@ -161,7 +161,7 @@ async fn serve(
             Arc::new(move || control.status()),
         ))
     };
-    crate::diagnose::install(diagnostics.clone());
+    crate::diagnose::install(&diagnostics);
     let admin_state = Arc::new(admin::AdminState {
         token,
         control: Some(control.clone()),

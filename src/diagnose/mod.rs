@@ -24,7 +24,7 @@ use crate::supervisor::control::AppStatus;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Bundles started per minute at most.
@@ -127,17 +127,19 @@ pub struct Diagnostics {
 
 /// The collector AutoHeal's `diagnose` action uses (set once by the gateway at start;
 /// the supervisor has no handle on the config or the admin state, so this is how its
-/// actions reach the same collector as the admin API).
-static INSTALLED: OnceLock<Arc<Diagnostics>> = OnceLock::new();
+/// actions reach the same collector as the admin API). Weak: the collector holds the
+/// control handle, and through it the event log's writer, which must close when the
+/// gateway stops (a strong reference here kept the process from exiting).
+static INSTALLED: OnceLock<Weak<Diagnostics>> = OnceLock::new();
 
-/// Make `d` the collector AutoHeal actions use.
-pub fn install(d: Arc<Diagnostics>) {
-    let _ = INSTALLED.set(d);
+/// Make `d` the collector AutoHeal actions use (while it lives).
+pub fn install(d: &Arc<Diagnostics>) {
+    let _ = INSTALLED.set(Arc::downgrade(d));
 }
 
-/// The collector AutoHeal actions use, when the gateway installed one.
+/// The collector AutoHeal actions use, when the gateway installed one and runs.
 pub fn installed() -> Option<Arc<Diagnostics>> {
-    INSTALLED.get().cloned()
+    INSTALLED.get().and_then(Weak::upgrade)
 }
 
 impl Diagnostics {
