@@ -153,6 +153,17 @@ async fn serve(
     // The one control channel: admin and SIGHUP send, the loop below receives.
     let (control_tx, mut inbox) = mpsc::unbounded_channel::<Envelope>();
     let control = Handle::new(control_tx, supervisor.status());
+    let diagnostics = {
+        let control = control.clone();
+        Arc::new(crate::diagnose::Diagnostics::new(
+            data_dir,
+            cfg.clone(),
+            path.clone(),
+            events.monitor().clone(),
+            Arc::new(move || control.status()),
+        ))
+    };
+    crate::diagnose::install(&diagnostics);
     let admin_state = Arc::new(admin::AdminState {
         token,
         control: Some(control.clone()),
@@ -161,6 +172,7 @@ async fn serve(
         metrics_public: cfg.admin.metrics_public,
         snapshot: snapshotter(&gw, &control),
         logins: Default::default(),
+        diagnostics: Some(diagnostics),
     });
     events
         .monitor()
@@ -489,6 +501,9 @@ impl Live {
             .monitor()
             .alerts
             .set_rules(effective.alerts.clone());
+        if let Some(d) = crate::diagnose::installed() {
+            d.set_config(effective.clone());
+        }
         self.config = effective;
         let names = diff.names();
         self.events.emit(Event::ConfigReloaded {

@@ -176,7 +176,13 @@ fn diagnose_action_captures_the_process_before_the_recycle() {
     })
     .expect("a diagnose action event");
     assert_eq!(captured["outcome"], "captured", "{captured}");
-    let dir = std::path::PathBuf::from(captured["path"].as_str().unwrap());
+    // A whole diagnostic bundle with its report, the instance captured first.
+    let bundle = std::path::PathBuf::from(captured["path"].as_str().unwrap());
+    assert!(bundle.join("report.json").exists() && bundle.join("report.html").exists());
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("bundle.json")).unwrap())
+            .unwrap();
+    let dir = bundle.join(manifest["processes"][0]["dir"].as_str().unwrap());
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(
@@ -190,7 +196,7 @@ fn diagnose_action_captures_the_process_before_the_recycle() {
     assert!(std::fs::read_to_string(dir.join("status.txt"))
         .unwrap()
         .contains("VmRSS"));
-    assert!(dir.starts_with(gw.data().join("diagnostics")));
+    assert!(bundle.starts_with(gw.data().join("diagnostics")));
     let recycled = eventually(Duration::from_secs(15), || {
         gw.events("instance_recycled").into_iter().next()
     })

@@ -101,6 +101,7 @@ const OPTIONAL_API: &[(&str, &str)] = &[
     ("history", "/api/v1/history"),
     ("incidents", "/api/v1/incidents"),
     ("logs", "/api/v1/logs"),
+    ("diagnostics", "/api/v1/diagnostics"),
 ];
 
 /// The page with its asset version and API list filled in, and its ETag.

@@ -19,6 +19,9 @@
 //! | `POST /api/v1/apps/{app}/restart` | a rolling restart of every instance of `app` |
 //! | `POST /api/v1/apps/{app}/scale` | body `{"instances":N}`: run `N` instances of `app` |
 //! | `POST /api/v1/reload` | re-read the config file and apply the difference, answered once the changed apps have rolled; 422 with the `check` messages when the file is invalid; 409 naming the app, the instance and its error when a new revision did not get ready (the app stays on its old one), or while the last reload still rolls |
+//! | `POST /api/v1/diagnose` | body `{"app":..,"window":"15m","dumps":false}` (all optional): start a diagnostic bundle → 202 `{"name":..,"path":..}`; 429 with `Retry-After` beyond 3 a minute ([`crate::diagnose`]) |
+//! | `GET /api/v1/diagnostics` | `{"diagnostics":[{name, state, steps, headline, findings, report}...]}`, newest first (the last 10 are kept) |
+//! | `GET /api/v1/diagnostics/{name}/report.html` | the bundle's self-contained report page |
 //! | `POST /api/v1/instances/{id}/recycle` | an overlapping recycle of instance `id` (`web#2`, sent as `web%232`; `web-2` works too); optional body `{"reason":"..."}` |
 //!
 //! Command routes (reload too) send a [`Command`](crate::supervisor::control::Command)
@@ -37,6 +40,7 @@
 
 pub mod client;
 mod dashboard;
+mod diagnostics;
 pub mod login;
 mod logs;
 mod routes;
@@ -100,6 +104,8 @@ pub struct AdminState {
     pub snapshot: Snapshotter,
     /// The one-time login codes (`POST /api/v1/login`).
     pub logins: login::Logins,
+    /// The diagnostic bundle collector (`POST /api/v1/diagnose`); `None`: not offered.
+    pub diagnostics: Option<Arc<crate::diagnose::Diagnostics>>,
 }
 
 /// Takes a [`Snapshot`](crate::observe::metrics::Snapshot) of the instances and peers.

@@ -38,6 +38,9 @@ enum Route {
     Asset(String),
     Login,
     LoginCode,
+    Diagnose,
+    Diagnostics,
+    Report(String),
 }
 
 impl Route {
@@ -62,7 +65,10 @@ impl Route {
             | Route::History
             | Route::Incidents
             | Route::Logs
+            | Route::Diagnostics
+            | Route::Report(_)
             | Route::Asset(_) => GET,
+            Route::Diagnose => POST,
             Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) | Route::Reload => POST,
             Route::Login | Route::LoginCode => POST,
         }
@@ -109,6 +115,9 @@ fn route(path: &str) -> Result<Route, NoRoute> {
         ["assets", name] => Ok(Route::Asset(named(name)?)),
         ["api", "v1", "login"] => Ok(Route::Login),
         ["api", "v1", "login", "code"] => Ok(Route::LoginCode),
+        ["api", "v1", "diagnose"] => Ok(Route::Diagnose),
+        ["api", "v1", "diagnostics"] => Ok(Route::Diagnostics),
+        ["api", "v1", "diagnostics", name, "report.html"] => Ok(Route::Report(named(name)?)),
         _ => Err(NoRoute::NotFound),
     }
 }
@@ -253,6 +262,12 @@ where
             }
         }
         Route::LoginCode => dashboard::issue_code(state),
+        Route::Diagnose => match read_body(req).await {
+            Ok(body) => super::diagnostics::start(state, &body),
+            Err(resp) => resp,
+        },
+        Route::Diagnostics => super::diagnostics::list(state),
+        Route::Report(name) => super::diagnostics::report(state, &name),
         Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
         Route::Status => status(state),
         Route::Events => events(state, query.as_deref()),

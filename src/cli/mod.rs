@@ -4,6 +4,7 @@
 //! `recycle` and `scale` talk to a running gateway through its admin API
 //! ([`crate::admin::client`]); `logs` reads the files under `data_dir/logs`.
 
+mod diagnose;
 mod logs;
 
 use crate::admin::{client, StatusAnswer};
@@ -100,6 +101,25 @@ enum Command {
         app: String,
         /// How many instances to run.
         instances: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Collect a diagnostic bundle (logs, events, history, output, process snapshots,
+    /// config and environment, secrets redacted) and write report.json + report.html;
+    /// prints the steps, then the bundle's path, the headline and the findings.
+    Diagnose {
+        /// Only this app (its requests, events and instances).
+        app: Option<String>,
+        /// How far back to look.
+        #[arg(long, default_value = "15m")]
+        window: String,
+        /// Also write a core of each instance (gcore, when installed; a core holds
+        /// the process's memory, secrets included).
+        #[arg(long)]
+        dumps: bool,
+        /// Analyze this bundle folder again (no gateway needed) instead of collecting.
+        #[arg(long, value_name = "DIR")]
+        analyze: Option<PathBuf>,
         #[command(flatten)]
         target: Target,
     },
@@ -322,6 +342,18 @@ pub fn main() -> ExitCode {
         } => with_target(&target, |g| {
             let path = format!("/api/v1/apps/{}/scale", client::encode_segment(&app));
             command(g, &path, Some(&json!({ "instances": instances })))
+        }),
+        Command::Diagnose {
+            analyze: Some(dir), ..
+        } => diagnose::reanalyze(&dir),
+        Command::Diagnose {
+            app,
+            window,
+            dumps,
+            target,
+            analyze: None,
+        } => with_target(&target, |g| {
+            diagnose::collect(g, app.as_deref(), &window, dumps)
         }),
         Command::Logs {
             app,

@@ -9,6 +9,10 @@
 //! - the password of a URL, `scheme://user:password@host`;
 //! - long runs that look like keys: 32 or more hex digits, or 32 or more base64
 //!   characters mixing upper case, lower case and digits.
+//!
+//! Diagnose bundles add [`Secrets`]: values known to be secret (the environment's and
+//! the config's values under a name that [`names_secret`]) replaced wherever they
+//! appear, whatever the line looks like.
 
 use std::borrow::Cow;
 
@@ -120,8 +124,12 @@ fn key_values(b: &[u8], spans: &mut Vec<(usize, usize)>) {
         if c != b'=' && c != b':' {
             continue;
         }
-        // The key: a run of key characters before, maybe in quotes.
+        // The key: a run of key characters before, maybe in quotes, maybe spaced
+        // (`token = "..."` in TOML).
         let mut ke = i;
+        while ke > 0 && b[ke - 1] == b' ' {
+            ke -= 1;
+        }
         if ke > 0 && matches!(b[ke - 1], b'"' | b'\'') {
             ke -= 1;
         }
@@ -134,13 +142,14 @@ fn key_values(b: &[u8], spans: &mut Vec<(usize, usize)>) {
         }
         // `key: value` needs the space (or a quote): `a:b` is not a pair.
         let mut s = i + 1;
-        if c == b':' {
-            if s < b.len() && b[s] == b'/' {
-                continue; // a URL scheme
-            }
-            while s < b.len() && b[s] == b' ' {
-                s += 1;
-            }
+        if c == b':' && s < b.len() && b[s] == b'/' {
+            continue; // a URL scheme
+        }
+        if c == b'=' && s < b.len() && b[s] == b'=' {
+            continue; // `a == b`
+        }
+        while s < b.len() && b[s] == b' ' {
+            s += 1;
         }
         if s < b.len() && matches!(b[s], b'"' | b'\'') {
             let q = b[s];
@@ -208,6 +217,87 @@ fn pieces(run: &[u8]) -> Vec<(usize, &[u8])> {
     out
 }
 
+/// Whether an environment variable or config key of this name holds a secret: it
+/// contains KEY, SECRET, TOKEN, PASSWORD, PASS, PWD, CREDENTIAL or AUTH (any case).
+pub fn names_secret(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| n.contains(w))
+}
+
+/// Values known to be secret, replaced by [`MARK`] wherever they appear (then the
+/// patterns of [`redact`]). Values shorter than [`Secrets::MIN`] are not searched
+/// for (replacing every `abc` would wreck the text); [`redact`]'s patterns still
+/// apply to them where they follow a secret name.
+#[derive(Debug, Default, Clone)]
+pub struct Secrets {
+    values: Vec<String>,
+}
+
+impl Secrets {
+    /// Shortest value searched for.
+    pub const MIN: usize = 5;
+
+    /// Remember `value` as a secret (trimmed; ignored when shorter than [`Self::MIN`]).
+    pub fn add(&mut self, value: &str) {
+        let v = value.trim();
+        if v.len() >= Self::MIN && !self.values.iter().any(|x| x == v) {
+            self.values.push(v.to_owned());
+            // Longest first, so that a value containing another goes whole.
+            self.values.sort_by_key(|x| std::cmp::Reverse(x.len()));
+        }
+    }
+
+    /// Remember `value` when `name` names a secret, and the password of any URL in it.
+    pub fn add_named(&mut self, name: &str, value: &str) {
+        if names_secret(name) {
+            self.add(value);
+        }
+        let b = value.as_bytes();
+        let mut spans = Vec::new();
+        url_passwords(b, &mut spans);
+        for (s, e) in spans {
+            self.add(&value[s..e]);
+        }
+    }
+
+    /// How many values are known.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether none is known.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// `text` with every known value, then every pattern of [`redact`], replaced.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for v in &self.values {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), MARK);
+            }
+        }
+        out.lines()
+            .map(|l| redact(l).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+            + if text.ends_with('\n') { "\n" } else { "" }
+    }
+
+    /// Only the known values replaced (for text whose long hex runs must stay, such
+    /// as request ids in the access log).
+    pub fn known(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for v in &self.values {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), MARK);
+            }
+        }
+        out
+    }
+}
+
 fn find(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
     (from..=b.len().checked_sub(pat.len())?).find(|&i| &b[i..i + pat.len()] == pat)
 }
@@ -251,6 +341,29 @@ mod tests {
         assert_eq!(
             r("connect redis://:pw@cache:6379 failed"),
             "connect redis://:[redacted]@cache:6379 failed"
+        );
+    }
+
+    #[test]
+    fn spaced_toml_pairs_and_known_values() {
+        assert_eq!(r(r#"token = "abc def""#), r#"token = "[redacted]""#);
+        assert_eq!(
+            r(r#"env = { DB_PASSWORD = "hunter22", APP_ENV = "prod" }"#),
+            r#"env = { DB_PASSWORD = "[redacted]", APP_ENV = "prod" }"#
+        );
+        assert_eq!(r("if key == other"), "if key == other");
+        let mut s = Secrets::default();
+        s.add_named("HEALGATE_TEST_SECRET_TOKEN", "plain-words-here");
+        s.add_named("DATABASE_URL", "postgres://u:pw-12345@db/x");
+        s.add_named("APP_ENV", "production");
+        s.add("abc");
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s.redact("Some(\"plain-words-here\") and pw-12345 and production\n"),
+            "Some(\"[redacted]\") and [redacted] and production\n"
+        );
+        assert!(
+            names_secret("db_Password") && names_secret("AUTH_HEADER") && !names_secret("PATH")
         );
     }
 

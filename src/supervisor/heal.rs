@@ -117,9 +117,9 @@ impl Actor {
                 let (outcome, path) = match action {
                     Action::Log => ("logged".to_owned(), None),
                     Action::Diagnose => {
-                        let (d, i, r) = (dir.clone(), id.clone(), reason.clone());
+                        let (d, i, r, a) = (dir.clone(), id.clone(), reason.clone(), app.clone());
                         let captured = tokio::task::spawn_blocking(move || {
-                            crate::diagnose::capture::capture_process(&d, &i, pid, &r)
+                            crate::diagnose::autoheal(&d, &a, &i, pid, &r)
                         })
                         .await;
                         match captured {

@@ -65,6 +65,11 @@ impl Gateway {
     }
 
     pub fn start_in(dir: TempDir, config: &str) -> Gateway {
+        Gateway::start_with_env(dir, config, &[])
+    }
+
+    /// [`start_in`](Self::start_in) with extra environment variables for the gateway.
+    pub fn start_with_env(dir: TempDir, config: &str, env: &[(&str, &str)]) -> Gateway {
         let cfg = if config.contains("[gateway]") {
             if config.contains("[admin]") {
                 config.to_owned()
@@ -81,6 +86,7 @@ impl Gateway {
             .args(["run", "-c"])
             .arg(&path)
             .env("HEALGATE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -113,6 +113,17 @@ async function main() {
   console.log(`  ${target}: pid ${pids[target]} -> ${await cell(page, target, 'pid')} (confirm said: ${JSON.stringify(asked.split('\n')[0])})`);
   await readyRows(page);
 
+  step('diagnose now: a report in the list, opened with the token');
+  await page.locator('#diagnose').click();
+  const bundle = page.locator('#diagnostics li[data-bundle] button', { hasText: 'open report' }).first();
+  await bundle.waitFor({ timeout: 60_000 });
+  const [tab] = await Promise.all([page.context().waitForEvent('page', { timeout: WAIT }), bundle.click()]);
+  await tab.waitForLoadState();
+  const shown = (await tab.locator('#headline').innerText()).trim();
+  if (!shown) throw new Error('the report opened from the dashboard shows no headline');
+  console.log(`  report: ${shown.slice(0, 120)}`);
+  await tab.close();
+
   step('screenshots');
   await page.waitForTimeout(2500); // one more poll: rates and states settle
   await page.screenshot({ path: join(HG_ARTIFACTS, 'dashboard.png'), fullPage: true });

@@ -21,6 +21,7 @@
     pollTimer: 0,
     historyAt: 0, historyDirty: true,
     incidentsAt: 0, incidentsDirty: true, incidents: null,
+    diagAt: 0, diagBusy: false,
     counters: new Map(),  // app -> {prev: Map(instance -> snapshot), cum, window: []}
     rows: new Map(),      // instance id -> {tr, detail, cells}
     tiles: new Map(),     // app name -> {button, fields}
@@ -180,6 +181,7 @@
     showMain();
     poll();
   });
+  $('diagnose').addEventListener('click', () => diagnoseNow($('diagnose')));
   $('logout').addEventListener('click', () => logout(''));
 
   // ---- polling: status and new events every 2 s; history and incidents less often ----
@@ -198,6 +200,7 @@
       const every = st.range === '1s' ? 5000 : 60000;
       if (st.app && (st.historyDirty || now - st.historyAt > every)) await loadHistory();
       if (st.incidentsDirty || now - st.incidentsAt > 10000) await loadIncidents();
+      if (st.diagBusy || now - st.diagAt > 15000) await loadDiagnostics();
       // The tiles' latency and incident come from those two.
       if (st.status) renderTiles(st.status.apps || [], st.status);
     } catch (e) {
@@ -504,6 +507,59 @@
         el('span', { class: 'muted', text: x.app + ' · ' + x.cause + ' · ' + (x.requests_affected || 0) + ' requests affected' }),
         el('details', null, el('summary', { text: 'timeline' }),
           el('ol', { class: 'feed' }, ...(x.timeline || []).map((e) => eventItem(e.event || e))))));
+    }
+  }
+
+  // ---- diagnostic reports: the list, "diagnose now", a report opened with the token ----
+  async function loadDiagnostics() {
+    st.diagAt = Date.now();
+    const j = API.has('diagnostics') ? await getJSON('/api/v1/diagnostics') : null;
+    const list = $('diagnostics');
+    list.textContent = '';
+    const items = j ? j.diagnostics || [] : [];
+    $('diag-empty').textContent = !j ? 'no data yet' : items.length ? '' : 'no reports yet: "diagnose now" collects one';
+    st.diagBusy = items.some((d) => d.state === 'collecting');
+    $('diag-state').textContent = st.diagBusy ? 'collecting…' : '';
+    for (const d of items) {
+      const steps = d.steps || [];
+      const li = el('li', { 'data-bundle': d.name },
+        el('time', { text: d.created ? clock(d.created) : d.name }),
+        el('span', { class: 'kind ' + (d.state === 'done' ? '' : 'bad'), text: d.state === 'done' ? (d.app || 'all apps') : d.state + (steps.length ? ': ' + steps[steps.length - 1] : '') }),
+        el('span', { text: d.headline || '' }));
+      if (d.state === 'done') {
+        const open = el('button', { type: 'button', text: 'open report' });
+        open.addEventListener('click', () => openReport(d, false));
+        const save = el('button', { type: 'button', text: 'download' });
+        save.addEventListener('click', () => openReport(d, true));
+        li.append(open, save);
+      }
+      list.append(li);
+    }
+  }
+  // Links cannot carry the token: fetch the page with it and hand the browser a blob.
+  // The dashboard's strict policy follows a blob into its tab (the report's chart
+  // script does not run there); the downloaded file is the whole report.
+  async function openReport(d, download) {
+    const resp = await api(d.report);
+    if (!resp.ok) { notice('report ' + d.name + ': ' + resp.status, 'bad'); return; }
+    const url = URL.createObjectURL(new Blob([await resp.text()], { type: 'text/html' }));
+    const a = el('a', { href: url, target: '_blank', rel: 'noopener' });
+    if (download) a.download = 'healgate-report-' + d.name + '.html';
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+  async function diagnoseNow(button) {
+    button.disabled = true;
+    try {
+      const r = await post('/api/v1/diagnose', st.app ? { app: st.app } : {});
+      notice(r.ok ? 'collecting a diagnostic bundle' + (st.app ? ' of ' + st.app : '') + '…' : 'diagnose: ' + r.text, r.ok ? 'ok' : 'bad');
+      await loadDiagnostics();
+    } catch (e) {
+      if (!(e instanceof Stop)) notice('diagnose: ' + e.message, 'bad');
+    } finally {
+      button.disabled = false;
     }
   }
 
