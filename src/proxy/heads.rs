@@ -244,11 +244,19 @@ fn parse_head(buf: &[u8]) -> Result<Option<Message>, (Cause, String)> {
         }
     }
     if let Some(last) = te {
-        let last = String::from_utf8_lossy(last).trim().to_ascii_lowercase();
+        // As hyper reads it (a visible-ASCII value; its last coding, ASCII-trimmed):
+        // a non-ASCII byte must not be trimmed away as Unicode white space here
+        // (U+0085 before `chunked`) when hyper would not see chunked at all.
+        if !last.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b)) {
+            return Err(bad(
+                "Transfer-Encoding with bytes outside visible ASCII".into()
+            ));
+        }
+        let last = String::from_utf8_lossy(last).to_ascii_lowercase();
         if last
             .rsplit(',')
             .next()
-            .is_none_or(|t| t.trim() != "chunked")
+            .is_none_or(|t| t.trim_matches([' ', '\t']) != "chunked")
         {
             return Err(bad(format!(
                 "Transfer-Encoding {last:?} does not end in chunked"
@@ -848,6 +856,21 @@ mod tests {
         let ws = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
         assert_eq!(head(ws), m(ws.len(), Framing::Length(0), true));
         assert_eq!(head("GET / HTTP/1.1\r\nHost: x\r\n"), Scan::More);
+    }
+
+    #[test]
+    fn a_non_ascii_byte_does_not_hide_in_front_of_chunked() {
+        // Found by the first_head fuzz target: U+0085 (NEL) is Unicode white space, so a
+        // str trim made this `chunked`; hyper, which reads only visible ASCII, does not.
+        let mut raw =
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip,\t\xc2\x85 chunked\r\n\r\n"
+                .to_vec();
+        assert!(matches!(
+            scan(&raw, raw.len(), 32 * 1024),
+            Scan::Refused(..)
+        ));
+        raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip,\t chunked \r\n\r\n".to_vec();
+        assert!(matches!(scan(&raw, raw.len(), 32 * 1024), Scan::Head(_)));
     }
 
     #[test]
