@@ -68,6 +68,7 @@ impl Admin {
             metrics_public: false,
             snapshot: Arc::new(Default::default),
             logins: Default::default(),
+            info: Default::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let served = rt.spawn(admin::serve(listener, state, stop_rx));

@@ -19,6 +19,7 @@
 //! | `POST /api/v1/apps/{app}/restart` | a rolling restart of every instance of `app` |
 //! | `POST /api/v1/apps/{app}/scale` | body `{"instances":N}`: run `N` instances of `app` |
 //! | `POST /api/v1/reload` | re-read the config file and apply the difference, answered once the changed apps have rolled; 422 with the `check` messages when the file is invalid; 409 naming the app, the instance and its error when a new revision did not get ready (the app stays on its old one), or while the last reload still rolls |
+//! | `GET /api/v1/requests/{id}` | the story of one request by its `X-Request-Id` ([`crate::diagnose::why::Story`], what `healgate why` prints); 404 when no access line has the id |
 //! | `POST /api/v1/instances/{id}/recycle` | an overlapping recycle of instance `id` (`web#2`, sent as `web%232`; `web-2` works too); optional body `{"reason":"..."}` |
 //!
 //! Command routes (reload too) send a [`Command`](crate::supervisor::control::Command)
@@ -39,6 +40,7 @@ pub mod client;
 mod dashboard;
 pub mod login;
 mod logs;
+mod requests;
 mod routes;
 
 use crate::observe::events::Events;
@@ -100,6 +102,23 @@ pub struct AdminState {
     pub snapshot: Snapshotter,
     /// The one-time login codes (`POST /api/v1/login`).
     pub logins: login::Logins,
+    /// Where the gateway's files and config are (`why`, the environment view).
+    pub info: GatewayInfo,
+}
+
+/// What the admin API says about the gateway process itself.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayInfo {
+    /// `gateway.data_dir` (logs, events, incidents).
+    pub data_dir: PathBuf,
+    /// The config file it was started with; `None` for the demo's embedded config.
+    pub config_path: Option<PathBuf>,
+    /// The config it started with (the file, re-read, wins when it is valid: a
+    /// reload may have changed it).
+    pub config: Option<Arc<crate::config::Config>>,
+    /// The client connections it serves at once (`limits.max_connections`, or the
+    /// default from the file descriptor limit).
+    pub max_connections: u32,
 }
 
 /// Takes a [`Snapshot`](crate::observe::metrics::Snapshot) of the instances and peers.

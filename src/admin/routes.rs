@@ -38,6 +38,8 @@ enum Route {
     Asset(String),
     Login,
     LoginCode,
+    /// `/api/v1/requests/{id}`: the story of one request (`healgate why`).
+    Request(String),
 }
 
 impl Route {
@@ -62,6 +64,7 @@ impl Route {
             | Route::History
             | Route::Incidents
             | Route::Logs
+            | Route::Request(_)
             | Route::Asset(_) => GET,
             Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) | Route::Reload => POST,
             Route::Login | Route::LoginCode => POST,
@@ -109,6 +112,7 @@ fn route(path: &str) -> Result<Route, NoRoute> {
         ["assets", name] => Ok(Route::Asset(named(name)?)),
         ["api", "v1", "login"] => Ok(Route::Login),
         ["api", "v1", "login", "code"] => Ok(Route::LoginCode),
+        ["api", "v1", "requests", id] => Ok(Route::Request(named(id)?)),
         _ => Err(NoRoute::NotFound),
     }
 }
@@ -254,6 +258,7 @@ where
         }
         Route::LoginCode => dashboard::issue_code(state),
         Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        Route::Request(id) => super::requests::story(state, id).await,
         Route::Status => status(state),
         Route::Events => events(state, query.as_deref()),
         Route::Metrics => metrics(state, req.headers()),

@@ -5,6 +5,7 @@
 //! ([`crate::admin::client`]); `logs` reads the files under `data_dir/logs`.
 
 mod logs;
+mod why;
 
 use crate::admin::{client, StatusAnswer};
 use crate::config;
@@ -100,6 +101,17 @@ enum Command {
         app: String,
         /// How many instances to run.
         instances: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The story of one request, by its X-Request-Id: when, route, instance, each
+    /// attempt, what failed and why, what the gateway did, what to change.
+    Why {
+        /// The request id (X-Request-Id of the response; shown on every error page).
+        request_id: String,
+        /// Print the structured answer (the admin API's JSON).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -323,6 +335,14 @@ pub fn main() -> ExitCode {
             let path = format!("/api/v1/apps/{}/scale", client::encode_segment(&app));
             command(g, &path, Some(&json!({ "instances": instances })))
         }),
+        Command::Why {
+            request_id,
+            json,
+            target,
+        } => {
+            let config = target.config.clone();
+            with_target(&target, |g| why::why(g, config, &request_id, json))
+        }
         Command::Logs {
             app,
             follow,
