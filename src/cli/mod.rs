@@ -5,6 +5,7 @@
 //! ([`crate::admin::client`]); `logs` reads the files under `data_dir/logs`.
 
 mod logs;
+mod probe;
 mod why;
 
 use crate::admin::{client, StatusAnswer};
@@ -110,6 +111,23 @@ enum Command {
         /// The request id (X-Request-Id of the response; shown on every error page).
         request_id: String,
         /// Print the structured answer (the admin API's JSON).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Walk one request DNS → TCP → TLS → HTTP the way the gateway would, with the
+    /// config's resolvers, timeouts, TLS trust and limits; name the hop that fails,
+    /// the Proxy-Status error the gateway would give and what to change. Exit 0 only
+    /// when every hop passes.
+    Probe {
+        /// A URL (http:// or https://), an app (its running instances), an upstream
+        /// (its servers) of the config, or host:port.
+        what: String,
+        /// The path to request (default: the URL's, else the health path, else /).
+        #[arg(long)]
+        path: Option<String>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -335,6 +353,12 @@ pub fn main() -> ExitCode {
             let path = format!("/api/v1/apps/{}/scale", client::encode_segment(&app));
             command(g, &path, Some(&json!({ "instances": instances })))
         }),
+        Command::Probe {
+            what,
+            path,
+            json,
+            target,
+        } => probe::probe(&target, &what, path, json),
         Command::Why {
             request_id,
             json,
