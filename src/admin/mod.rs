@@ -20,6 +20,8 @@
 //! | `POST /api/v1/apps/{app}/scale` | body `{"instances":N}`: run `N` instances of `app` |
 //! | `POST /api/v1/reload` | re-read the config file and apply the difference, answered once the changed apps have rolled; 422 with the `check` messages when the file is invalid; 409 naming the app, the instance and its error when a new revision did not get ready (the app stays on its old one), or while the last reload still rolls |
 //! | `GET /api/v1/requests/{id}` | the story of one request by its `X-Request-Id` ([`crate::diagnose::why::Story`], what `healgate why` prints); 404 when no access line has the id |
+//! | `GET /api/v1/environment` | version, pid, config path, data dir, cwd, limits (open files soft/hard, `max_connections`) and the gateway's environment, secrets redacted |
+//! | `GET /api/v1/processes` | the gateway's process and each instance's process tree (pid, ppid, command line redacted, memory, CPU, threads, open files) |
 //! | `POST /api/v1/instances/{id}/recycle` | an overlapping recycle of instance `id` (`web#2`, sent as `web%232`; `web-2` works too); optional body `{"reason":"..."}` |
 //!
 //! Command routes (reload too) send a [`Command`](crate::supervisor::control::Command)
@@ -38,6 +40,7 @@
 
 pub mod client;
 mod dashboard;
+mod environment;
 pub mod login;
 mod logs;
 mod requests;

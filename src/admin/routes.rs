@@ -40,6 +40,8 @@ enum Route {
     LoginCode,
     /// `/api/v1/requests/{id}`: the story of one request (`healgate why`).
     Request(String),
+    Environment,
+    Processes,
 }
 
 impl Route {
@@ -65,6 +67,8 @@ impl Route {
             | Route::Incidents
             | Route::Logs
             | Route::Request(_)
+            | Route::Environment
+            | Route::Processes
             | Route::Asset(_) => GET,
             Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) | Route::Reload => POST,
             Route::Login | Route::LoginCode => POST,
@@ -113,6 +117,8 @@ fn route(path: &str) -> Result<Route, NoRoute> {
         ["api", "v1", "login"] => Ok(Route::Login),
         ["api", "v1", "login", "code"] => Ok(Route::LoginCode),
         ["api", "v1", "requests", id] => Ok(Route::Request(named(id)?)),
+        ["api", "v1", "environment"] => Ok(Route::Environment),
+        ["api", "v1", "processes"] => Ok(Route::Processes),
         _ => Err(NoRoute::NotFound),
     }
 }
@@ -259,6 +265,8 @@ where
         Route::LoginCode => dashboard::issue_code(state),
         Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
         Route::Request(id) => super::requests::story(state, id).await,
+        Route::Environment => super::environment::environment(state),
+        Route::Processes => super::environment::processes(state),
         Route::Status => status(state),
         Route::Events => events(state, query.as_deref()),
         Route::Metrics => metrics(state, req.headers()),
