@@ -2,7 +2,8 @@
 //!
 //! `run`, `check` and `demo-app` start something in this process; `status`, `restart`,
 //! `recycle` and `scale` talk to a running gateway through its admin API
-//! ([`crate::admin::client`]); `logs` reads the files under `data_dir/logs`.
+//! ([`crate::admin::client`]); `logs` and `why` ask it too and read the files under
+//! `data_dir/logs` when none runs; `probe` walks a request from this process.
 
 mod logs;
 mod probe;
