@@ -173,6 +173,14 @@ async fn serve(
         snapshot: snapshotter(&gw, &control),
         logins: Default::default(),
         diagnostics: Some(diagnostics),
+        info: admin::GatewayInfo {
+            data_dir: data_dir.clone(),
+            config_path: path
+                .as_ref()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
+            max_connections: server::max_connections(cfg.gateway.limits.max_connections),
+            config: Some(Arc::new(cfg.clone())),
+        },
     });
     events
         .monitor()

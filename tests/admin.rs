@@ -69,6 +69,7 @@ impl Admin {
             snapshot: Arc::new(Default::default),
             logins: Default::default(),
             diagnostics: None,
+            info: Default::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let served = rt.spawn(admin::serve(listener, state, stop_rx));

@@ -285,8 +285,13 @@ routes = ["/"]
         closed["requests_affected"].as_u64().unwrap() >= 1,
         "{closed}"
     );
+    // The event log is written by its own thread: wait for the lines.
+    let closed_event = eventually(Duration::from_secs(5), || {
+        gw.events("incident_closed").into_iter().next()
+    })
+    .expect("an incident_closed event");
+    assert_eq!(closed_event["id"], id.as_str());
     assert_eq!(gw.events("incident_opened").len(), 1);
-    assert_eq!(gw.events("incident_closed")[0]["id"], id.as_str());
     // Still listed after the gateway restarts.
     gw.terminate();
     let dir = std::mem::replace(&mut gw.dir, TempDir::new("spare"));

@@ -22,6 +22,9 @@
 //! | `POST /api/v1/diagnose` | body `{"app":..,"window":"15m","dumps":false}` (all optional): start a diagnostic bundle → 202 `{"name":..,"path":..}`; 429 with `Retry-After` beyond 3 a minute ([`crate::diagnose`]) |
 //! | `GET /api/v1/diagnostics` | `{"diagnostics":[{name, state, steps, headline, findings, report}...]}`, newest first (the last 10 are kept) |
 //! | `GET /api/v1/diagnostics/{name}/report.html` | the bundle's self-contained report page |
+//! | `GET /api/v1/requests/{id}` | the story of one request by its `X-Request-Id` ([`crate::diagnose::why::Story`], what `healgate why` prints); 404 when no access line has the id |
+//! | `GET /api/v1/environment` | version, pid, config path, data dir, cwd, limits (open files soft/hard, `max_connections`) and the gateway's environment, secrets redacted |
+//! | `GET /api/v1/processes` | the gateway's process and each instance's process tree (pid, ppid, command line redacted, memory, CPU, threads, open files) |
 //! | `POST /api/v1/instances/{id}/recycle` | an overlapping recycle of instance `id` (`web#2`, sent as `web%232`; `web-2` works too); optional body `{"reason":"..."}` |
 //!
 //! Command routes (reload too) send a [`Command`](crate::supervisor::control::Command)
@@ -41,8 +44,10 @@
 pub mod client;
 mod dashboard;
 mod diagnostics;
+mod environment;
 pub mod login;
 mod logs;
+mod requests;
 mod routes;
 
 use crate::observe::events::Events;
@@ -106,6 +111,23 @@ pub struct AdminState {
     pub logins: login::Logins,
     /// The diagnostic bundle collector (`POST /api/v1/diagnose`); `None`: not offered.
     pub diagnostics: Option<Arc<crate::diagnose::Diagnostics>>,
+    /// Where the gateway's files and config are (`why`, the environment view).
+    pub info: GatewayInfo,
+}
+
+/// What the admin API says about the gateway process itself.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayInfo {
+    /// `gateway.data_dir` (logs, events, incidents).
+    pub data_dir: PathBuf,
+    /// The config file it was started with; `None` for the demo's embedded config.
+    pub config_path: Option<PathBuf>,
+    /// The config it started with (the file, re-read, wins when it is valid: a
+    /// reload may have changed it).
+    pub config: Option<Arc<crate::config::Config>>,
+    /// The client connections it serves at once (`limits.max_connections`, or the
+    /// default from the file descriptor limit).
+    pub max_connections: u32,
 }
 
 /// Takes a [`Snapshot`](crate::observe::metrics::Snapshot) of the instances and peers.

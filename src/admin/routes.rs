@@ -41,6 +41,10 @@ enum Route {
     Diagnose,
     Diagnostics,
     Report(String),
+    /// `/api/v1/requests/{id}`: the story of one request (`healgate why`).
+    Request(String),
+    Environment,
+    Processes,
 }
 
 impl Route {
@@ -67,6 +71,9 @@ impl Route {
             | Route::Logs
             | Route::Diagnostics
             | Route::Report(_)
+            | Route::Request(_)
+            | Route::Environment
+            | Route::Processes
             | Route::Asset(_) => GET,
             Route::Diagnose => POST,
             Route::Restart(_) | Route::Scale(_) | Route::Recycle(_) | Route::Reload => POST,
@@ -118,6 +125,9 @@ fn route(path: &str) -> Result<Route, NoRoute> {
         ["api", "v1", "diagnose"] => Ok(Route::Diagnose),
         ["api", "v1", "diagnostics"] => Ok(Route::Diagnostics),
         ["api", "v1", "diagnostics", name, "report.html"] => Ok(Route::Report(named(name)?)),
+        ["api", "v1", "requests", id] => Ok(Route::Request(named(id)?)),
+        ["api", "v1", "environment"] => Ok(Route::Environment),
+        ["api", "v1", "processes"] => Ok(Route::Processes),
         _ => Err(NoRoute::NotFound),
     }
 }
@@ -269,6 +279,9 @@ where
         Route::Diagnostics => super::diagnostics::list(state),
         Route::Report(name) => super::diagnostics::report(state, &name),
         Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        Route::Request(id) => super::requests::story(state, id).await,
+        Route::Environment => super::environment::environment(state),
+        Route::Processes => super::environment::processes(state),
         Route::Status => status(state),
         Route::Events => events(state, query.as_deref()),
         Route::Metrics => metrics(state, req.headers()),

@@ -2,10 +2,13 @@
 //!
 //! `run`, `check` and `demo-app` start something in this process; `status`, `restart`,
 //! `recycle` and `scale` talk to a running gateway through its admin API
-//! ([`crate::admin::client`]); `logs` reads the files under `data_dir/logs`.
+//! ([`crate::admin::client`]); `logs` and `why` ask it too and read the files under
+//! `data_dir/logs` when none runs; `probe` walks a request from this process.
 
 mod diagnose;
 mod logs;
+mod probe;
+mod why;
 
 use crate::admin::{client, StatusAnswer};
 use crate::config;
@@ -120,6 +123,34 @@ enum Command {
         /// Analyze this bundle folder again (no gateway needed) instead of collecting.
         #[arg(long, value_name = "DIR")]
         analyze: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The story of one request, by its X-Request-Id: when, route, instance, each
+    /// attempt, what failed and why, what the gateway did, what to change.
+    Why {
+        /// The request id (X-Request-Id of the response; shown on every error page).
+        request_id: String,
+        /// Print the structured answer (the admin API's JSON).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Walk one request DNS → TCP → TLS → HTTP the way the gateway would, with the
+    /// config's resolvers, timeouts, TLS trust and limits; name the hop that fails,
+    /// the Proxy-Status error the gateway would give and what to change. Exit 0 only
+    /// when every hop passes.
+    Probe {
+        /// A URL (http:// or https://), an app (its running instances), an upstream
+        /// (its servers) of the config, or host:port.
+        what: String,
+        /// The path to request (default: the URL's, else the health path, else /).
+        #[arg(long)]
+        path: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -355,6 +386,20 @@ pub fn main() -> ExitCode {
         } => with_target(&target, |g| {
             diagnose::collect(g, app.as_deref(), &window, dumps)
         }),
+        Command::Probe {
+            what,
+            path,
+            json,
+            target,
+        } => probe::probe(&target, &what, path, json),
+        Command::Why {
+            request_id,
+            json,
+            target,
+        } => {
+            let config = target.config.clone();
+            with_target(&target, |g| why::why(g, config, &request_id, json))
+        }
         Command::Logs {
             app,
             follow,

@@ -1,4 +1,6 @@
-//! Diagnostics: "diagnose now" bundles and the analyzer that explains them.
+//! Diagnostics: "diagnose now" bundles and the analyzer that explains them; the
+//! story of one request ([`why`], over the access log read backwards by [`scan`]);
+//! one request walked hop by hop ([`probe`]).
 //!
 //! A bundle (`data_dir/diagnostics/<timestamp>/`, [`bundle`]) holds, for a window:
 //! the access-log and event slices, the metric history of every app and instance,
@@ -16,7 +18,10 @@
 pub mod analyze;
 pub mod bundle;
 pub mod capture;
+pub mod probe;
 pub mod report;
+pub mod scan;
+pub mod why;
 
 use crate::config::Config;
 use crate::observe::monitor::Monitor;

@@ -57,6 +57,73 @@ pub fn redact(line: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The words that make an environment variable's name secret (any case).
+const SECRET_NAMES: [&str; 7] = [
+    "KEY",
+    "SECRET",
+    "TOKEN",
+    "PASSWORD",
+    "PASS",
+    "CREDENTIAL",
+    "AUTH",
+];
+
+/// Prefixes of well-known API keys (`sk-live-...`, `ghp_...`, `AKIA...`).
+const KEY_PREFIXES: [&str; 9] = [
+    "sk-",
+    "sk_",
+    "pk_live_",
+    "rk_live_",
+    "ghp_",
+    "gho_",
+    "github_pat_",
+    "xox",
+    "AKIA",
+];
+
+/// One environment variable as the admin API shows it: the whole value replaced
+/// when the name names a secret or the value looks like a key; else the value with
+/// URL passwords, bearer tokens and long key-like runs redacted (as in app output).
+pub fn env_value<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
+    let upper = name.to_ascii_uppercase();
+    if SECRET_NAMES.iter().any(|w| upper.contains(w)) || looks_like_key(value) {
+        return Cow::Borrowed(MARK);
+    }
+    redact(value)
+}
+
+/// A value shaped like an API key: a known key prefix followed by more.
+fn looks_like_key(value: &str) -> bool {
+    let v = value.trim();
+    KEY_PREFIXES
+        .iter()
+        .any(|p| v.len() >= p.len() + 8 && v.starts_with(p) && !v.contains(char::is_whitespace))
+}
+
+/// A command line as the admin API shows it: each argument redacted as app output
+/// is, an argument that looks like a key replaced, and the argument after a flag
+/// that names a secret (`--api-key VALUE`, `-p VALUE` is left) replaced too.
+pub fn argv(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut secret_next = false;
+    for a in args {
+        if secret_next && !a.starts_with('-') {
+            out.push(MARK.to_owned());
+            secret_next = false;
+            continue;
+        }
+        let flag = a.starts_with('-') && !a.contains('=');
+        let upper = a.to_ascii_uppercase();
+        secret_next = flag && SECRET_NAMES.iter().any(|w| upper.contains(w));
+        if looks_like_key(a) {
+            out.push(MARK.to_owned());
+        } else {
+            out.push(redact(a).into_owned());
+        }
+    }
+    out
+}
+
 /// Characters a bare value runs over (ends at space, quote, comma, `;`, `&` ...).
 fn value_char(c: u8) -> bool {
     !(c.is_ascii_whitespace()
@@ -313,6 +380,44 @@ mod tests {
 
     fn r(s: &str) -> String {
         redact(s).into_owned()
+    }
+
+    #[test]
+    fn environment_values_and_command_lines() {
+        assert_eq!(env_value("HEALGATE_TEST_API_KEY", "sk-live-abc"), MARK);
+        assert_eq!(env_value("DB_PASSWORD", "x"), MARK);
+        assert_eq!(env_value("GITHUB_AUTH", "x"), MARK);
+        assert_eq!(env_value("SOMETHING", "sk-live-0123456789"), MARK);
+        assert_eq!(env_value("PATH", "/usr/bin:/bin"), "/usr/bin:/bin");
+        assert_eq!(env_value("PWD", "/srv/app"), "/srv/app");
+        assert_eq!(
+            env_value("DATABASE_URL", "postgres://app:hunter2@db/x"),
+            "postgres://app:[redacted]@db/x"
+        );
+        let args: Vec<String> = [
+            "app",
+            "--api-key",
+            "abc",
+            "--port",
+            "8080",
+            "--token=xyz",
+            "sk-live-0123456789",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            argv(&args),
+            [
+                "app",
+                "--api-key",
+                MARK,
+                "--port",
+                "8080",
+                "--token=[redacted]",
+                MARK
+            ]
+        );
     }
 
     #[test]

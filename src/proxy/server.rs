@@ -165,7 +165,7 @@ struct Accepted {
 /// `limits.max_connections`, or half the file descriptor limit less a reserve (each
 /// client connection may need an upstream one, and logs, listeners and instances
 /// need some).
-fn max_connections(configured: Option<u32>) -> u32 {
+pub fn max_connections(configured: Option<u32>) -> u32 {
     configured.unwrap_or_else(|| {
         let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current

@@ -42,6 +42,55 @@ fn count_fds(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// One process of an instance's tree, for the admin API's process view.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    /// The command line, redacted ([`crate::observe::redact::argv`]).
+    pub cmdline: Vec<String>,
+    pub rss_bytes: u64,
+    pub cpu_s: f64,
+    pub threads: u64,
+    pub open_files: u64,
+}
+
+/// The process tree rooted at `root` (root first, then its descendants, depth first);
+/// empty when `root` is gone.
+pub fn tree(root: u32) -> Vec<ProcessInfo> {
+    let procs = read_all();
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (pid, p) in &procs {
+        children.entry(p.ppid).or_default().push(*pid);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        let Some(p) = procs.get(&pid) else { continue };
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        out.push(ProcessInfo {
+            pid,
+            ppid: p.ppid,
+            cmdline: crate::observe::redact::argv(&args),
+            rss_bytes: p.rss_bytes(),
+            cpu_s: (p.cpu_s() * 1000.0).round() / 1000.0,
+            threads: p.threads,
+            open_files: count_fds(pid),
+        });
+        if let Some(c) = children.get(&pid) {
+            let mut c = c.clone();
+            c.sort_unstable_by(|a, b| b.cmp(a));
+            stack.extend(c);
+        }
+    }
+    out
+}
+
 /// The previous CPU reading of each root, to turn CPU time into percent.
 #[derive(Default)]
 pub struct Sampler {

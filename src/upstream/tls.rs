@@ -19,26 +19,7 @@ pub struct Tls {
 impl Tls {
     /// Trust the webpki roots plus the PEM certificates in `cfg.ca`, if set.
     pub fn new(cfg: &UpstreamTls) -> io::Result<Tls> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(ca) = &cfg.ca {
-            let certs = CertificateDer::pem_file_iter(ca)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("reading CA file {}: {e}", ca.display()),
-                    )
-                })?;
-            for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("CA file {}: {e}", ca.display()),
-                    )
-                })?;
-            }
-        }
+        let roots = roots(cfg)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -71,6 +52,32 @@ impl Tls {
             .await
             .map_err(|e| classify(e, what))
     }
+}
+
+/// The roots an upstream's certificates are checked against: the webpki roots plus
+/// the PEM certificates in `cfg.ca`, if set (also what `healgate probe` trusts).
+pub fn roots(cfg: &UpstreamTls) -> io::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = &cfg.ca {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("reading CA file {}: {e}", ca.display()),
+                )
+            })?;
+        for cert in certs {
+            roots.add(cert).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("CA file {}: {e}", ca.display()),
+                )
+            })?;
+        }
+    }
+    Ok(roots)
 }
 
 /// A failed handshake: a certificate problem, or any other TLS failure.
