@@ -102,6 +102,8 @@ const OPTIONAL_API: &[(&str, &str)] = &[
     ("incidents", "/api/v1/incidents"),
     ("logs", "/api/v1/logs"),
     ("diagnostics", "/api/v1/diagnostics"),
+    ("environment", "/api/v1/environment"),
+    ("processes", "/api/v1/processes"),
 ];
 
 /// The page with its asset version and API list filled in, and its ETag.

@@ -124,6 +124,14 @@ async function main() {
   console.log(`  report: ${shown.slice(0, 120)}`);
   await tab.close();
 
+  step('the gateway and every instance process tree');
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('#procs tbody tr')].map((tr) => tr.firstChild.textContent);
+    return rows.includes('gateway') && ['demo#1', 'demo#2', 'demo#3'].every((id) => rows.includes(id));
+  }, null, { timeout: WAIT });
+  const envText = await page.locator('#env').innerText();
+  if (!/max connections/.test(envText)) throw new Error(`no gateway facts: ${envText}`);
+
   step('screenshots');
   await page.waitForTimeout(2500); // one more poll: rates and states settle
   await page.screenshot({ path: join(HG_ARTIFACTS, 'dashboard.png'), fullPage: true });

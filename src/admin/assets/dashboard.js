@@ -22,6 +22,7 @@
     historyAt: 0, historyDirty: true,
     incidentsAt: 0, incidentsDirty: true, incidents: null,
     diagAt: 0, diagBusy: false,
+    envAt: 0,
     counters: new Map(),  // app -> {prev: Map(instance -> snapshot), cum, window: []}
     rows: new Map(),      // instance id -> {tr, detail, cells}
     tiles: new Map(),     // app name -> {button, fields}
@@ -201,6 +202,7 @@
       if (st.app && (st.historyDirty || now - st.historyAt > every)) await loadHistory();
       if (st.incidentsDirty || now - st.incidentsAt > 10000) await loadIncidents();
       if (st.diagBusy || now - st.diagAt > 15000) await loadDiagnostics();
+      if (now - st.envAt > 10000) await loadEnvironment();
       // The tiles' latency and incident come from those two.
       if (st.status) renderTiles(st.status.apps || [], st.status);
     } catch (e) {
@@ -507,6 +509,38 @@
         el('span', { class: 'muted', text: x.app + ' · ' + x.cause + ' · ' + (x.requests_affected || 0) + ' requests affected' }),
         el('details', null, el('summary', { text: 'timeline' }),
           el('ol', { class: 'feed' }, ...(x.timeline || []).map((e) => eventItem(e.event || e))))));
+    }
+  }
+
+  // ---- the gateway itself (version, files, limits) and every process tree ----
+  async function loadEnvironment() {
+    st.envAt = Date.now();
+    const env = API.has('environment') ? await getJSON('/api/v1/environment') : null;
+    const procs = API.has('processes') ? await getJSON('/api/v1/processes') : null;
+    $('env-empty').textContent = env ? '' : 'no data yet';
+    const dl = $('env');
+    dl.textContent = '';
+    if (env) {
+      const lim = env.limits || {};
+      for (const [k, v] of [
+        ['version', env.version], ['pid', env.pid], ['config', env.config_path || '(embedded)'],
+        ['data dir', env.data_dir], ['open files', lim.open_files_soft + ' (hard ' + lim.open_files_hard + ')'],
+        ['max connections', lim.max_connections],
+      ]) dl.append(el('dt', { text: k }), el('dd', { text: String(v) }));
+    }
+    const body = $('procs').querySelector('tbody');
+    body.textContent = '';
+    if (!procs) return;
+    const row = (who, p) => el('tr', { 'data-pid': String(p.pid) },
+      el('td', { text: who }), el('td', { text: String(p.pid) }), el('td', { text: String(p.ppid) }),
+      el('td', { text: bytes(p.rss_bytes) }), el('td', { text: (p.cpu_s || 0).toFixed(2) }),
+      el('td', { text: String(p.threads) }), el('td', { text: String(p.open_files) }),
+      el('td', { class: 'cmd', text: (p.cmdline || []).join(' ') }));
+    if (procs.gateway) body.append(row('gateway', procs.gateway));
+    for (const a of procs.apps || []) {
+      for (const i of a.instances || []) {
+        (i.processes || []).forEach((p, n) => body.append(row(n === 0 ? i.id : '  └ ' + i.id, p)));
+      }
     }
   }
 
