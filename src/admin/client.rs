@@ -115,20 +115,8 @@ pub fn follow(
         .header(header::ACCEPT, "text/event-stream")
         .body(Full::new(Bytes::new()))
         .map_err(|e| format!("GET {path}: {e}"))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|e| format!("starting the client: {e}"))?;
-    rt.block_on(async {
-        let io = stream
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpStream::from_std(stream))
-            .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
+    runtime()?.block_on(async {
+        let mut sender = handshake(stream).await?;
         let response = sender
             .send_request(request)
             .await
@@ -160,6 +148,30 @@ pub fn follow(
         }
         Ok(())
     })
+}
+
+/// The small runtime one CLI call runs on.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("starting the client: {e}"))
+}
+
+/// An HTTP/1.1 client connection over `stream` (its driver spawned on the runtime).
+async fn handshake(
+    stream: TcpStream,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    let io = stream
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpStream::from_std(stream))
+        .map_err(|e| e.to_string())?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 /// A wildcard listen address is reached on loopback.
@@ -218,20 +230,8 @@ fn exchange(
     let request = request
         .body(Full::new(Bytes::from(payload)))
         .map_err(|e| format!("{method} {path}: {e}"))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|e| format!("starting the client: {e}"))?;
-    rt.block_on(async {
-        let io = stream
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpStream::from_std(stream))
-            .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
+    runtime()?.block_on(async {
+        let mut sender = handshake(stream).await?;
         let answer = async {
             let response = sender
                 .send_request(request)
