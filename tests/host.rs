@@ -6,7 +6,6 @@ mod common;
 
 use common::upstreams::DemoApp;
 use common::Gateway;
-use std::io::{Read, Write};
 use std::time::Duration;
 
 /// A demo app (its `/echo` shows the headers it got) behind a route for `a.example`
@@ -20,12 +19,7 @@ fn site_gateway(app: &DemoApp) -> Gateway {
 
 /// One raw request on a fresh connection; the whole answer as text.
 fn raw(gw: &Gateway, request: &str) -> String {
-    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    common::exchange_raw(gw.addr, request.as_bytes())
 }
 
 /// The header lines the app echoed, lowercased names.

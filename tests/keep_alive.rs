@@ -20,12 +20,7 @@ fn gateway(up: std::net::SocketAddr, extra: &str) -> Gateway {
 
 /// Write `bytes` on one connection, then read until the gateway closes (10 s at most).
 fn exchange(gw: &Gateway, bytes: &[u8]) -> String {
-    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(bytes).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    common::exchange_raw(gw.addr, bytes)
 }
 
 /// The statuses of the responses in `text`, in order.

@@ -7,7 +7,6 @@ mod common;
 
 use common::upstreams::DemoApp;
 use common::Gateway;
-use std::io::{Read, Write};
 use std::time::Duration;
 
 fn gateway(app: &DemoApp) -> Gateway {
@@ -19,12 +18,7 @@ fn gateway(app: &DemoApp) -> Gateway {
 }
 
 fn send(gw: &Gateway, bytes: &[u8]) -> String {
-    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(bytes).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    common::exchange_raw(gw.addr, bytes)
 }
 
 const REQUEST: &[u8] =
