@@ -390,8 +390,7 @@ impl Events {
         self.monitor.on_event(&event, &value);
         let line = value.to_string();
         let text = plain(&value);
-        let app = value.get("app").and_then(Value::as_str).unwrap_or("");
-        self.monitor.event_line(&event, app, &text);
+        self.monitor.event_line(&value, &text);
         match event.level() {
             tracing::Level::ERROR => tracing::error!(target: "healgate::event", "{text}"),
             tracing::Level::WARN => tracing::warn!(target: "healgate::event", "{text}"),

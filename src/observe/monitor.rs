@@ -36,27 +36,12 @@ impl Monitor {
         self.incidents.on_event(value);
     }
 
-    /// The event's stream line (its plain one-line text).
-    pub fn event_line(&self, event: &Event, app: &str, text: &str) {
-        let instance = match event {
-            Event::InstanceStarted { instance, .. }
-            | Event::InstanceReady { instance, .. }
-            | Event::InstanceExited { instance, .. }
-            | Event::InstanceRestarting { instance, .. }
-            | Event::CrashLoop { instance, .. }
-            | Event::InstanceDraining { instance, .. }
-            | Event::InstanceStopped { instance, .. }
-            | Event::InstanceRecycling { instance, .. }
-            | Event::InstanceRecycled { instance, .. }
-            | Event::RecycleFailed { instance, .. }
-            | Event::AutohealFired { instance, .. }
-            | Event::AutohealSuppressed { instance, .. }
-            | Event::AutohealAction { instance, .. }
-            | Event::InstanceEjected { instance, .. }
-            | Event::InstanceReadmitted { instance, .. } => Some(instance.as_str()),
-            _ => None,
-        };
-        self.logs.push(app, instance, "event", text);
+    /// The event's line in the live log stream: its plain one-line text, under its
+    /// app and (when it names one) instance, read from its JSON form.
+    pub fn event_line(&self, value: &serde_json::Value, text: &str) {
+        let field = |k: &str| value.get(k).and_then(serde_json::Value::as_str);
+        self.logs
+            .push(field("app").unwrap_or(""), field("instance"), "event", text);
     }
 
     /// One second passed: every meter's second and the snapshot into the history,
