@@ -87,7 +87,7 @@ impl Ring {
     }
 
     /// Oldest first.
-    fn iter(&self) -> impl Iterator<Item = &Point> {
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &Point> {
         let (newer, older) = self.points.split_at(self.next.min(self.points.len()));
         older.iter().chain(newer.iter())
     }
@@ -99,6 +99,17 @@ impl Ring {
             self.points.get(self.next - 1)
         }
     }
+}
+
+/// An instance's cumulative counters at a tick: its peer's, and its restarts.
+#[derive(Clone, Default)]
+struct Seen {
+    requests: u64,
+    errors: u64,
+    status_5xx: u64,
+    /// Response times per bucket of the peer's histogram.
+    buckets: Vec<u64>,
+    restarts: u32,
 }
 
 /// The minute being built from seconds.
@@ -127,8 +138,8 @@ struct Track {
     seconds: Ring,
     minutes: Ring,
     minute: Minute,
-    /// The counters last seen (instances: the peer's, to take differences).
-    last: Option<(u64, u64, u64, Vec<u64>, u32)>,
+    /// What an instance's counters were at the last tick (to take differences).
+    last: Option<Seen>,
     /// Last tick it was seen in (instances that are gone are dropped).
     seen: u64,
 }
@@ -277,43 +288,36 @@ impl History {
             p.cpu_pct = i.cpu_pct as f32;
             p.inflight = i.inflight;
             if let Some(peer) = peer {
-                let buckets: Vec<u64> = peer.buckets.iter().map(|(_, c)| *c).collect();
-                let (req, err, s5, last_b, last_restarts) = track.last.clone().unwrap_or((
-                    peer.requests,
-                    peer.errors,
-                    peer.status_5xx,
-                    buckets.clone(),
-                    i.restarts,
-                ));
+                let seen = Seen {
+                    requests: peer.requests,
+                    errors: peer.errors,
+                    status_5xx: peer.status_5xx,
+                    buckets: peer.buckets.iter().map(|(_, c)| *c).collect(),
+                    restarts: i.restarts,
+                };
+                let before = track.last.take().unwrap_or_else(|| seen.clone());
                 // A new process starts its counters afresh.
                 let d = |now: u64, before: u64| if now >= before { now - before } else { now };
-                p.requests = d(peer.requests, req) as u32;
-                let errors = d(peer.errors, err) as u32;
-                p.app_5xx = (d(peer.status_5xx, s5) as u32).saturating_sub(errors);
+                p.requests = d(seen.requests, before.requests) as u32;
+                let errors = d(seen.errors, before.errors) as u32;
+                p.app_5xx = (d(seen.status_5xx, before.status_5xx) as u32).saturating_sub(errors);
                 p.failed = errors;
-                let delta: Vec<u64> = buckets
+                let delta: Vec<u64> = seen
+                    .buckets
                     .iter()
-                    .zip(last_b.iter().chain(std::iter::repeat(&0)))
+                    .zip(before.buckets.iter().chain(std::iter::repeat(&0)))
                     .map(|(n, b)| d(*n, *b))
                     .collect();
                 let bounds: Vec<f64> = peer.buckets.iter().map(|(ub, _)| *ub).collect();
                 p.p50 = coarse_quantile_ms(&delta, &bounds, 0.50);
                 p.p95 = coarse_quantile_ms(&delta, &bounds, 0.95);
                 p.p99 = coarse_quantile_ms(&delta, &bounds, 0.99);
-                p.restarts = i.restarts.saturating_sub(last_restarts);
-                track.last = Some((
-                    peer.requests,
-                    peer.errors,
-                    peer.status_5xx,
-                    buckets,
-                    i.restarts,
-                ));
+                p.restarts = i.restarts.saturating_sub(before.restarts);
+                track.last = Some(seen);
             } else {
-                let last_restarts = track.last.as_ref().map_or(i.restarts, |l| l.4);
-                p.restarts = i.restarts.saturating_sub(last_restarts);
-                let mut last = track.last.clone().unwrap_or((0, 0, 0, Vec::new(), 0));
-                last.4 = i.restarts;
-                track.last = Some(last);
+                let before = track.last.as_ref().map_or(i.restarts, |l| l.restarts);
+                p.restarts = i.restarts.saturating_sub(before);
+                track.last.get_or_insert_with(Seen::default).restarts = i.restarts;
             }
             let e = per_app.entry(i.app.as_str()).or_default();
             e.0 += p.memory;
@@ -516,19 +520,19 @@ impl History {
     pub fn recent(&self, app: &str, seconds: usize) -> Option<Recent> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let track = inner.apps.get(app)?;
-        let pts: Vec<&Point> = track.seconds.iter().collect();
-        let tail = &pts[pts.len().saturating_sub(seconds)..];
-        let requests: u64 = tail.iter().map(|p| u64::from(p.requests)).sum();
-        let errors: u64 = tail.iter().map(|p| u64::from(p.failed)).sum();
-        let app_5xx: u64 = tail.iter().map(|p| u64::from(p.app_5xx)).sum();
-        let p95 = tail.iter().map(|p| p.p95).fold(f32::NAN, max_nan);
+        // The newest `seconds` points, read from the end of the ring.
+        let mut r = Recent::default();
+        let mut p95 = f32::NAN;
+        for p in track.seconds.iter().rev().take(seconds) {
+            r.points += 1;
+            r.requests += u64::from(p.requests);
+            r.errors += u64::from(p.failed);
+            r.app_5xx += u64::from(p.app_5xx);
+            p95 = max_nan(p95, p.p95);
+        }
         Some(Recent {
-            points: tail.len(),
-            requests,
-            errors,
-            app_5xx,
-            p95_ms: (!p95.is_nan()).then_some(p95),
             memory: track.seconds.last().map_or(0, |p| p.memory),
+            ..r
         })
     }
 }
