@@ -15,4 +15,5 @@ pub mod observe;
 pub mod proxy;
 pub mod run;
 pub mod supervisor;
+pub mod tls;
 pub mod upstream;

@@ -55,6 +55,111 @@ pub struct Gateway {
     pub shutdown_grace: Duration,
     /// `[gateway.logs]`.
     pub logs: Logs,
+    /// `[gateway.tls]`: HTTPS listeners. Default none.
+    pub tls: Option<EdgeTls>,
+    /// `[gateway.compression]`: compress responses for clients that accept it.
+    /// Default off.
+    pub compression: Option<Compression>,
+}
+
+/// `[gateway.tls]`: HTTPS listeners (TLS 1.2 and 1.3; HTTP/2 and HTTP/1.1 by ALPN).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeTls {
+    /// Addresses to accept TLS on. At least one.
+    pub listen: Vec<SocketAddr>,
+    /// Certificate and key files (PEM); SNI picks among them by their names. Re-read
+    /// when they change and on reload.
+    pub certs: Vec<CertFiles>,
+    /// `acme = { ... }`: certificates obtained and renewed automatically.
+    pub acme: Option<Acme>,
+    /// Plain-HTTP listeners answer `308` to the same URL on https (health paths and
+    /// ACME HTTP-01 challenges excepted). Default false.
+    pub redirect_http: bool,
+    /// The `Strict-Transport-Security` value sent on HTTPS answers. Default none.
+    pub hsts: Option<String>,
+}
+
+/// One `certs` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `gateway.tls.acme`: RFC 8555 certificates for `domains`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acme {
+    /// The names of the certificate (one certificate for all of them).
+    pub domains: Vec<String>,
+    /// The account's contact. Default none.
+    pub email: Option<String>,
+    /// The ACME directory URL. Default Let's Encrypt's production directory.
+    pub directory: String,
+    /// Extra PEM roots trusted for the directory's HTTPS (a private ACME server).
+    pub ca: Option<PathBuf>,
+    /// How the server validates control of the names. Default TLS-ALPN-01.
+    pub challenge: AcmeChallenge,
+    /// Renew this long before expiry. Default 30 days.
+    pub renew_before: Duration,
+}
+
+/// An ACME challenge type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// TLS-ALPN-01 (RFC 8737), answered on the HTTPS listeners.
+    TlsAlpn01,
+    /// HTTP-01, answered on the plain-HTTP listeners.
+    Http01,
+}
+
+/// `[gateway.compression]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compression {
+    /// Media types to compress (`text/*` matches every text type). Default
+    /// text/*, application/json, application/javascript, image/svg+xml.
+    pub types: Vec<String>,
+    /// Responses with a smaller Content-Length are sent as they are. Default 1 KiB.
+    pub min_size: u64,
+    /// The codings offered, best first (on equal q-values the first wins). Default
+    /// zstd, br, gzip.
+    pub algorithms: Vec<Coding>,
+}
+
+/// A content coding the gateway can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Gzip,
+    Brotli,
+    Zstd,
+}
+
+impl Coding {
+    /// Its `Content-Encoding` token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Brotli => "br",
+            Coding::Zstd => "zstd",
+        }
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            types: [
+                "text/*",
+                "application/json",
+                "application/javascript",
+                "image/svg+xml",
+            ]
+            .map(String::from)
+            .to_vec(),
+            min_size: 1024,
+            algorithms: vec![Coding::Zstd, Coding::Brotli, Coding::Gzip],
+        }
+    }
 }
 
 /// `[gateway.logs]`: size-based rotation. A file that grows past its size is renamed
@@ -399,6 +504,8 @@ impl Default for Gateway {
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),
             logs: Logs::default(),
+            tls: None,
+            compression: None,
         }
     }
 }

@@ -224,7 +224,7 @@ health = { path = "/healthz", interval = "5 seconds" }
             (
                 "gateway.listn".to_string(),
                 3,
-                r#"unknown key "listn" (did you mean "listen"?); allowed: listen, data_dir, workers, access_log, trusted_proxies, underscores_in_headers, timeouts, limits, logs, shutdown_grace"#.to_string()
+                r#"unknown key "listn" (did you mean "listen"?); allowed: listen, data_dir, workers, access_log, trusted_proxies, underscores_in_headers, timeouts, limits, logs, shutdown_grace, tls, compression"#.to_string()
             ),
             (
                 "upstream[0].servers[1]".to_string(),

@@ -13,6 +13,7 @@ use toml_edit::{Table, Value};
 
 mod alert;
 mod app;
+mod edge;
 pub(crate) mod environment;
 mod shared;
 pub(crate) mod upstream;
@@ -198,6 +199,8 @@ pub(super) fn gateway(cx: &mut Ctx, t: Option<TableReader>, base: &Path) -> Gate
         &mut g.shutdown_grace,
         t.get(cx, "shutdown_grace", Field::duration),
     );
+    g.tls = section(cx, &mut t, "tls").and_then(|tt| edge::tls(cx, tt, base, &g.listen));
+    g.compression = section(cx, &mut t, "compression").map(|ct| edge::compression(cx, ct));
     t.finish(cx);
     g
 }

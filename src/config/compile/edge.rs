@@ -1,0 +1,264 @@
+//! `[gateway.tls]` and `[gateway.compression]`: what the gateway does at the edge.
+//!
+//! Certificate files are read here, so `healgate check` (and a reload) reports a
+//! missing, unreadable or mismatched key, or an expired certificate, at its key.
+
+use super::*;
+use crate::tls::certs;
+
+/// A certificate expiring sooner than this is a warning.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86400);
+
+pub(super) fn tls(
+    cx: &mut Ctx,
+    mut t: TableReader,
+    base: &Path,
+    plain: &[SocketAddr],
+) -> Option<EdgeTls> {
+    let listen_field = t.require(cx, "listen");
+    let listen = listen_field.as_ref().and_then(|f| {
+        let l = listen_addrs(f, cx)?;
+        if l.iter().any(|(_, pp)| *pp) {
+            f.error(
+                cx,
+                "proxy_protocol is not supported on HTTPS listeners yet (use it on gateway.listen)",
+            );
+        }
+        Some(l.into_iter().map(|(a, _)| a).collect::<Vec<_>>())
+    });
+    if let (Some(f), Some(l)) = (&listen_field, &listen) {
+        if let Some(a) = l.iter().find(|a| plain.contains(a)) {
+            f.error(
+                cx,
+                format!(
+                    "{a} is also in gateway.listen: one port cannot be both plain HTTP and HTTPS"
+                ),
+            );
+        }
+    }
+    let certs = t
+        .get(cx, "certs", |f, cx| cert_files(f, cx, base))
+        .unwrap_or_default();
+    let acme = t
+        .take("acme")
+        .and_then(|f| f.table(cx))
+        .and_then(|at| acme(cx, at, base));
+    let redirect_http = t.get(cx, "redirect_http", Field::bool).unwrap_or(false);
+    let hsts = t.get(cx, "hsts", |f, cx| {
+        let s = f.str(cx)?;
+        if s.is_empty() {
+            return Some(None);
+        }
+        if http::HeaderValue::from_str(s).is_err() || !s.to_ascii_lowercase().contains("max-age=")
+        {
+            f.error(
+                cx,
+                r#"must be a Strict-Transport-Security value with max-age, e.g. "max-age=31536000""#,
+            );
+            return None;
+        }
+        Some(Some(s.to_owned()))
+    });
+    if certs.is_empty() && acme.is_none() && !cx.has_errors() {
+        cx.error(
+            &t.path,
+            &t.span,
+            r#"needs certificates: certs = [{ cert = "site.pem", key = "site.key" }] or acme = { domains = [...] }"#,
+        );
+    }
+    t.finish(cx);
+    Some(EdgeTls {
+        listen: listen?,
+        certs,
+        acme,
+        redirect_http,
+        hsts: hsts.flatten(),
+    })
+}
+
+/// `certs`: an array of `{ cert = "...", key = "..." }`, each read and checked now.
+fn cert_files(f: &Field, cx: &mut Ctx, base: &Path) -> Option<Vec<CertFiles>> {
+    let mut out = Vec::new();
+    for e in f.array(
+        cx,
+        r#"an array like [{ cert = "site.pem", key = "site.key" }]"#,
+    )? {
+        let mut t = e.table(cx)?;
+        let cert = t.require(cx, "cert");
+        let key = t.require(cx, "key");
+        let cert_path = cert.as_ref().and_then(|c| path_field(cx, c, base));
+        let key_path = key.as_ref().and_then(|k| path_field(cx, k, base));
+        if let (Some(cp), Some(kp)) = (cert_path, key_path) {
+            match certs::load_pair(&cp, &kp) {
+                Ok(loaded) => check_validity(cx, &e, &loaded),
+                Err(why) => e.error(cx, why),
+            }
+            out.push(CertFiles { cert: cp, key: kp });
+        }
+        t.finish(cx);
+    }
+    Some(out)
+}
+
+/// An expired (or not yet valid) certificate is an error; one expiring within 14
+/// days a warning.
+fn check_validity(cx: &mut Ctx, at: &Field, c: &certs::Loaded) {
+    let now = std::time::SystemTime::now();
+    let names = c.names.join(", ");
+    let when = crate::observe::time::rfc3339(c.not_after);
+    if c.not_after <= now {
+        at.error(
+            cx,
+            format!("certificate for {names} expired at {when}: renew it (or use acme)"),
+        );
+    } else if c.not_before > now {
+        at.error(
+            cx,
+            format!(
+                "certificate for {names} is not valid before {}",
+                crate::observe::time::rfc3339(c.not_before)
+            ),
+        );
+    } else if c.remaining() < EXPIRY_WARNING {
+        at.warning(
+            cx,
+            format!(
+                "certificate for {names} expires at {when}, in {} days: renew it soon",
+                c.remaining().as_secs() / 86400
+            ),
+        );
+    }
+}
+
+fn acme(cx: &mut Ctx, mut t: TableReader, base: &Path) -> Option<Acme> {
+    let domains = t.require(cx, "domains").and_then(|f| {
+        let d = f.strings(cx)?;
+        if d.is_empty() {
+            f.error(cx, r#"must name at least one domain, e.g. ["example.com"]"#);
+            return None;
+        }
+        for name in &d {
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name.trim_start_matches("*.").split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !ok {
+                f.error(cx, format!("{name:?} is not a DNS name"));
+                return None;
+            }
+        }
+        Some(d.into_iter().map(|n| n.to_ascii_lowercase()).collect())
+    });
+    let email = t.get(cx, "email", |f, cx| {
+        let s = f.text(cx)?;
+        if !s.contains('@') {
+            f.error(cx, "must be an email address, e.g. \"ops@example.com\"");
+            return None;
+        }
+        Some(s)
+    });
+    let directory = t
+        .get(cx, "directory", |f, cx| {
+            let s = f.text(cx)?;
+            match s.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => Some(s),
+                _ => {
+                    f.error(cx, "must be an https:// URL of an ACME directory");
+                    None
+                }
+            }
+        })
+        .unwrap_or_else(|| LETS_ENCRYPT.to_owned());
+    let ca = t.get(cx, "ca", |f, cx| {
+        let p = path_field(cx, f, base)?;
+        if let Err(e) = certs::read_chain(&p) {
+            f.error(cx, e);
+        }
+        Some(p)
+    });
+    let challenge = t
+        .get(cx, "challenge", |f, cx| match f.str(cx)? {
+            "tls-alpn-01" => Some(AcmeChallenge::TlsAlpn01),
+            "http-01" => Some(AcmeChallenge::Http01),
+            other => {
+                f.error(
+                    cx,
+                    format!(r#"{other:?} is not a challenge: "tls-alpn-01" or "http-01""#),
+                );
+                None
+            }
+        })
+        .unwrap_or(AcmeChallenge::TlsAlpn01);
+    let renew_before = t
+        .get(cx, "renew_before", Field::positive_duration)
+        .unwrap_or(Duration::from_secs(30 * 86400));
+    t.finish(cx);
+    Some(Acme {
+        domains: domains?,
+        email,
+        directory,
+        ca,
+        challenge,
+        renew_before,
+    })
+}
+
+/// Let's Encrypt's production directory.
+pub(crate) const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+pub(super) fn compression(cx: &mut Ctx, mut t: TableReader) -> Compression {
+    let mut c = Compression::default();
+    set(
+        &mut c.types,
+        t.get(cx, "types", |f, cx| {
+            let types = f.strings(cx)?;
+            for ty in &types {
+                let ok = ty
+                    .split_once('/')
+                    .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !ty.contains(';'));
+                if !ok {
+                    f.error(
+                        cx,
+                        format!(r#"{ty:?} is not a media type like "text/html" or "text/*""#),
+                    );
+                    return None;
+                }
+            }
+            Some(types.into_iter().map(|t| t.to_ascii_lowercase()).collect())
+        }),
+    );
+    set(&mut c.min_size, t.get(cx, "min_size", Field::size));
+    set(
+        &mut c.algorithms,
+        t.get(cx, "algorithms", |f, cx| {
+            let mut out = Vec::new();
+            for a in f.strings(cx)? {
+                let coding = match a.as_str() {
+                    "gzip" => Coding::Gzip,
+                    "br" => Coding::Brotli,
+                    "zstd" => Coding::Zstd,
+                    other => {
+                        f.error(
+                            cx,
+                            format!(r#"{other:?} is not a coding: "zstd", "br" or "gzip""#),
+                        );
+                        return None;
+                    }
+                };
+                if !out.contains(&coding) {
+                    out.push(coding);
+                }
+            }
+            if out.is_empty() {
+                f.error(cx, r#"must list at least one of "zstd", "br", "gzip""#);
+                return None;
+            }
+            Some(out)
+        }),
+    );
+    t.finish(cx);
+    c
+}
