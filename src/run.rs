@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::observe::access::AccessLog;
-use crate::observe::events::{Event, Events, GATEWAY};
+use crate::observe::events::{CertificateSummary, Event, Events, GATEWAY};
 use crate::observe::jsonl::{JsonlWriter, Rotation};
 use crate::proxy::route::{Route, Router};
 use crate::proxy::{server, Gateway};
@@ -144,7 +144,19 @@ async fn serve(
                 format!("admin listen on {}: {e}", cfg.admin.listen),
             )
         })?;
-    let listeners = server::bind(&cfg.gateway.listen).await?;
+    let mut listeners: Vec<server::Listener> = server::bind(&cfg.gateway.listen)
+        .await?
+        .into_iter()
+        .map(|tcp| server::Listener { tcp, tls: false })
+        .collect();
+    if let Some(tls) = &cfg.gateway.tls {
+        listeners.extend(
+            server::bind(&tls.listen)
+                .await?
+                .into_iter()
+                .map(|tcp| server::Listener { tcp, tls: true }),
+        );
+    }
     let admin_addr = admin_listener.local_addr()?;
     admin::write_admin_file(data_dir, admin_addr)?;
 
@@ -223,6 +235,14 @@ async fn serve(
         app: GATEWAY,
         pid: std::process::id(),
     });
+    if let Some(edge) = gw.edge.clone() {
+        events.emit(Event::CertificatesLoaded {
+            app: GATEWAY,
+            trigger: "start",
+            certificates: CertificateSummary::of(&edge.certs.all()),
+        });
+        tokio::spawn(watch_certificates(edge, events.clone(), stop_rx.clone()));
+    }
     let serving = tokio::spawn(server::serve(
         gw,
         listeners_announced(
@@ -442,6 +462,26 @@ impl Live {
         };
         let diff = crate::config::diff::diff(&self.config, &new);
         let mut notes = Vec::new();
+        // Certificate files apply at once: a reload reads them again.
+        if let (Some(edge), Some(tls)) = (&self.gw.edge, &new.gateway.tls) {
+            match edge.load(&tls.certs) {
+                Ok(loaded) => self.events.emit(Event::CertificatesLoaded {
+                    app: GATEWAY,
+                    trigger: "reload",
+                    certificates: CertificateSummary::of(&loaded),
+                }),
+                Err(error) => {
+                    notes.push(format!(
+                        "gateway.tls.certs: {error}; the certificates served before stay"
+                    ));
+                    self.events.emit(Event::CertificatesRejected {
+                        app: GATEWAY,
+                        trigger: "reload",
+                        error,
+                    });
+                }
+            }
+        }
         let mut effective = new;
         if diff.gateway_changed {
             notes.push(
@@ -545,6 +585,38 @@ impl Live {
 }
 
 /// The routing table over `pools`.
+/// Every 2 s, until the stop: certificate files that changed on disk are read again
+/// and served to new connections (open ones carry on with theirs).
+async fn watch_certificates(
+    edge: Arc<crate::tls::Edge>,
+    events: Events,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let edge = edge.clone();
+        let read = tokio::task::spawn_blocking(move || edge.refresh()).await;
+        match read {
+            Ok(Ok(Some(loaded))) => events.emit(Event::CertificatesLoaded {
+                app: GATEWAY,
+                trigger: "changed",
+                certificates: CertificateSummary::of(&loaded),
+            }),
+            Ok(Err(error)) => events.emit(Event::CertificatesRejected {
+                app: GATEWAY,
+                trigger: "changed",
+                error,
+            }),
+            Ok(Ok(None)) | Err(_) => {}
+        }
+    }
+}
+
 /// Once a second, until the stop: the monitor's tick (history, incidents, alerts).
 async fn tick(events: Events, control: Handle, gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
     use crate::observe::{alerts, incidents, monitor::unix_now};
@@ -663,22 +735,23 @@ impl Signals {
 
 /// Print where the gateway listens (tests and scripts read these lines).
 fn listeners_announced(
-    listeners: Vec<tokio::net::TcpListener>,
+    listeners: Vec<server::Listener>,
     admin: std::net::SocketAddr,
     demo_data: Option<&std::path::Path>,
     login_code: Option<&str>,
-) -> std::io::Result<Vec<tokio::net::TcpListener>> {
+) -> std::io::Result<Vec<server::Listener>> {
     let mut out = std::io::stdout().lock();
     for l in &listeners {
+        let scheme = if l.tls { "https" } else { "http" };
         let _ = writeln!(
             out,
-            "healgate: proxy listening on http://{}",
-            l.local_addr()?
+            "healgate: proxy listening on {scheme}://{}",
+            l.tcp.local_addr()?
         );
     }
     let _ = writeln!(out, "healgate: admin listening on http://{admin}");
     if let (Some(data), Some(first)) = (demo_data, listeners.first()) {
-        let url = format!("http://{}", first.local_addr()?);
+        let url = format!("http://{}", first.tcp.local_addr()?);
         let _ = writeln!(
             out,
             "\nhealgate demo: 3 instances of the built-in demo app behind {url}\n\

@@ -68,7 +68,7 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         apps: Names::of(&old.apps, &new.apps, |a: &App| &a.name),
         upstreams: Names::of(&old.upstreams, &new.upstreams, |u: &Upstream| &u.name),
         routes_changed: routes(old) != routes(new),
-        gateway_changed: old.gateway != new.gateway,
+        gateway_changed: gateway_changed(&old.gateway, &new.gateway),
         admin_changed: old.admin != new.admin,
         errors_changed: old.errors != new.errors,
     }
@@ -106,6 +106,16 @@ fn routes(cfg: &Config) -> Vec<(&str, Option<&str>, &str, bool)> {
         .collect();
     all.sort_unstable();
     all
+}
+
+/// Whether `[gateway]` changed in what needs a restart: certificate files apply at
+/// once (a reload reads them again), the rest after a restart.
+fn gateway_changed(old: &crate::config::Gateway, new: &crate::config::Gateway) -> bool {
+    let mut new = new.clone();
+    if let (Some(o), Some(n)) = (&old.tls, &mut new.tls) {
+        n.certs = o.certs.clone();
+    }
+    *old != new
 }
 
 #[cfg(test)]

@@ -39,6 +39,12 @@ pub struct AccessRecord {
     /// how it ended (a Proxy-Status type, or the status it answered).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tried: Vec<Tried>,
+    /// The TLS version (`TLSv1.3`, `TLSv1.2`) of a request on an HTTPS listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'static str>,
+    /// The ALPN protocol the TLS handshake agreed on (`h2`, `http/1.1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<&'static str>,
 }
 
 /// One attempt of a retried request.

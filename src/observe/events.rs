@@ -250,6 +250,45 @@ pub enum Event {
         held_back: u64,
         advice: &'static str,
     },
+    /// The HTTPS listeners serve these certificates now (`trigger`: `start`,
+    /// `changed` when a file changed on disk, `reload`).
+    CertificatesLoaded {
+        app: &'static str,
+        trigger: &'static str,
+        certificates: Vec<CertificateSummary>,
+    },
+    /// A certificate file changed (or a reload named one) that does not load: the
+    /// certificates served before stay.
+    CertificatesRejected {
+        app: &'static str,
+        trigger: &'static str,
+        error: String,
+    },
+}
+
+/// One certificate an HTTPS listener serves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CertificateSummary {
+    /// Its file, or `acme`.
+    pub source: String,
+    pub names: Vec<String>,
+    pub not_after: String,
+    pub days_left: u64,
+}
+
+impl CertificateSummary {
+    /// The summary of each loaded certificate.
+    pub fn of(loaded: &[crate::tls::certs::Loaded]) -> Vec<CertificateSummary> {
+        loaded
+            .iter()
+            .map(|l| CertificateSummary {
+                source: l.source.clone(),
+                names: l.names.clone(),
+                not_after: super::time::rfc3339(l.not_after),
+                days_left: l.remaining().as_secs() / 86_400,
+            })
+            .collect()
+    }
 }
 
 /// What took a peer out of rotation.
@@ -290,6 +329,8 @@ impl Event {
             Event::IncidentClosed { .. } => "incident_closed",
             Event::AlertFired { .. } => "alert_fired",
             Event::AlertResolved { .. } => "alert_resolved",
+            Event::CertificatesLoaded { .. } => "certificates_loaded",
+            Event::CertificatesRejected { .. } => "certificates_rejected",
         }
     }
 }
@@ -309,7 +350,8 @@ impl Event {
             | Event::InstanceEjected { .. }
             | Event::AutohealSuppressed { .. }
             | Event::IncidentOpened { .. }
-            | Event::AlertFired { .. } => tracing::Level::WARN,
+            | Event::AlertFired { .. }
+            | Event::CertificatesRejected { .. } => tracing::Level::WARN,
             _ => tracing::Level::INFO,
         }
     }
@@ -757,6 +799,22 @@ mod tests {
                 },
                 &["alert", "text"],
             ),
+            (
+                Event::CertificatesLoaded {
+                    app: GATEWAY,
+                    trigger: "start",
+                    certificates: Vec::new(),
+                },
+                &["trigger", "certificates"],
+            ),
+            (
+                Event::CertificatesRejected {
+                    app: GATEWAY,
+                    trigger: "changed",
+                    error: "e".into(),
+                },
+                &["trigger", "error"],
+            ),
         ]
     }
 
@@ -778,7 +836,7 @@ mod tests {
             assert_eq!(got, want, "{}", event.kind());
             assert!(seen.insert(event.kind()), "{} twice", event.kind());
         }
-        assert_eq!(seen.len(), 26, "a kind without a test case");
+        assert_eq!(seen.len(), 28, "a kind without a test case");
     }
 
     #[test]

@@ -299,6 +299,29 @@ pub struct Metrics {
     alerts: Mutex<BTreeMap<(String, String), bool>>,
     /// App → open incidents.
     incidents_open: Mutex<BTreeMap<String, u64>>,
+    /// Failed TLS handshakes on the HTTPS listeners, by reason.
+    pub handshake_failures: Arc<Tally>,
+}
+
+/// Counts by a fixed label value (a reason, a kind).
+#[derive(Default)]
+pub struct Tally(Mutex<BTreeMap<&'static str, u64>>);
+
+impl Tally {
+    /// One more of `key`.
+    pub fn add(&self, key: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    /// Every key and its count.
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl Metrics {
@@ -695,6 +718,20 @@ impl prometheus_client::collector::Collector for Scrape {
             &mut enc,
             "healgate_autoheal_actions",
             "AutoHeal actions by the rule (its trigger kind) that fired them",
+            MetricType::Counter,
+            &rows,
+            counter,
+        )?;
+        let rows: Vec<(Labels, u64)> = m
+            .handshake_failures
+            .counts()
+            .into_iter()
+            .map(|(reason, n)| (vec![("reason", reason)], n))
+            .collect();
+        family(
+            &mut enc,
+            "healgate_tls_handshake_failures",
+            "Failed TLS handshakes on the HTTPS listeners, by reason",
             MetricType::Counter,
             &rows,
             counter,

@@ -63,3 +63,30 @@ pub fn error(rec: Record, headers: Option<&HeaderMap>, err: ProxyError) -> Respo
     });
     res
 }
+
+/// `redirect_http`: a plain-HTTP request answered `308 Permanent Redirect` to the same
+/// target on https (the method and body are kept by the client, RFC 9110 §15.4.9).
+pub fn redirect(rec: Record, location: HeaderValue) -> Response<ProxyBody> {
+    let body = bytes::Bytes::from(format!(
+        "<!doctype html><title>308 Permanent Redirect</title><p>This site is served over HTTPS: <a href=\"{0}\">{0}</a></p>\n",
+        super::pages::Esc(location.to_str().unwrap_or(""))
+    ));
+    let bytes = body.len() as u64;
+    let mut res = Response::new(ProxyBody::Local(Full::new(body)));
+    *res.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    let h = res.headers_mut();
+    h.insert(header::LOCATION, location);
+    h.insert(X_REQUEST_ID.clone(), rec.request_id.clone());
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    rec.finish(End {
+        status: 308,
+        bytes,
+        source: Source::Gateway,
+        error: None,
+        details: Some("gateway.tls.redirect_http".into()),
+    });
+    res
+}

@@ -37,11 +37,19 @@ pub struct Client {
     pub parking: std::sync::atomic::AtomicBool,
     /// A later head the gateway refused, answered at its position by the service.
     pub refusal: std::sync::OnceLock<super::heads::Refusal>,
+    /// The TLS version and ALPN protocol, on an HTTPS listener.
+    pub tls: Option<super::stream::TlsInfo>,
 }
 
 impl Client {
-    /// The client at `addr`, connected to the listener at `local`.
-    pub fn new(addr: SocketAddr, local: SocketAddr, trusted: &[ipnet::IpNet]) -> Client {
+    /// The client at `addr`, connected to the listener at `local` (over TLS when
+    /// `tls` says how).
+    pub fn new(
+        addr: SocketAddr,
+        local: SocketAddr,
+        trusted: &[ipnet::IpNet],
+        tls: Option<super::stream::TlsInfo>,
+    ) -> Client {
         let ip = addr.ip().to_canonical();
         Client {
             addr,
@@ -59,6 +67,7 @@ impl Client {
             parking: Default::default(),
             handed: Default::default(),
             refusal: Default::default(),
+            tls,
         }
     }
 }

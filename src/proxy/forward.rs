@@ -53,8 +53,14 @@ pub async fn handle(
         authority,
         req.uri().clone(),
     );
+    rec.tls = client.tls;
     if let Err(e) = accept::check(&gw, &req) {
         return answer::error(rec, Some(req.headers()), e);
+    }
+    if gw.redirect_http && client.tls.is_none() {
+        if let Some(location) = https_location(&gw, &req, &rec) {
+            return answer::redirect(rec, location);
+        }
     }
     // route
     let router = gw.router();
@@ -89,6 +95,34 @@ pub async fn handle(
         Ok((head, lease, conn)) => respond(rec, head, lease, conn, upgrade.map(|u| u.1)),
         Err(e) => answer::error(rec, Some(&prepared.parts.headers), e),
     }
+}
+
+/// Where a plain-HTTP request goes under `redirect_http`: the same host and target
+/// on the HTTPS listener's port. `None` for the health paths, ACME HTTP-01
+/// challenges and a request without a host to send it to.
+fn https_location(
+    gw: &Gateway,
+    req: &Request<Incoming>,
+    rec: &Record,
+) -> Option<http::HeaderValue> {
+    let path = req.uri().path();
+    if path.starts_with(crate::tls::certs::HTTP01_PREFIX)
+        || gw.health_paths.iter().any(|h| h == path)
+    {
+        return None;
+    }
+    let host = rec.host.as_ref().and_then(headers::routing_host)?;
+    let port = match gw.https_port.get() {
+        Some(443) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.into_owned()
+    };
+    let target = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
+    http::HeaderValue::try_from(format!("https://{host}{port}{target}")).ok()
 }
 
 /// The route phase: longest prefix, host-specific first. Absolute-form requests only

@@ -10,6 +10,7 @@
 //! id and page), and the stand-in's `Connection: close` ends the connection.
 
 use super::client::Client;
+use super::stream::Stream;
 use crate::error::Cause;
 use bytes::{Buf, BytesMut};
 use std::io;
@@ -19,7 +20,6 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// Header fields a head may have (hyper's default is 100).
 pub const MAX_FIELDS: usize = 256;
@@ -475,7 +475,7 @@ pub struct Refusal {
 /// h2c it only passes bytes through. It also counts reads and writes for the idle
 /// watchdog.
 pub struct Heads {
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes read and not yet handed to hyper. Empty between requests, and then
     /// without an allocation: an idle connection holds no buffer here.
     buf: BytesMut,
@@ -492,7 +492,7 @@ pub struct Heads {
 impl Heads {
     /// The stream after its first head `first` (in `buf`, with whatever followed it).
     pub fn new(
-        stream: TcpStream,
+        stream: Stream,
         buf: BytesMut,
         first: Message,
         limit: usize,
@@ -514,7 +514,7 @@ impl Heads {
     }
 
     /// A stream passed through as it is (h2c), `buf` first.
-    pub fn raw(stream: TcpStream, buf: BytesMut, client: Arc<Client>) -> Heads {
+    pub fn raw(stream: Stream, buf: BytesMut, client: Arc<Client>) -> Heads {
         Heads {
             stream,
             buf,
@@ -543,7 +543,7 @@ impl Heads {
     }
 
     /// The socket, and how many bytes of a next head had arrived.
-    pub fn into_parts(self) -> (TcpStream, usize) {
+    pub fn into_parts(self) -> (Stream, usize) {
         let got = match self.state {
             State::Next => self.buf.len(),
             _ => 0,
@@ -576,42 +576,20 @@ impl Heads {
 
     /// Read the socket into the buffer (allocated once the socket is readable).
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                ready!(self.stream.poll_read_ready(cx))?;
-                self.buf.reserve(4096);
-            }
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.client.reads.fetch_add(1, Ordering::Relaxed);
-                        self.client.between.store(false, Ordering::Relaxed);
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.buf.is_empty() {
-                        // Idle: wait without holding a buffer.
-                        self.buf = BytesMut::new();
-                        self.client.between.store(true, Ordering::Relaxed);
-                    }
-                    ready!(self.stream.poll_read_ready(cx))?;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let client = &self.client;
+        let n = ready!(self.stream.poll_fill(cx, &mut self.buf, || {
+            client.between.store(true, Ordering::Relaxed)
+        }))?;
+        if n > 0 {
+            self.client.reads.fetch_add(1, Ordering::Relaxed);
+            self.client.between.store(false, Ordering::Relaxed);
         }
+        Poll::Ready(Ok(n))
     }
 
-    /// Drop what the client already sent after a refused head (up to 64 KiB), so
-    /// that closing after the answer does not reset the connection under it.
+    /// Drop what the client already sent after a refused head.
     fn discard(&mut self) {
-        let mut scratch = [0u8; 4096];
-        for _ in 0..16 {
-            match self.stream.try_read(&mut scratch) {
-                Ok(n) if n > 0 => {}
-                _ => return,
-            }
-        }
+        self.stream.discard();
     }
 
     /// Read the socket straight into hyper's buffer.

@@ -37,6 +37,8 @@ pub struct Record {
     pub failed: Vec<(Arc<str>, Cause)>,
     /// The routed app's meter (counted in flight from routing to the end).
     meter: Option<Arc<AppMeter>>,
+    /// The TLS version and ALPN of the client's connection, over HTTPS.
+    pub tls: Option<super::stream::TlsInfo>,
     /// Written if the record is dropped unfinished.
     unfinished: (u16, Source, &'static str),
     done: bool,
@@ -76,6 +78,7 @@ impl Record {
             attempts: 0,
             failed: Vec::new(),
             meter: None,
+            tls: None,
             unfinished: (
                 499,
                 Source::Gateway,
@@ -101,6 +104,7 @@ impl Record {
             attempts: 0,
             failed: Vec::new(),
             meter: None,
+            tls: None,
             unfinished: (0, Source::Gateway, "the request was never answered"),
             done: false,
         }
@@ -174,6 +178,8 @@ impl Record {
             error: end.error.map(Cause::proxy_status),
             details: end.details,
             tried: self.tried(end.status, end.source),
+            tls: self.tls.map(|t| t.version),
+            alpn: self.tls.and_then(|t| t.alpn),
         });
     }
 }

@@ -19,6 +19,7 @@ pub mod respond;
 pub mod retry;
 pub mod route;
 pub mod server;
+pub mod stream;
 pub mod tunnel;
 
 use crate::config::{Config, Limits};
@@ -55,6 +56,18 @@ pub struct Gateway {
     pub client_body_timeout: std::time::Duration,
     /// The meter of requests that reach no app (unparsed, no route).
     pub unrouted: Arc<crate::observe::metrics::AppMeter>,
+    /// `gateway.tls`: the HTTPS listeners' certificates and server configuration.
+    pub edge: Option<Arc<crate::tls::Edge>>,
+    /// `gateway.tls.hsts`, sent on HTTPS answers that have none.
+    pub hsts: Option<HeaderValue>,
+    /// `gateway.tls.redirect_http`: plain-HTTP requests are answered 308 to https.
+    pub redirect_http: bool,
+    /// The port of the first HTTPS listener (known once bound), for redirects.
+    pub https_port: std::sync::OnceLock<u16>,
+    /// Paths a redirect leaves alone: the apps' and upstreams' health paths.
+    pub health_paths: Vec<String>,
+    /// Failed TLS handshakes by reason (`healgate_tls_handshake_failures_total`).
+    pub handshake_failures: Arc<crate::observe::metrics::Tally>,
 }
 
 impl Gateway {
@@ -72,6 +85,33 @@ impl Gateway {
             cfg.errors.pages_dir.as_deref(),
         )
         .map_err(|e| io::Error::new(e.kind(), format!("errors.pages_dir: {e}")))?;
+        let edge = match &g.tls {
+            Some(t) => Some(crate::tls::Edge::new(t).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("gateway.tls: {e}"))
+            })?),
+            None => None,
+        };
+        let hsts = match g.tls.as_ref().and_then(|t| t.hsts.as_deref()) {
+            Some(v) => Some(HeaderValue::from_str(v).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "gateway.tls.hsts: not a header value",
+                )
+            })?),
+            None => None,
+        };
+        let mut health_paths: Vec<String> = cfg
+            .apps
+            .iter()
+            .filter_map(|a| a.health.path.clone())
+            .chain(
+                cfg.upstreams
+                    .iter()
+                    .filter_map(|u| u.health.as_ref().and_then(|h| h.path.clone())),
+            )
+            .collect();
+        health_paths.sort();
+        health_paths.dedup();
         let via_token = format!("healgate-{:08x}", crate::upstream::rand_u64() as u32);
         let mut own_hosts: Vec<String> = g.listen.iter().map(|a| a.ip().to_string()).collect();
         own_hosts.extend([
@@ -99,6 +139,12 @@ impl Gateway {
             deadlines: crate::upstream::deadline::Deadlines::new(),
             client_body_timeout: g.timeouts.client_body,
             unrouted: metrics.unrouted(),
+            redirect_http: g.tls.as_ref().is_some_and(|t| t.redirect_http),
+            edge,
+            hsts,
+            https_port: Default::default(),
+            health_paths,
+            handshake_failures: metrics.handshake_failures.clone(),
         })
     }
 

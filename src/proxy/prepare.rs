@@ -149,7 +149,12 @@ pub fn prepare(
     };
     added.push((X_FORWARDED_FOR.clone(), forwarded_for));
     if !seen.xfp {
-        added.push((X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http")));
+        let proto = if client.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        added.push((X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto)));
     }
     if !seen.xf_port {
         added.push((X_FORWARDED_PORT.clone(), client.local_port.clone()));

@@ -8,6 +8,7 @@ use super::client::Client;
 use super::forward;
 use super::heads::{self, Heads, Message, Scan};
 use super::log::{End, Record};
+use super::stream::Stream;
 use super::Gateway;
 use crate::config::Timeouts;
 use crate::error::{Cause, ProxyError};
@@ -28,6 +29,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+/// A bound listener: plain HTTP (HTTP/1.1 and h2c) or HTTPS (TLS, then HTTP/2 or
+/// HTTP/1.1 by ALPN).
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: bool,
+}
+
 /// Bind every address; the error names the one that failed.
 pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
     let mut out = Vec::new();
@@ -45,7 +53,7 @@ pub async fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
 /// grace period is over.
 pub async fn serve(
     gw: Arc<Gateway>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     timeouts: Timeouts,
     grace: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -66,10 +74,18 @@ pub async fn serve(
     h2.timer(TokioTimer::new())
         .max_header_list_size(gw.limits.request_header as u32)
         .max_concurrent_streams(256);
+    if let Some(port) = listeners
+        .iter()
+        .find(|l| l.tls)
+        .and_then(|l| l.tcp.local_addr().ok())
+    {
+        let _ = gw.https_port.set(port.port());
+    }
     let builder = Arc::new(Builders {
         h1,
         h2,
         idle: timeouts.client_idle,
+        handshakes: Default::default(),
     });
 
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel::<Accepted>();
@@ -77,9 +93,12 @@ pub async fn serve(
     tracing::info!("serving at most {max} client connections at once (limits.max_connections)");
     let slots = Arc::new(tokio::sync::Semaphore::new(max as usize));
     let mut accept_tasks = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
+    let mut plain = 0;
+    for Listener { tcp: l, tls } in listeners {
         let tx = conn_tx.clone();
-        let proxy_protocol = gw.proxy_protocol.get(i).copied().unwrap_or(false);
+        // `proxy_protocol` is per plain listener, in `gateway.listen` order.
+        let proxy_protocol = !tls && gw.proxy_protocol.get(plain).copied().unwrap_or(false);
+        plain += usize::from(!tls);
         let slots = slots.clone();
         let mut stop = shutdown.clone();
         accept_tasks.push(tokio::spawn(async move {
@@ -108,7 +127,7 @@ pub async fn serve(
                 tokio::select! {
                     r = l.accept() => match r {
                         Ok((s, addr)) => {
-                            if tx.send(Accepted { stream: s, addr, proxy_protocol, slot }).is_err() {
+                            if tx.send(Accepted { stream: s, addr, proxy_protocol, tls, slot }).is_err() {
                                 return;
                             }
                         }
@@ -128,14 +147,14 @@ pub async fn serve(
     loop {
         tokio::select! {
             c = conn_rx.recv() => {
-                let Some(Accepted { stream, addr, proxy_protocol, slot }) = c else { break };
+                let Some(Accepted { stream, addr, proxy_protocol, tls, slot }) = c else { break };
                 let _ = stream.set_nodelay(true);
                 let gw = gw.clone();
                 let builder = builder.clone();
                 let stop = shutdown.clone();
                 let header_timeout = timeouts.client_header;
                 tracker.spawn(async move {
-                    connection(gw, builder, stop, stream, (addr, proxy_protocol), header_timeout).await;
+                    connection(gw, builder, stop, stream, (addr, proxy_protocol, tls), header_timeout).await;
                     drop(slot);
                 });
             }
@@ -159,6 +178,8 @@ struct Accepted {
     stream: TcpStream,
     addr: SocketAddr,
     proxy_protocol: bool,
+    /// Accepted on an HTTPS listener.
+    tls: bool,
     slot: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -213,15 +234,15 @@ async fn connection(
     gw: Arc<Gateway>,
     builder: Arc<Builders>,
     mut shutdown: watch::Receiver<bool>,
-    mut stream: TcpStream,
-    (peer, proxy_protocol): (SocketAddr, bool),
+    mut tcp: TcpStream,
+    (peer, proxy_protocol, tls): (SocketAddr, bool, bool),
     header_timeout: Duration,
 ) {
     let start = Instant::now();
     let mut addr = peer;
     let mut early = BytesMut::new();
     if proxy_protocol {
-        let header = super::proxy_protocol::read(&mut stream, header_timeout);
+        let header = super::proxy_protocol::read(&mut tcp, header_timeout);
         let header = tokio::select! {
             h = header => h,
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -239,44 +260,54 @@ async fn connection(
             }
         }
     }
-    let head = first_head(&mut stream, early, gw.limits.request_header, header_timeout);
-    let head = tokio::select! {
-        h = head => h,
-        // Stopping: a connection that has not sent a whole request yet is closed.
-        _ = shutdown.wait_for(|stop| *stop) => return,
-    };
-    let head = match head {
-        Ok(h) => h,
-        Err(FirstHead::Closed) => return,
-        Err(FirstHead::Tls) => {
-            tracing::warn!(
-                "{addr}: TLS on a plain-HTTP listener (a TLS ClientHello arrived); closed \
-                 (use http:// for this port)"
-            );
-            return;
-        }
-        Err(FirstHead::Timeout(got)) => {
-            if got > 0 {
-                let e = ProxyError::new(
-                    Cause::ClientTimeout,
-                    format!("request header not complete within {header_timeout:?} ({got} bytes received)"),
-                );
-                write_raw_error(&gw, &mut stream, e, addr, start).await;
+    let mut stream = match (tls, &gw.edge) {
+        (true, Some(edge)) => {
+            let shake = handshake(&gw, edge, tcp, addr, start, header_timeout);
+            let shaken = tokio::select! {
+                s = shake => s,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            match shaken {
+                Ok(s) => s,
+                Err(failure) => {
+                    builder.handshakes.note(&gw, addr, failure);
+                    return;
+                }
             }
-            return;
         }
-        Err(FirstHead::Refused(cause, why)) => {
-            let e = ProxyError::new(cause, why);
-            write_raw_error(&gw, &mut stream, e, addr, start).await;
-            return;
+        _ => Stream::Plain(tcp),
+    };
+    let tls = stream.tls();
+    if tls.is_some_and(|t| t.alpn == Some("acme-tls/1")) {
+        // A TLS-ALPN-01 validation: the handshake (with the challenge certificate)
+        // was all it wanted.
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let (read, first) = if tls.is_some_and(|t| t.alpn == Some("h2")) {
+        // HTTP/2 by ALPN: the connection preface is hyper's to read.
+        (BytesMut::new(), None)
+    } else {
+        let head = first_head(&mut stream, early, gw.limits.request_header, header_timeout);
+        let head = tokio::select! {
+            h = head => h,
+            // Stopping: a connection that has not sent a whole request yet is closed.
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        match head {
+            Ok((read, first)) => (read, Some(first)),
+            Err(refused) => {
+                first_head_refused(&gw, &mut stream, refused, addr, start, header_timeout).await;
+                return;
+            }
         }
     };
-    let (read, first) = head;
-    let h2_preface = read.starts_with(b"PRI * HTTP/2.0\r\n");
+    let h2 = first.is_none() || read.starts_with(b"PRI * HTTP/2.0\r\n");
     let local = stream
+        .tcp()
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let client = Arc::new(Client::new(addr, local, &gw.trusted_proxies));
+    let client = Arc::new(Client::new(addr, local, &gw.trusted_proxies, tls));
     let limit = gw.limits.request_header;
     let c = client.clone();
     let gateway = gw.clone();
@@ -299,7 +330,12 @@ async fn connection(
                 return Ok::<_, Infallible>(answer::error(rec, None, e));
             }
             client.waiting.fetch_add(1, Ordering::Relaxed);
-            let res = forward::handle(gw, req, &client).await;
+            let mut res = forward::handle(gw.clone(), req, &client).await;
+            if let (Some(hsts), Some(_)) = (&gw.hsts, client.tls) {
+                res.headers_mut()
+                    .entry(http::header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert_with(|| hsts.clone());
+            }
             if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 client.switched.store(true, Ordering::Release);
             }
@@ -309,7 +345,9 @@ async fn connection(
         }
     });
     let idle = builder.idle;
-    let served = if h2_preface {
+    // TLS connections are not parked: rustls keeps its buffers either way.
+    let park = client.tls.is_none().then_some(PARK_AFTER);
+    let served = if h2 {
         let io = TokioIo::new(Heads::raw(stream, read, client.clone()));
         let conn = builder.h2.serve_connection(io, svc);
         let stop = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
@@ -319,6 +357,7 @@ async fn connection(
             Ended::Idle | Ended::SlowHead(..) | Ended::Parked(..) => None,
         }
     } else {
+        let Some(first) = first else { return };
         let mut heads = Heads::new(stream, read, first, limit, client.clone());
         loop {
             // With upgrades: a `101` from the peer hands the connection to a tunnel.
@@ -338,7 +377,7 @@ async fn connection(
                 &client,
                 idle,
                 Some(header_timeout),
-                Some(PARK_AFTER),
+                park,
                 shutdown.clone(),
             )
             .await;
@@ -530,6 +569,7 @@ struct Builders {
     h2: http2::Builder<TokioExecutor>,
     /// `timeouts.client_idle`.
     idle: Duration,
+    handshakes: HandshakeLog,
 }
 
 enum FirstHead {
@@ -544,7 +584,7 @@ enum FirstHead {
 /// every later head is; the h2 preface counts as a head), within `timeout`. Returns
 /// what was read (the head and whatever followed it) and the head's framing.
 async fn first_head(
-    s: &mut TcpStream,
+    s: &mut Stream,
     early: BytesMut,
     limit: usize,
     timeout: Duration,
@@ -556,7 +596,7 @@ async fn first_head(
     let mut n = buf.len();
     loop {
         if n > 0 {
-            if buf.len() >= 3 && buf[0] == 0x16 && buf[1] == 0x03 {
+            if buf.len() >= 3 && buf[0] == 0x16 && buf[1] == 0x03 && matches!(s, Stream::Plain(_)) {
                 // A TLS handshake record (ClientHello), not a request line.
                 return Err(FirstHead::Tls);
             }
@@ -578,11 +618,185 @@ async fn first_head(
     }
 }
 
+/// A first head that was not served: closed, or answered with the gateway's 408 or
+/// 400/431 page.
+async fn first_head_refused(
+    gw: &Arc<Gateway>,
+    stream: &mut Stream,
+    refused: FirstHead,
+    addr: SocketAddr,
+    start: Instant,
+    header_timeout: Duration,
+) {
+    let e = match refused {
+        FirstHead::Closed | FirstHead::Timeout(0) => return,
+        FirstHead::Tls => {
+            tracing::warn!(
+                "{addr}: TLS on a plain-HTTP listener (a TLS ClientHello arrived); closed \
+                 (use http:// for this port)"
+            );
+            return;
+        }
+        FirstHead::Timeout(got) => ProxyError::new(
+            Cause::ClientTimeout,
+            format!("request header not complete within {header_timeout:?} ({got} bytes received)"),
+        ),
+        FirstHead::Refused(cause, why) => ProxyError::new(cause, why),
+    };
+    write_raw_error(gw, stream, e, addr, start).await;
+}
+
+/// Why a TLS handshake failed: the metric's `reason` label and the log's words.
+#[derive(Debug)]
+pub struct Handshake {
+    reason: &'static str,
+    why: String,
+    /// The name the client asked for (SNI), when the ClientHello got that far.
+    sni: Option<String>,
+}
+
+/// The TLS handshake on an HTTPS listener, under `client_header`. Plain HTTP sent to
+/// the port gets a 400 page that says to use https (as nginx does) and is counted
+/// as a failed handshake.
+async fn handshake(
+    gw: &Arc<Gateway>,
+    edge: &crate::tls::Edge,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    start: Instant,
+    timeout: Duration,
+) -> Result<Stream, Handshake> {
+    let fail = |reason, why: String, sni: Option<String>| Handshake { reason, why, sni };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+        Err(_) => {
+            return Err(fail(
+                "timeout",
+                format!("no ClientHello within {timeout:?}"),
+                None,
+            ))
+        }
+        Ok(Ok(0)) | Ok(Err(_)) => {
+            return Err(fail("closed", "closed before the ClientHello".into(), None))
+        }
+        Ok(Ok(_)) if first[0] != 0x16 => {
+            let mut stream = Stream::Plain(tcp);
+            let e = ProxyError::new(
+                Cause::BadRequest,
+                "a plain-HTTP request on an HTTPS port (use https:// for this port)",
+            );
+            write_raw_error(gw, &mut stream, e, addr, start).await;
+            return Err(fail(
+                "plain_http",
+                "plain HTTP sent to the HTTPS port; answered 400".into(),
+                None,
+            ));
+        }
+        Ok(Ok(_)) => {}
+    }
+    let lazy = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+    let hello = match tokio::time::timeout_at(deadline, lazy).await {
+        Err(_) => {
+            return Err(fail(
+                "timeout",
+                format!("ClientHello not complete within {timeout:?}"),
+                None,
+            ))
+        }
+        Ok(Err(e)) => {
+            let (reason, why) = handshake_error(&e);
+            return Err(fail(reason, why, None));
+        }
+        Ok(Ok(h)) => h,
+    };
+    let sni = hello.client_hello().server_name().map(str::to_owned);
+    let accept = hello.into_stream(edge.acceptor.config().clone());
+    match tokio::time::timeout_at(deadline, accept).await {
+        Err(_) => Err(fail(
+            "timeout",
+            format!("handshake not complete within {timeout:?}"),
+            sni,
+        )),
+        Ok(Err(e)) => {
+            let (reason, why) = handshake_error(&e);
+            Err(fail(reason, why, sni))
+        }
+        Ok(Ok(s)) => Ok(Stream::Tls(Box::new(s))),
+    }
+}
+
+/// A failed handshake's reason label and words, from rustls's error.
+fn handshake_error(e: &io::Error) -> (&'static str, String) {
+    use rustls::Error as E;
+    match e.get_ref().and_then(|i| i.downcast_ref::<E>()) {
+        Some(E::AlertReceived(alert)) => {
+            use rustls::AlertDescription as A;
+            match alert {
+                A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::CertificateExpired => (
+                    "certificate_rejected",
+                    format!("the client refused the certificate (alert {alert:?}): is it for this name and from a CA the client trusts?"),
+                ),
+                _ => ("alert", format!("the client ended the handshake (alert {alert:?})")),
+            }
+        }
+        Some(E::PeerIncompatible(why)) => (
+            "incompatible",
+            format!("nothing in common with the client ({why:?}): it may want a TLS version, cipher or ALPN protocol the gateway does not offer"),
+        ),
+        Some(E::General(why)) if why.contains("certificate") => (
+            "no_certificate",
+            format!("no certificate to present ({why})"),
+        ),
+        Some(other) => ("protocol", format!("{other}")),
+        None if matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ) => ("closed", "the client closed the connection during the handshake".into()),
+        None => ("protocol", e.to_string()),
+    }
+}
+
+/// Failed handshakes are counted each and logged at most once every 10 s, with how
+/// many more there were (a scanner or a misconfigured client fails thousands).
+#[derive(Default)]
+struct HandshakeLog(std::sync::Mutex<(Option<Instant>, u64)>);
+
+impl HandshakeLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&self, gw: &Gateway, addr: SocketAddr, h: Handshake) {
+        gw.handshake_failures.add(h.reason);
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            g.1 += 1;
+            return;
+        }
+        let more = std::mem::take(&mut g.1);
+        g.0 = Some(Instant::now());
+        drop(g);
+        let sni = h.sni.map(|n| format!(" for {n}")).unwrap_or_default();
+        let more = if more > 0 {
+            format!(
+                " ({more} more failed in the last {:?}, not logged)",
+                Self::EVERY
+            )
+        } else {
+            String::new()
+        };
+        tracing::warn!(
+            "TLS handshake from {addr}{sni} failed ({}): {}{more}",
+            h.reason,
+            h.why
+        );
+    }
+}
+
 /// A gateway-made error on a connection hyper never saw (first head too slow or too
 /// large): an HTTP/1.1 response, then close.
 async fn write_raw_error(
     gw: &Arc<Gateway>,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     err: ProxyError,
     client: SocketAddr,
     start: Instant,

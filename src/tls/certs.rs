@@ -15,6 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The ALPN protocol of the ACME TLS-ALPN-01 challenge (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
+/// Where ACME HTTP-01 challenges are fetched (RFC 8555 §8.3), on plain HTTP.
+pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
+
 /// A certificate with its key, ready to serve, and what a person needs to know of it.
 #[derive(Clone)]
 pub struct Loaded {

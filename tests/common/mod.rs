@@ -52,6 +52,8 @@ pub fn bin() -> &'static str {
 pub struct Gateway {
     pub child: Option<Child>,
     pub addr: SocketAddr,
+    /// The first HTTPS listener, when `gateway.tls` has one.
+    pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: TempDir,
     pub stdout_lines: mpsc::Receiver<String>,
@@ -103,12 +105,16 @@ impl Gateway {
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut proxy: Option<SocketAddr> = None;
+        let mut https: Option<SocketAddr> = None;
         let (addr, admin) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(a) = line.strip_prefix("healgate: proxy listening on http://") {
                         proxy = Some(a.trim().parse().unwrap());
+                    }
+                    if let Some(a) = line.strip_prefix("healgate: proxy listening on https://") {
+                        https = https.or(Some(a.trim().parse().unwrap()));
                     }
                     if let Some(a) = line.strip_prefix("healgate: admin listening on http://") {
                         if let Some(p) = proxy {
@@ -128,6 +134,7 @@ impl Gateway {
         Gateway {
             child: Some(child),
             addr,
+            https,
             admin,
             dir,
             stdout_lines: rx,

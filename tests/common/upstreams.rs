@@ -457,3 +457,21 @@ pub fn body_echo() -> Server {
         }
     })
 }
+
+/// Keep-alive server that answers each request 200 with the request head it received
+/// as the body (to see what the gateway forwarded).
+pub fn head_echo() -> Server {
+    tcp_server(|mut s, hits| async move {
+        let mut buf = Vec::new();
+        while let Some((head, _body)) = read_request_any(&mut s, &mut buf).await {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let out = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{head}",
+                head.len()
+            );
+            if s.write_all(out.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+}

@@ -27,7 +27,7 @@ pub(super) fn tls(
         Some(l.into_iter().map(|(a, _)| a).collect::<Vec<_>>())
     });
     if let (Some(f), Some(l)) = (&listen_field, &listen) {
-        if let Some(a) = l.iter().find(|a| plain.contains(a)) {
+        if let Some(a) = l.iter().find(|a| a.port() != 0 && plain.contains(a)) {
             f.error(
                 cx,
                 format!(

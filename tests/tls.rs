@@ -1,0 +1,308 @@
+//! HTTPS listeners, tried with a real TLS client (rustls) and a real HTTP/2 client
+//! (hyper) against certificates from a CA the test makes (rcgen): SNI picks the
+//! certificate by name (a wildcard too), ALPN h2 is negotiated and HTTP/2 requests
+//! work, a certificate file replaced on disk is served to new connections without a
+//! restart while an open connection carries on; HSTS, `redirect_http`, the access
+//! log's TLS fields, and failed handshakes (logged, counted).
+
+mod common;
+
+use common::upstreams::head_echo;
+use common::{eventually, get, Gateway, TempDir};
+use http_body_util::{BodyExt, Empty};
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// A CA and certificates it signs, as PEM files in a directory.
+struct Ca {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        Ca::named("healgate test CA")
+    }
+
+    fn named(name: &str) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            cert,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `names`, written to `dir/<file>.pem` and `.key`; its DER.
+    fn leaf(&self, dir: &Path, file: &str, names: &[&str]) -> CertificateDer<'static> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let params = rcgen::CertificateParams::new(names).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        // Written aside and renamed, as deploy tools do, key first.
+        let write = |name: String, body: String| {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, body).unwrap();
+            std::fs::rename(&tmp, dir.join(name)).unwrap();
+        };
+        write(format!("{file}.key"), key.serialize_pem());
+        write(format!("{file}.pem"), cert.pem());
+        cert.der().clone()
+    }
+
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.der().clone()).unwrap();
+        let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(c)
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A TLS connection to `addr` asking for `name`.
+async fn connect(
+    addr: SocketAddr,
+    name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+fn leaf_of(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    s.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+type H2 = hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>>;
+
+/// HTTP/2 over the TLS stream: the request sender (the connection runs in a task).
+async fn h2(s: TlsStream<TcpStream>) -> H2 {
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// GET `path` on `send` for `host`: status, headers, body.
+async fn h2_get(send: &mut H2, host: &str, path: &str) -> (u16, http::HeaderMap, String) {
+    let req = http::Request::get(format!("https://{host}{path}"))
+        .body(Empty::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+fn tls_gateway(dir: TempDir, up: SocketAddr, tls_extra: &str) -> Gateway {
+    Gateway::start_in(
+        dir,
+        &format!(
+            r#"[gateway]
+listen = ["127.0.0.1:0"]
+data_dir = "data"
+[gateway.tls]
+listen = ["127.0.0.1:0"]
+certs = [{{ cert = "a.pem", key = "a.key" }}, {{ cert = "b.pem", key = "b.key" }}]
+{tls_extra}
+
+[[upstream]]
+name = "echo"
+servers = ["{up}"]
+routes = ["/"]
+health = {{ path = "/healthz", interval = "60s" }}
+"#
+        ),
+    )
+}
+
+#[test]
+fn sni_picks_the_certificate_alpn_h2_works_and_a_replaced_file_serves_new_connections() {
+    let ca = Ca::new();
+    let dir = TempDir::new("tls");
+    let a1 = ca.leaf(dir.path(), "a", &["a.test"]);
+    let b = ca.leaf(dir.path(), "b", &["*.b.test"]);
+    let up = head_echo();
+    let gw = tls_gateway(dir, up.addr, "");
+    let https = gw.https.expect("an HTTPS listener announced");
+    let client = ca.client_config();
+    rt().block_on(async {
+        // Each name gets its own certificate (the wildcard one for a name under it),
+        // verified by the client against the CA.
+        let sa = connect(https, "a.test", client.clone()).await.unwrap();
+        assert_eq!(leaf_of(&sa), a1, "a.test gets a.pem");
+        assert_eq!(sa.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let sb = connect(https, "www.b.test", client.clone()).await.unwrap();
+        assert_eq!(leaf_of(&sb), b, "www.b.test gets the *.b.test certificate");
+
+        // HTTP/2 requests work, and the upstream is told the client used https.
+        let mut open = h2(sa).await;
+        let (status, headers, body) = h2_get(&mut open, "a.test", "/first").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("GET /first HTTP/1.1"), "{body}");
+        assert!(
+            body.to_ascii_lowercase()
+                .contains("x-forwarded-proto: https"),
+            "{body}"
+        );
+        assert!(headers.contains_key("x-request-id"));
+        let mut other = h2(sb).await;
+        assert_eq!(h2_get(&mut other, "www.b.test", "/").await.0, 200);
+
+        // a.pem replaced on disk (a renewal): new connections get the new one
+        // without a restart ...
+        let a2 = ca.leaf(gw.dir.path(), "a", &["a.test"]);
+        assert_ne!(a1, a2);
+        let mut served = None;
+        for _ in 0..100 {
+            let s = connect(https, "a.test", client.clone()).await.unwrap();
+            if leaf_of(&s) == a2 {
+                served = Some(s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let fresh = served.expect("the replaced certificate is served within 10 s");
+        let mut fresh = h2(fresh).await;
+        assert_eq!(h2_get(&mut fresh, "a.test", "/new").await.0, 200);
+        // ... while the connection opened before carries on.
+        let (status, _, body) = h2_get(&mut open, "a.test", "/again").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("GET /again"), "{body}");
+    });
+    let changed = gw.events("certificates_loaded");
+    assert!(
+        changed
+            .iter()
+            .any(|e| e["trigger"] == "changed" && e["certificates"][0]["names"][0] == "a.test"),
+        "{changed:?}"
+    );
+    // The access log records the TLS version and ALPN.
+    let lines = gw.jsonl("access.jsonl");
+    let again = lines
+        .iter()
+        .find(|l| l["path"] == "/again")
+        .expect("an access line for /again");
+    assert_eq!(again["alpn"], "h2", "{again}");
+    assert!(
+        again["tls"] == "TLSv1.3" || again["tls"] == "TLSv1.2",
+        "{again}"
+    );
+}
+
+#[test]
+fn hsts_on_https_redirect_on_plain_http_but_not_for_health_paths() {
+    let ca = Ca::new();
+    let dir = TempDir::new("tls-redirect");
+    ca.leaf(dir.path(), "a", &["a.test"]);
+    ca.leaf(dir.path(), "b", &["b.test"]);
+    let up = head_echo();
+    let gw = tls_gateway(
+        dir,
+        up.addr,
+        "redirect_http = true\nhsts = \"max-age=31536000\"",
+    );
+    let https = gw.https.unwrap();
+    let client = ca.client_config();
+    rt().block_on(async {
+        let s = connect(https, "a.test", client).await.unwrap();
+        let mut send = h2(s).await;
+        let (status, headers, _) = h2_get(&mut send, "a.test", "/").await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["strict-transport-security"], "max-age=31536000");
+    });
+    // Plain HTTP: 308 to the same target on the HTTPS port, no HSTS (RFC 6797 §7.2).
+    let r = get(gw.addr, "/x?y=1", &[("Host", "a.test")]);
+    assert_eq!(r.status, 308, "{}", r.text());
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://a.test:{}/x?y=1", https.port()).as_str())
+    );
+    assert!(r.header("strict-transport-security").is_none());
+    // A health path is served on plain HTTP (load balancers check it there).
+    let r = get(gw.addr, "/healthz", &[("Host", "a.test")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn a_failed_handshake_is_logged_with_its_reason_and_counted() {
+    let ca = Ca::new();
+    let dir = TempDir::new("tls-fail");
+    ca.leaf(dir.path(), "a", &["a.test"]);
+    ca.leaf(dir.path(), "b", &["b.test"]);
+    let up = head_echo();
+    let gw = tls_gateway(dir, up.addr, "");
+    let https = gw.https.unwrap();
+    // A client that trusts another CA refuses the certificate.
+    let stranger = Ca::named("another CA").client_config();
+    rt().block_on(async {
+        assert!(connect(https, "a.test", stranger).await.is_err());
+    });
+    // Plain HTTP on the HTTPS port: a 400, and the access log says why.
+    let r = get(https, "/", &[("Host", "a.test")]);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.proxy_error().as_deref(), Some("http_request_error"));
+    let id = r.header("x-request-id").unwrap().to_owned();
+    let line = eventually(Duration::from_secs(5), || {
+        let l = gw.access_entry(&id);
+        (!l.is_null()).then_some(l)
+    })
+    .unwrap();
+    assert!(
+        line["details"]
+            .as_str()
+            .unwrap()
+            .contains("plain-HTTP request on an HTTPS port"),
+        "{line}"
+    );
+    let logged = eventually(Duration::from_secs(10), || {
+        let err = gw.stderr();
+        err.contains("TLS handshake from 127.0.0.1").then_some(err)
+    })
+    .expect("a log line for the failed handshake");
+    assert!(
+        logged.contains("for a.test failed (certificate_rejected)"),
+        "{logged}"
+    );
+    let metrics = eventually(Duration::from_secs(10), || {
+        let m = gw.admin_get("/metrics").text();
+        (m.contains(r#"healgate_tls_handshake_failures_total{reason="certificate_rejected"} 1"#)
+            && m.contains(r#"healgate_tls_handshake_failures_total{reason="plain_http"} 1"#))
+        .then_some(m)
+    });
+    assert!(metrics.is_some(), "{}", gw.admin_get("/metrics").text());
+}
