@@ -60,6 +60,24 @@ impl Ca {
         cert.der().clone()
     }
 
+    /// A leaf for `name` valid until `days` days from now (negative: expired).
+    fn leaf_until(&self, dir: &Path, file: &str, name: &str, days: i64) {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            / 86_400;
+        let (y, m, d) = civil(now + days);
+        params.not_after = rcgen::date_time_ymd(y, m, d);
+        let (y, m, d) = civil(now + days.min(0) - 30);
+        params.not_before = rcgen::date_time_ymd(y, m, d);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+    }
+
     fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.der().clone()).unwrap();
@@ -73,6 +91,20 @@ impl Ca {
         c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Arc::new(c)
     }
+}
+
+/// The civil date of a day number since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    (y, m, d)
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -212,11 +244,12 @@ fn sni_picks_the_certificate_alpn_h2_works_and_a_replaced_file_serves_new_connec
         "{changed:?}"
     );
     // The access log records the TLS version and ALPN.
-    let lines = gw.jsonl("access.jsonl");
-    let again = lines
-        .iter()
-        .find(|l| l["path"] == "/again")
-        .expect("an access line for /again");
+    let again = eventually(Duration::from_secs(5), || {
+        gw.jsonl("access.jsonl")
+            .into_iter()
+            .find(|l| l["path"] == "/again")
+    })
+    .expect("an access line for /again");
     assert_eq!(again["alpn"], "h2", "{again}");
     assert!(
         again["tls"] == "TLSv1.3" || again["tls"] == "TLSv1.2",
@@ -305,4 +338,109 @@ fn a_failed_handshake_is_logged_with_its_reason_and_counted() {
         .then_some(m)
     });
     assert!(metrics.is_some(), "{}", gw.admin_get("/metrics").text());
+}
+
+/// `healgate check` on a `[gateway.tls]` with `certs`: exit code and output.
+fn check(dir: &TempDir, certs: &str) -> (i32, String) {
+    let path = dir.path().join("healgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nlisten = [\"127.0.0.1:0\"]\n[gateway.tls]\nlisten = [\"127.0.0.1:0\"]\ncerts = [{certs}]\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = common::healgate(&["check", "-c", path.to_str().unwrap()]);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn check_refuses_missing_mismatched_and_expired_certificates_and_warns_early() {
+    let ca = Ca::new();
+    let dir = TempDir::new("tls-check");
+    ca.leaf(dir.path(), "a", &["a.test"]);
+    ca.leaf(dir.path(), "b", &["b.test"]);
+    ca.leaf_until(dir.path(), "old", "old.test", -2);
+    ca.leaf_until(dir.path(), "soon", "soon.test", 5);
+
+    let (code, out) = check(&dir, r#"{ cert = "a.pem", key = "missing.key" }"#);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("gateway.tls.certs[0]") && out.contains("missing.key"),
+        "{out}"
+    );
+
+    let (code, out) = check(&dir, r#"{ cert = "a.pem", key = "b.key" }"#);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("does not belong to the certificate"), "{out}");
+
+    let (code, out) = check(&dir, r#"{ cert = "old.pem", key = "old.key" }"#);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("certificate for old.test expired at"), "{out}");
+
+    let (code, out) = check(&dir, r#"{ cert = "soon.pem", key = "soon.key" }"#);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("certificate for soon.test expires at"),
+        "{out}"
+    );
+    assert!(out.contains("renew it soon"), "{out}");
+
+    // A private CA's certificate: valid, with a warning that browsers need the CA.
+    // The same name in two certificates: a warning saying which is served.
+    let (code, out) = check(
+        &dir,
+        r#"{ cert = "a.pem", key = "a.key" }, { cert = "a.pem", key = "a.key" }"#,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("is not a public CA"), "{out}");
+    assert!(
+        out.contains("a.test is in more than one certificate"),
+        "{out}"
+    );
+}
+
+#[test]
+fn curl_speaks_http2_to_the_https_listener() {
+    let ca = Ca::new();
+    let dir = TempDir::new("tls-curl");
+    ca.leaf(dir.path(), "a", &["a.test"]);
+    ca.leaf(dir.path(), "b", &["b.test"]);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let up = head_echo();
+    let gw = tls_gateway(dir, up.addr, "");
+    let port = gw.https.unwrap().port();
+    let resolve = format!("a.test:{port}:127.0.0.1");
+    let url = format!("https://a.test:{port}/via-curl");
+    let curl = |extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&ca_file)
+            .args(["--resolve", &resolve, "-o", "/dev/null"])
+            .args(["-w", "%{http_version} %{http_code} %{ssl_verify_result}"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl (scripts/test installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    assert_eq!(curl(&["--http2"]), "2 200 0");
+    assert_eq!(curl(&["--http1.1"]), "1.1 200 0");
+    assert_eq!(
+        curl(&["--http2", "--tlsv1.2", "--tls-max", "1.2"]),
+        "2 200 0"
+    );
+    let via = eventually(Duration::from_secs(5), || {
+        let via: Vec<_> = gw
+            .jsonl("access.jsonl")
+            .into_iter()
+            .filter(|l| l["path"] == "/via-curl")
+            .collect();
+        (via.len() == 3).then_some(via)
+    })
+    .expect("three access lines for /via-curl");
+    assert_eq!(via[0]["alpn"], "h2");
+    assert_eq!(via[1]["alpn"], "http/1.1");
+    assert_eq!(via[2]["tls"], "TLSv1.2");
 }

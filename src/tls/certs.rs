@@ -137,6 +137,76 @@ fn certified(
     })
 }
 
+/// What browsers would say of a certificate chain: verified against the usual
+/// public roots (webpki-roots) with the file's intermediates, for the leaf's first
+/// name. `Ok(())` when they accept it; otherwise the sentence to show (a private CA,
+/// a missing intermediate, a chain out of order ...).
+pub fn public_trust(loaded: &Loaded) -> Result<(), String> {
+    use rustls::client::danger::ServerCertVerifier;
+    let chain = &loaded.key.cert;
+    let Some(name) = loaded.names.first() else {
+        return Err("it names no host".into());
+    };
+    let host = name
+        .strip_prefix("*.")
+        .map_or(name.clone(), |rest| format!("x.{rest}"));
+    let Ok(server_name) = rustls::pki_types::ServerName::try_from(host) else {
+        return Ok(());
+    };
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    if chain.len() == 1 {
+        if let Ok(d) = describe(&chain[0]) {
+            if d.subject == d.issuer {
+                return Err("it is self-signed: browsers and other clients refuse it unless it is installed on them as trusted".into());
+            }
+        }
+    }
+    let now = rustls::pki_types::UnixTime::now();
+    match verifier.verify_server_cert(&chain[0], &chain[1..], &server_name, &[], now) {
+        Ok(_) => Ok(()),
+        Err(rustls::Error::InvalidCertificate(e)) => {
+            use rustls::CertificateError as C;
+            let issuer = describe(chain.last().unwrap_or(&chain[0]))
+                .map(|d| d.issuer)
+                .unwrap_or_default();
+            Err(match e {
+                C::UnknownIssuer if chain.len() == 1 => format!(
+                    "its issuer ({issuer}) is not a public CA and the file has no intermediate: browsers will refuse it unless the issuing CA is installed (self-signed or a private CA); a public certificate's file must hold the intermediates after the leaf"
+                ),
+                C::UnknownIssuer => format!(
+                    "the chain ends at {issuer}, which is not a public root: a private CA, or an intermediate missing from the file"
+                ),
+                C::BadSignature => "the chain is out of order or holds a certificate that did not sign the one before it (leaf first, then each issuer)".into(),
+                other => format!("{other:?}"),
+            })
+        }
+        Err(other) => Err(other.to_string()),
+    }
+}
+
+/// Names covered by more than one of `certs`: (name, the files that claim it).
+pub fn shared_names(certs: &[Loaded]) -> Vec<(String, Vec<String>)> {
+    let mut by_name: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for c in certs {
+        for n in &c.names {
+            by_name.entry(n).or_default().push(c.source.clone());
+        }
+    }
+    by_name
+        .into_iter()
+        .filter(|(_, files)| files.len() > 1)
+        .map(|(n, files)| (n.to_owned(), files))
+        .collect()
+}
+
 /// What a certificate says of itself.
 pub struct Described {
     pub subject: String,

@@ -79,6 +79,7 @@ pub(super) fn tls(
 /// `certs`: an array of `{ cert = "...", key = "..." }`, each read and checked now.
 fn cert_files(f: &Field, cx: &mut Ctx, base: &Path) -> Option<Vec<CertFiles>> {
     let mut out = Vec::new();
+    let mut loaded_all = Vec::new();
     for e in f.array(
         cx,
         r#"an array like [{ cert = "site.pem", key = "site.key" }]"#,
@@ -90,12 +91,30 @@ fn cert_files(f: &Field, cx: &mut Ctx, base: &Path) -> Option<Vec<CertFiles>> {
         let key_path = key.as_ref().and_then(|k| path_field(cx, k, base));
         if let (Some(cp), Some(kp)) = (cert_path, key_path) {
             match certs::load_pair(&cp, &kp) {
-                Ok(loaded) => check_validity(cx, &e, &loaded),
+                Ok(loaded) => {
+                    check_validity(cx, &e, &loaded);
+                    if let Err(why) = certs::public_trust(&loaded) {
+                        e.warning(
+                            cx,
+                            format!("certificate for {}: {why}", loaded.names.join(", ")),
+                        );
+                    }
+                    loaded_all.push(loaded);
+                }
                 Err(why) => e.error(cx, why),
             }
             out.push(CertFiles { cert: cp, key: kp });
         }
         t.finish(cx);
+    }
+    for (name, files) in certs::shared_names(&loaded_all) {
+        f.warning(
+            cx,
+            format!(
+                "{name} is in more than one certificate ({}): the first one listed is served for it",
+                files.join(", ")
+            ),
+        );
     }
     Some(out)
 }
