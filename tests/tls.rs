@@ -444,3 +444,43 @@ fn curl_speaks_http2_to_the_https_listener() {
     assert_eq!(via[1]["alpn"], "http/1.1");
     assert_eq!(via[2]["tls"], "TLSv1.2");
 }
+
+#[test]
+fn a_reload_serves_a_changed_certificate_list_without_a_restart() {
+    let ca = Ca::new();
+    let dir = TempDir::new("tls-reload");
+    ca.leaf(dir.path(), "a", &["a.test"]);
+    ca.leaf(dir.path(), "b", &["b.test"]);
+    let c = ca.leaf(dir.path(), "c", &["c.test"]);
+    let up = head_echo();
+    let gw = tls_gateway(dir, up.addr, "");
+    let https = gw.https.unwrap();
+    let pid = gw.pid();
+    let client = ca.client_config();
+    let text = std::fs::read_to_string(gw.config_path()).unwrap();
+    std::fs::write(
+        gw.config_path(),
+        text.replace(
+            r#"cert = "b.pem", key = "b.key""#,
+            r#"cert = "c.pem", key = "c.key""#,
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = gw.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("after a restart"), "{out}");
+    rt().block_on(async {
+        let s = connect(https, "c.test", client.clone()).await.unwrap();
+        assert_eq!(leaf_of(&s), c, "c.test is served after the reload");
+        let mut send = h2(s).await;
+        assert_eq!(h2_get(&mut send, "c.test", "/").await.0, 200);
+        // b.test is gone from the list: the first certificate is served for it.
+        assert!(connect(https, "b.test", client).await.is_err());
+    });
+    assert_eq!(gw.pid(), pid, "no restart");
+    let loaded = gw.events("certificates_loaded");
+    assert!(
+        loaded.iter().any(|e| e["trigger"] == "reload"),
+        "{loaded:?}"
+    );
+}
