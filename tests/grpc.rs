@@ -5,12 +5,13 @@
 //! killed server as UNAVAILABLE with the gateway's Proxy-Status. A misbehaving h2c
 //! server (`h2_peer.py`, Python's `h2`) shows the truth table on h2: a refused stream
 //! and a GOAWAY that did not cover the request are retried, a reset is 502
-//! `connection_terminated`. Needs python3 with `grpcio` and `h2` (scripts/test
+//! `connection_terminated`. The same gRPC calls go over TLS to the gateway's HTTPS
+//! listener (ALPN h2, a certificate from a CA the test makes). Needs python3 with `grpcio` and `h2` (scripts/test
 //! installs them).
 
 mod common;
 
-use common::{eventually, get, Gateway};
+use common::{eventually, get, Gateway, TempDir};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -60,12 +61,18 @@ impl Drop for Py {
     }
 }
 
-/// Run the gRPC client against the gateway: its JSON results.
+/// Run the gRPC client against the gateway's plain listener: its JSON results.
 fn client(gw: &Gateway, mode: &str) -> serde_json::Value {
+    client_at(&gw.addr.to_string(), mode, &[])
+}
+
+/// Run the gRPC client against `addr` (`tls`: the CA file and the server name).
+fn client_at(addr: &str, mode: &str, tls: &[&str]) -> serde_json::Value {
     let out = Command::new("python3")
         .arg(script("client.py"))
-        .arg(gw.addr.to_string())
+        .arg(addr)
         .arg(mode)
+        .args(tls)
         .output()
         .expect("python3");
     assert!(
@@ -244,5 +251,68 @@ fn health_checks_of_an_h2_upstream_go_over_h2c() {
     assert!(
         served.is_some(),
         "health checks did not reach the peer over h2c"
+    );
+}
+
+#[test]
+fn grpc_over_tls_to_the_gateway_with_trailers_and_streams() {
+    let server = Py::start("server.py", &[]);
+    let dir = TempDir::new("grpc-tls");
+    // A CA and a certificate for grpc.test (rcgen); the client trusts the CA.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "healgate grpc test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["grpc.test".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("site.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.path().join("site.key"), leaf_key.serialize_pem()).unwrap();
+    let ca = dir.path().join("ca.pem");
+    let gw = Gateway::start_in(
+        dir,
+        &format!(
+            "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n[gateway.tls]\nlisten = [\"127.0.0.1:0\"]\n\
+             certs = [{{ cert = \"site.pem\", key = \"site.key\" }}]\n\n\
+             [[upstream]]\nname = \"grpc\"\nservers = [\"127.0.0.1:{}\"]\nroutes = [\"/\"]\nprotocol = \"h2\"\n",
+            server.port
+        ),
+    );
+    let https = gw.https.expect("an HTTPS listener");
+    let r = client_at(
+        &https.to_string(),
+        "tls",
+        &[ca.to_str().unwrap(), "grpc.test"],
+    );
+    assert_eq!(r["unary"]["ok"], "echo:ping", "{r}");
+    assert_eq!(
+        r["unary"]["trailers"]["custom-trailer"], "ok-trailer",
+        "{r}"
+    );
+    assert_eq!(r["fail"]["code"], "FAILED_PRECONDITION", "{r}");
+    assert_eq!(r["fail"]["md"]["custom-trailer"], "why-not", "{r}");
+    assert_eq!(r["fail_after_one"]["code"], "RESOURCE_EXHAUSTED", "{r}");
+    assert_eq!(
+        r["fail_after_one"]["md"]["custom-trailer"], "after-data",
+        "{r}"
+    );
+    assert_eq!(
+        r["bidi"]["ok"],
+        serde_json::json!(["re:m0", "re:m1", "re:m2"]),
+        "{r}"
+    );
+    let lines = gw.jsonl("access.jsonl");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["path"] == "/test.Echo/Unary" && l["alpn"] == "h2"),
+        "{lines:?}"
     );
 }

@@ -1,5 +1,6 @@
 """A real gRPC client (grpcio, raw bytes) for tests/grpc.rs: runs the calls a mode
-names against ADDR (h2c, prior knowledge) and prints one JSON object of results.
+names against ADDR (h2c, prior knowledge; or TLS when a CA file and a server name
+follow the mode) and prints one JSON object of results.
 
 Each result: {"ok": ..., "trailers": {...}} or {"code": "UNAVAILABLE", "details": ...,
 "md": {...}} (initial and trailing metadata together)."""
@@ -11,7 +12,12 @@ import time
 import grpc
 
 addr, mode = sys.argv[1], sys.argv[2]
-ch = grpc.insecure_channel(addr)
+if len(sys.argv) > 4:
+    with open(sys.argv[3], "rb") as f:
+        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    ch = grpc.secure_channel(addr, creds, options=(("grpc.ssl_target_name_override", sys.argv[4]),))
+else:
+    ch = grpc.insecure_channel(addr)
 
 
 def ident(b):
@@ -104,6 +110,11 @@ if mode == "all":
     results["client_stream"] = client_stream()
     results["bidi"] = bidi()
     results["slow"] = unary(b"slow")
+elif mode == "tls":
+    results["unary"] = unary(b"ping")
+    results["fail"] = unary(b"fail")
+    results["fail_after_one"] = server_stream(b"fail-after-one")
+    results["bidi"] = bidi()
 elif mode == "unary":
     results["unary"] = unary(b"ping")
 print(json.dumps(results), flush=True)
