@@ -342,6 +342,35 @@ impl Cause {
         }
     }
 
+    /// The `grpc-status` a gRPC client gets with the gateway's answer (gRPC's
+    /// status codes: 14 UNAVAILABLE for what another try may cure, 4
+    /// DEADLINE_EXCEEDED for timeouts, 12 UNIMPLEMENTED for no route, 8
+    /// RESOURCE_EXHAUSTED for too much metadata, 13 INTERNAL otherwise).
+    pub fn grpc_status(self) -> u8 {
+        use Cause::*;
+        match self {
+            DnsError
+            | ConnectionRefused
+            | Unroutable
+            | Prohibited
+            | ConnectReset
+            | ConnectFailed
+            | ConnectionTerminated
+            | ProtocolError
+            | ResponseHeaderTooLarge
+            | TlsProtocol
+            | TlsCertificate
+            | NoHealthyPeer
+            | QueueFull
+            | ResponseIncomplete
+            | GatewayResources => 14,
+            DnsTimeout | ConnectTimeout | ResponseTimeout | ClientTimeout | ClientBodyTimeout => 4,
+            NoRoute => 12,
+            RequestHeaderTooLarge => 8,
+            BadRequest | Loop | Internal => 13,
+        }
+    }
+
     /// Seconds for `Retry-After`, when the answer should carry it.
     pub fn retry_after(self) -> Option<u32> {
         use Cause::*;

@@ -81,11 +81,12 @@ pub fn same_upstream_pool(old: &Upstream, new: &Upstream) -> bool {
 }
 
 /// Whether an app's pool (its queue and the requests waiting in it) can be kept: the
-/// same app with the same concurrency, queue and retry settings. Its instances are
-/// the supervisor's business.
+/// same app with the same concurrency, protocol, queue and retry settings. Its
+/// instances are the supervisor's business.
 pub fn same_app_pool(old: &App, new: &App) -> bool {
     old.name == new.name
         && old.max_concurrency == new.max_concurrency
+        && old.protocol == new.protocol
         && old.queue == new.queue
         && old.retry == new.retry
 }

@@ -244,6 +244,7 @@ pub fn demo(data_dir: PathBuf, listen: SocketAddr, admin: SocketAddr, self_exe: 
                 strip_prefix: false,
             },
             max_concurrency: 64,
+            protocol: Protocol::H1,
             queue: Queue::default(),
             health: Health {
                 path: Some("/healthz".to_string()),

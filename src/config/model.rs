@@ -313,6 +313,30 @@ pub struct ServerAddr {
     pub tls: bool,
 }
 
+/// `protocol`: the HTTP version spoken to an upstream's servers or an app's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 (the default).
+    #[default]
+    H1,
+    /// HTTP/2: prior knowledge (h2c) on plain connections, ALPN `h2` over TLS.
+    H2,
+    /// Over TLS, what the server picks by ALPN (`h2` or `http/1.1`); HTTP/1.1 on plain
+    /// connections. Only for `[[upstream]]`.
+    Auto,
+}
+
+impl Protocol {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::H1 => "h1",
+            Protocol::H2 => "h2",
+            Protocol::Auto => "auto",
+        }
+    }
+}
+
 /// `dns = { resolvers, refresh }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dns {
@@ -347,6 +371,8 @@ pub struct Upstream {
     pub health: Option<Health>,
     /// `tls = { ca, server_name }`, for `https://` servers.
     pub tls: UpstreamTls,
+    /// `protocol = "h1" | "h2" | "auto"`. Default `h1`.
+    pub protocol: Protocol,
     /// Per server; 0 = unlimited. Default 0.
     pub max_concurrency: u32,
     /// Where requests wait for a free slot.
@@ -378,6 +404,9 @@ pub struct App {
     pub routes: Routes,
     /// Per instance; 0 = unlimited. Default 64.
     pub max_concurrency: u32,
+    /// `protocol = "h1" | "h2"` (h2: prior knowledge, the instances speak h2c).
+    /// Default `h1`.
+    pub protocol: Protocol,
     /// Where requests wait for a free slot.
     pub queue: Queue,
     /// Health checks of each instance; when `health` is absent, [`Health::app_default`].

@@ -765,3 +765,65 @@ fn the_demo_runs_three_demo_apps() {
     assert_eq!(app.routes.prefixes, ["/"]);
     assert_eq!(app.health.path.as_deref(), Some("/healthz"));
 }
+
+#[test]
+fn protocol_is_h1_h2_or_for_tls_upstreams_auto() {
+    let up = |p: &str| {
+        format!("[[upstream]]\nname = \"u\"\nservers = [\"https://a:1\"]\nroutes = [\"/\"]\n{p}")
+    };
+    let app = |p: &str| format!("[[app]]\nname = \"a\"\ncommand = [\"x\"]\nroutes = [\"/\"]\n{p}");
+    let cfg = check(&up("")).unwrap().config;
+    assert_eq!(cfg.upstreams[0].protocol, Protocol::H1, "the default");
+    for (text, want) in [
+        ("h1", Protocol::H1),
+        ("h2", Protocol::H2),
+        ("auto", Protocol::Auto),
+    ] {
+        let cfg = check(&up(&format!("protocol = {text:?}"))).unwrap().config;
+        assert_eq!(cfg.upstreams[0].protocol, want);
+    }
+    let cfg = check(&app("protocol = \"h2\"")).unwrap().config;
+    assert_eq!(cfg.apps[0].protocol, Protocol::H2);
+    assert_eq!(
+        check(&app("")).unwrap().config.apps[0].protocol,
+        Protocol::H1
+    );
+    let got = problems(&up("protocol = \"h3\""));
+    assert_eq!(got[0].0, "upstream[0].protocol");
+    assert_eq!(
+        got[0].2,
+        r#"unknown protocol "h3"; allowed: "h1", "h2" or "auto""#
+    );
+    let got = problems(&app("protocol = \"auto\""));
+    assert_eq!(got[0].0, "app[0].protocol");
+    assert!(got[0].2.contains("use \"h1\" or \"h2\""), "{}", got[0].2);
+    // "auto" with no TLS server is a warning: ALPN cannot choose.
+    let plain =
+        "[[upstream]]\nname = \"u\"\nservers = [\"a:1\"]\nroutes = [\"/\"]\nprotocol = \"auto\"";
+    let checked = check(plain).unwrap();
+    assert!(
+        checked
+            .warnings
+            .iter()
+            .any(|w| w.path == "upstream[0].protocol"),
+        "{:?}",
+        checked.warnings
+    );
+}
+
+#[test]
+fn upstream_and_app_keys_are_listed_when_one_is_misspelt() {
+    let got = problems(
+        "[[upstream]]\nname = \"u\"\nservers = [\"a:1\"]\nroutes = [\"/\"]\nprotocl = \"h2\"",
+    );
+    assert_eq!(
+        got[0].2,
+        r#"unknown key "protocl" (did you mean "protocol"?); allowed: name, servers, host, strip_prefix, routes, dns, health, tls, max_concurrency, protocol, queue, retry, eject"#
+    );
+    let got =
+        problems("[[app]]\nname = \"a\"\ncommand = [\"x\"]\nroutes = [\"/\"]\nprotocl = \"h2\"");
+    assert_eq!(
+        got[0].2,
+        r#"unknown key "protocl" (did you mean "protocol"?); allowed: name, command, cwd, env, instances, host, strip_prefix, routes, max_concurrency, protocol, queue, health, startup_timeout, shutdown_grace, retry, autoheal, autoscale, max_instances"#
+    );
+}

@@ -2,15 +2,25 @@
 //! gateway makes itself (status, `Proxy-Status`, `Retry-After` and page text all from
 //! the one mapping in [`crate::error`], the request id, a friendly page), and it
 //! finishes the request's record.
+//!
+//! A gRPC request (`content-type: application/grpc*`) gets no page: a trailers-only
+//! answer (`content-type: application/grpc`, `grpc-status` from
+//! [`Cause::grpc_status`](crate::error::Cause::grpc_status), a percent-encoded
+//! `grpc-message`, an empty body) with the same status, `Proxy-Status` and request id.
+//! The HTTP status stays the gateway's (503, 504 ...): grpcio (gRPC C-core) reports
+//! the `grpc-status` of such an answer whatever its HTTP status (measured with
+//! grpcio 1.85; without `grpc-status` it maps 502/503/504 all to UNAVAILABLE).
 
 use super::headers::{PROXY_STATUS, X_REQUEST_ID};
 use super::log::{End, Record};
 use super::respond::ProxyBody;
 use crate::error::ProxyError;
 use crate::observe::access::Source;
-use http::header::{self, HeaderMap, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Response;
 use http_body_util::Full;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use std::time::SystemTime;
 
 /// The answer to a request the gateway could not relay, for the reason in `err`.
@@ -28,6 +38,9 @@ pub fn error(rec: Record, headers: Option<&HeaderMap>, err: ProxyError) -> Respo
         rec.path(),
         status.as_u16(),
     );
+    if headers.is_some_and(is_grpc) {
+        return grpc_error(rec, err, &details);
+    }
     let page = gw.pages.render(&super::pages::Page {
         status,
         cause: err.cause,
@@ -90,3 +103,59 @@ pub fn redirect(rec: Record, location: HeaderValue) -> Response<ProxyBody> {
     });
     res
 }
+
+/// Whether a request is a gRPC call.
+pub fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// What `grpc-message` percent-encodes (gRPC over HTTP/2: `%` and every byte outside
+/// printable ASCII).
+const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// The trailers-only answer to a gRPC call (see the module doc).
+fn grpc_error(rec: Record, err: ProxyError, details: &str) -> Response<ProxyBody> {
+    let gw = rec.gw.clone();
+    let status = err.cause.status();
+    let mut message = format!(
+        "healgate: {} ({})",
+        status.canonical_reason().unwrap_or("error"),
+        err.cause.proxy_status()
+    );
+    if gw.details {
+        message.push_str(": ");
+        message.push_str(details);
+    }
+    let message = utf8_percent_encode(&message, GRPC_MESSAGE).to_string();
+    let mut res = Response::new(ProxyBody::Local(Full::new(Bytes::new())));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(
+        GRPC_STATUS.clone(),
+        HeaderValue::from(u16::from(err.cause.grpc_status())),
+    );
+    if let Ok(v) = HeaderValue::from_str(&message) {
+        h.insert(GRPC_MESSAGE_HEADER.clone(), v);
+    }
+    h.insert(PROXY_STATUS.clone(), err.proxy_status_header(gw.details));
+    h.insert(X_REQUEST_ID.clone(), rec.request_id.clone());
+    if let Some(s) = err.cause.retry_after() {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    rec.finish(End {
+        status: status.as_u16(),
+        bytes: 0,
+        source: Source::Gateway,
+        error: Some(err.cause),
+        details: Some(details.to_owned()),
+    });
+    res
+}
+
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE_HEADER: HeaderName = HeaderName::from_static("grpc-message");

@@ -19,16 +19,19 @@ use super::answer;
 use super::client::Client;
 use super::log::Record;
 use super::prepare::{prepare, Prepared};
-use super::respond::{respond, ProxyBody};
+use super::respond::{respond, ProxyBody, Reply};
 use super::retry::{self, Attempt, Retry};
 use super::route::Route;
 use super::{accept, headers, Gateway};
+use crate::config::Protocol;
 use crate::error::{is_idempotent, Cause, ProxyError, Sent, Side};
-use crate::upstream::h1::{Connection, Head, Outgoing, Timeouts};
+use crate::upstream::h1::{Connection, Outgoing, Timeouts};
+use crate::upstream::h2::{self, ClientBody, H2Request, H2Stream};
 use crate::upstream::{Lease, Pool};
 use http::{Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +73,7 @@ pub async fn handle(
     };
     rec.routed(route.name.clone(), route.pool.meter.clone());
     let pool = route.pool.clone();
+    let client_h1 = req.version() < Version::HTTP_2;
     // prepare. A protocol switch (WebSocket) is relayed: the client's side of it is
     // taken now, before the request is taken apart.
     let upgrade = headers::upgrade_request(req.version(), req.headers())
@@ -92,7 +96,7 @@ pub async fn handle(
     // pick peer → connect → send → receive, retried while safe
     match exchange(&gw, &mut rec, &pool, &mut prepared, upgrade.is_some()).await {
         // respond; the log phase runs when the body ends
-        Ok((head, lease, conn)) => respond(rec, head, lease, conn, upgrade.map(|u| u.1)),
+        Ok((reply, lease)) => respond(rec, reply, lease, upgrade.map(|u| u.1), client_h1),
         Err(e) => answer::error(rec, Some(&prepared.parts.headers), e),
     }
 }
@@ -164,7 +168,7 @@ async fn exchange(
     pool: &Arc<Pool>,
     req: &mut Prepared,
     upgrade: bool,
-) -> Result<(Head, Lease, Connection), ProxyError> {
+) -> Result<(Reply, Lease), ProxyError> {
     let idempotent = is_idempotent(&req.parts.method);
     let bodiless = req.body.is_end_stream();
     let max = pool.settings.retry.attempts.max(1);
@@ -184,8 +188,9 @@ async fn exchange(
             added: &req.added,
             upgrade,
         };
-        let mut err = match attempt(gw, &lease, request, &mut req.body, idempotent).await {
-            Ok((head, conn)) => return Ok((head, lease, conn)),
+        let body = &mut req.body;
+        let mut err = match attempt(gw, &lease, request, req.te_trailers, body, idempotent).await {
+            Ok(reply) => return Ok((reply, lease)),
             Err(e) => e,
         };
         crash_lane.take();
@@ -203,7 +208,8 @@ async fn exchange(
             number: rec.attempts,
             max,
             idempotent,
-            replayable: bodiless || err.sent == Sent::Nothing,
+            // An h2 attempt hands the body back only when none of it was taken.
+            replayable: bodiless || (err.sent == Sent::Nothing && req.body.is_whole()),
             poison: notice == Some(true),
             died_before,
             died,
@@ -250,19 +256,37 @@ async fn exchange(
     }
 }
 
-/// connect → send → receive, on one peer: the response head and the connection its
-/// body will come on. The error says how far the request got (retry rules).
+/// connect → send → receive, on one peer: the response head and what its body will
+/// come on. The error says how far the request got (retry rules). The peer's
+/// protocol decides the client: HTTP/1.1, HTTP/2, or (`auto`, over TLS) what ALPN
+/// chose on the first connection.
 async fn attempt(
     gw: &Gateway,
     lease: &Lease,
     request: Outgoing<'_>,
-    body: &mut Incoming,
+    te_trailers: bool,
+    body: &mut ClientBody,
     idempotent: bool,
-) -> Result<(Head, Connection), ProxyError> {
+) -> Result<Reply, ProxyError> {
     let pool = &lease.pool;
     let peer = &lease.peer;
     let c = &pool.connector;
-    let mut conn = match peer.conns.checkout(idempotent, c.idle_limit) {
+    let fresh = match c.protocol {
+        Protocol::H2 => return attempt_h2(gw, lease, request, te_trailers, body, None).await,
+        Protocol::Auto if peer.tls && !peer.alpn_h1.load(Ordering::Relaxed) => {
+            match peer.h2.checkout_auto(c, &peer.id, &peer.target).await? {
+                h2::Auto::H2(stream) => {
+                    return attempt_h2(gw, lease, request, te_trailers, body, Some(stream)).await
+                }
+                h2::Auto::H1(io) => {
+                    peer.alpn_h1.store(true, Ordering::Relaxed);
+                    Some(Connection::new(io))
+                }
+            }
+        }
+        Protocol::H1 | Protocol::Auto => None,
+    };
+    let mut conn = match fresh.or_else(|| peer.conns.checkout(idempotent, c.idle_limit)) {
         Some(conn) => conn,
         None => c.connect(&peer.id, &peer.target, peer.tls).await?,
     };
@@ -274,11 +298,56 @@ async fn attempt(
     let idle = conn.idle_since.elapsed();
     let sent = conn.send(&peer.id, request, body, c.response_header_limit, &timeouts);
     match sent.await {
-        Ok(head) => Ok((head, conn)),
+        Ok(head) => Ok(Reply::H1(head, conn)),
         Err(e) => {
             if conn.reused && e.cause == Cause::ConnectionTerminated {
                 // The peer closed it while it was idle, or as the request arrived.
                 peer.conns.learn_idle_close(idle);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// connect → send → receive over HTTP/2: a stream on the peer's shared connection (or
+/// `stream`, one just opened by ALPN). A stream the peer did not process (refused, or
+/// above a GOAWAY's last stream id) leaves its connection out of later picks, so a
+/// retry goes on another connection or peer.
+async fn attempt_h2(
+    gw: &Gateway,
+    lease: &Lease,
+    request: Outgoing<'_>,
+    te_trailers: bool,
+    body: &mut ClientBody,
+    stream: Option<H2Stream>,
+) -> Result<Reply, ProxyError> {
+    let peer = &lease.peer;
+    let c = &lease.pool.connector;
+    let mut stream = match stream {
+        Some(s) => s,
+        None => {
+            peer.h2
+                .checkout(c, &peer.id, &peer.target, peer.tls)
+                .await?
+        }
+    };
+    let req = H2Request {
+        parts: request.parts,
+        added: request.added,
+        te_trailers,
+        tls: peer.tls,
+        target: &peer.target,
+    };
+    let clocks = h2::Clocks {
+        deadlines: &gw.deadlines,
+        response_header: lease.pool.settings.response_header_timeout,
+        client_body: gw.client_body_timeout,
+    };
+    match h2::send(&peer.id, &mut stream, &req, body, &clocks).await {
+        Ok(res) => Ok(Reply::H2(res, stream.slot)),
+        Err(e) => {
+            if e.cause == Cause::ConnectionTerminated {
+                peer.h2.forget(&stream.slot);
             }
             Err(e)
         }

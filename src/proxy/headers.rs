@@ -21,6 +21,19 @@ pub static PROXY_STATUS: HeaderName = HeaderName::from_static("proxy-status");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Whether a request's `TE` lists `trailers` (RFC 9110 §10.1.4).
+pub fn te_trailers(h: &HeaderMap) -> bool {
+    h.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        })
+    })
+}
+
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
 /// `Trailer` is end to end: it stays, so trailers can reach a client that takes them.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {

@@ -17,6 +17,7 @@ use super::headers::{
 use super::route::{upstream_path, Route};
 use super::Gateway;
 use crate::error::{Cause, ProxyError};
+use crate::upstream::h2::ClientBody;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
 use hyper::body::Incoming;
@@ -26,7 +27,10 @@ use hyper::body::Incoming;
 pub struct Prepared {
     pub parts: http::request::Parts,
     pub added: Vec<(HeaderName, HeaderValue)>,
-    pub body: Incoming,
+    pub body: ClientBody,
+    /// The client sent `TE: trailers`: forwarded to HTTP/2 peers (gRPC needs it), where
+    /// it is the one `TE` allowed; hop-by-hop like every `TE` towards HTTP/1.1 peers.
+    pub te_trailers: bool,
 }
 
 /// Rewrite `req` for the peers of `route`. `authority` is what it was routed by;
@@ -55,6 +59,7 @@ pub fn prepare(
     // The client's headers stay as they are in `parts` (hop-by-hop ones aside); what
     // the gateway adds goes in `added`, written after them (`h1::Connection::send`).
     let h = &mut parts.headers;
+    let te_trailers = headers::te_trailers(h);
     headers::strip_hop_by_hop(h);
     if target_authority {
         // RFC 9112 §3.2.2: the target's authority replaces Host.
@@ -178,7 +183,12 @@ pub fn prepare(
         h.remove(&X_REQUEST_ID);
     }
     added.push((X_REQUEST_ID.clone(), request_id.clone()));
-    Ok(Prepared { parts, added, body })
+    Ok(Prepared {
+        parts,
+        added,
+        body: ClientBody::new(body),
+        te_trailers,
+    })
 }
 
 /// The forwarding headers a request came with.

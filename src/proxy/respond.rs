@@ -2,6 +2,12 @@
 //! body as they came, hop-by-hop headers aside, plus the request id), streamed; and
 //! the completion when its body ends: the connection back to the pool (or not), the
 //! peer's lease and measurements, then the log phase ([`super::log::Record::finish`]).
+//!
+//! An HTTP/1.1 peer's body comes through `h1::UpstreamBody`, an HTTP/2 peer's as
+//! hyper's `Incoming`; trailers (gRPC's `grpc-status`) pass either way. An HTTP/1.1
+//! client gets them after the last chunk when it sent `TE: trailers` and the response
+//! names them in `Trailer` (hyper's rule); a gRPC response from an h2 peer that names
+//! none is given `Trailer: grpc-status, grpc-message, grpc-status-details-bin`.
 
 use super::headers::{self, X_REQUEST_ID};
 use super::log::{End, Record};
@@ -9,20 +15,89 @@ use super::tunnel::Tunnel;
 use crate::error::{Cause, ProxyError, Sent};
 use crate::observe::access::Source;
 use crate::upstream::h1::{Connection, Head, UpstreamBody};
+use crate::upstream::h2::StreamSlot;
 use crate::upstream::Lease;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// The client's response from the upstream's head; the body follows as it comes. A
-/// `101` to an upgrade request (`client_upgrade`) hands both connections to a
-/// [`Tunnel`].
+/// A peer's answer: the response head and what its body comes on.
+pub enum Reply {
+    /// An HTTP/1.1 head, and the connection the body follows on.
+    H1(Head, Connection),
+    /// An HTTP/2 response, and its hold on the connection's streams.
+    H2(Response<Incoming>, StreamSlot),
+}
+
+/// The client's response from the upstream's; the body follows as it comes.
+/// `client_h1`: the client speaks HTTP/1.1 (for trailers).
 pub fn respond(
+    rec: Record,
+    reply: Reply,
+    lease: Lease,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_h1: bool,
+) -> Response<ProxyBody> {
+    match reply {
+        Reply::H1(head, conn) => respond_h1(rec, head, lease, conn, client_upgrade),
+        Reply::H2(res, slot) => respond_h2(rec, res, slot, lease, client_h1),
+    }
+}
+
+/// `Trailer` for a gRPC response to an HTTP/1.1 client: the fields gRPC ends with.
+const GRPC_TRAILERS: &str = "grpc-status, grpc-message, grpc-status-details-bin";
+
+/// An HTTP/2 peer's response: no keep-alive to learn, no upgrade.
+fn respond_h2(
+    rec: Record,
+    res: Response<Incoming>,
+    slot: StreamSlot,
+    lease: Lease,
+    client_h1: bool,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = res.into_parts();
+    parts.version = http::Version::HTTP_11;
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if client_h1
+        && !parts.headers.contains_key(header::TRAILER)
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    {
+        parts
+            .headers
+            .insert(header::TRAILER, HeaderValue::from_static(GRPC_TRAILERS));
+    }
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), rec.request_id.clone());
+    let done = Box::new(Completion {
+        status: parts.status.as_u16(),
+        lease,
+        keep_alive: None,
+        rec: Some(rec),
+        bytes: 0,
+    });
+    Response::from_parts(
+        parts,
+        ProxyBody::Upstream {
+            inner: Inner::H2(body, Some(slot)),
+            done: Some(done),
+            failed: None,
+        },
+    )
+}
+
+/// An HTTP/1.1 peer's response. A `101` to an upgrade request (`client_upgrade`)
+/// hands both connections to a [`Tunnel`].
+fn respond_h1(
     rec: Record,
     head: Head,
     lease: Lease,
@@ -91,17 +166,70 @@ pub fn respond(
     Response::from_parts(
         parts,
         ProxyBody::Upstream {
-            inner: body,
+            inner: Inner::H1(body),
             done,
             failed: None,
         },
     )
 }
 
+/// An upstream's response body, as its protocol delivers it.
+pub enum Inner {
+    H1(UpstreamBody),
+    /// The body, and the stream's hold on its connection (let go at the end).
+    H2(Incoming, Option<StreamSlot>),
+}
+
+impl Inner {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self {
+            Inner::H1(b) => Pin::new(b).poll_frame(cx),
+            Inner::H2(b, slot) => {
+                let polled = Pin::new(&mut *b)
+                    .poll_frame(cx)
+                    .map_err(std::io::Error::other);
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+                    slot.take();
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::H1(b) => b.is_end_stream(),
+            Inner::H2(b, _) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inner::H1(b) => b.size_hint(),
+            Inner::H2(b, _) => b.size_hint(),
+        }
+    }
+
+    /// The HTTP/1.1 connection, when the body ended cleanly and it may carry another
+    /// request. (An h2 connection is shared: nothing to give back.)
+    fn take_reusable(&mut self) -> Option<Connection> {
+        match self {
+            Inner::H1(b) => b.take_reusable(),
+            Inner::H2(_, slot) => {
+                slot.take();
+                None
+            }
+        }
+    }
+}
+
 /// The client response body: the upstream's, streamed, or a gateway-made page.
 pub enum ProxyBody {
     Upstream {
-        inner: UpstreamBody,
+        inner: Inner,
         done: Option<Box<Completion>>,
         /// The upstream failed mid-body; passed on at the next poll (see `poll_frame`).
         failed: Option<std::io::Error>,
@@ -206,7 +334,7 @@ impl Body for ProxyBody {
                 inner,
                 done,
                 failed,
-            } => match Pin::new(&mut *inner).poll_frame(cx) {
+            } => match inner.poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let (Some(d), Some(data)) = (done.as_mut(), frame.data_ref()) {
                         d.bytes += data.len() as u64;

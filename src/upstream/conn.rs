@@ -16,6 +16,7 @@
 use super::dns::{Resolver, Target};
 use super::h1::{Connection, Stream};
 use super::tls::Tls;
+use crate::config::Protocol;
 use crate::error::{Cause, ProxyError};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ const MIN_LEARNED_IDLE: Duration = Duration::from_millis(250);
 pub struct Connector {
     pub resolver: Resolver,
     pub tls: Option<Tls>,
+    /// `protocol`: HTTP/1.1, HTTP/2, or by ALPN.
+    pub protocol: Protocol,
     pub connect_timeout: Duration,
     pub dns_timeout: Duration,
     pub dns_refresh: Duration,
@@ -240,7 +243,8 @@ impl Connector {
         Ok(Connection::new(self.open(id, target, tls).await?))
     }
 
-    /// A one-off GET for health checks: the response status.
+    /// A one-off GET for health checks: the response status. Over HTTP/2 for an h2
+    /// peer (h2c prior knowledge on plain connections).
     pub async fn probe_get(
         &self,
         id: &str,
@@ -248,6 +252,9 @@ impl Connector {
         tls: bool,
         path: &str,
     ) -> Result<u16, ProxyError> {
+        if self.protocol == Protocol::H2 {
+            return super::h2::get_status(self, id, target, tls, path).await;
+        }
         let mut conn = self.connect(id, target, tls).await?;
         let host = if target.port() == 80 || target.port() == 443 {
             target.host().to_owned()

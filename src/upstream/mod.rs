@@ -9,6 +9,7 @@ pub mod conn;
 pub mod deadline;
 pub mod dns;
 pub mod h1;
+pub mod h2;
 pub mod health;
 pub mod registry;
 pub mod stats;
@@ -45,6 +46,10 @@ pub struct Peer {
     /// Ejections in a row: the cool-down doubles with each, up to 8x.
     ejections: AtomicU32,
     pub conns: IdlePool,
+    /// Its HTTP/2 connections (`protocol = "h2"`, or `"auto"` when ALPN chose h2).
+    pub h2: h2::H2Conns,
+    /// `protocol = "auto"`: the server chose HTTP/1.1 by ALPN (so connect for h1).
+    pub alpn_h1: AtomicBool,
     /// An instance the supervisor runs (its exits are reported through `mark_exited`).
     pub supervised: bool,
     /// Requests measured on this peer.
@@ -145,6 +150,8 @@ impl Peer {
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             conns: IdlePool::default(),
+            h2: h2::H2Conns::default(),
+            alpn_h1: AtomicBool::new(false),
             supervised: false,
             stats: stats::PeerStats::default(),
             exit: std::sync::Mutex::new(None),
@@ -173,6 +180,7 @@ impl Peer {
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(notice));
         self.draining.store(true, Ordering::Relaxed);
         self.conns.clear();
+        self.h2.clear();
         self.exit_notify.notify_waiters();
     }
 
@@ -210,6 +218,7 @@ impl Peer {
         self.draining.store(on, Ordering::Relaxed);
         if on {
             self.conns.clear();
+            self.h2.clear();
         }
     }
 }
@@ -492,6 +501,7 @@ impl Pool {
         peer.ejected_until_ms
             .store(now + cooldown.as_millis() as u64, Ordering::Relaxed);
         peer.conns.clear();
+        peer.h2.clear();
         PeerNotes::push(&peer.notes.rotation, false, &err.to_string());
         self.events.emit(Event::InstanceEjected {
             app: self.name.to_string(),
@@ -554,6 +564,7 @@ impl Pool {
                 self.wakeup.notify_waiters();
             } else {
                 peer.conns.clear();
+                peer.h2.clear();
             }
             PeerNotes::push(&peer.notes.rotation, healthy, why);
             let (app, instance, reason) =

@@ -72,7 +72,7 @@ pub fn upstream_pool(up: &Upstream, g: &config::Gateway, events: &Events) -> io:
         .collect();
     let tls = if up.servers.iter().any(|s| s.tls) {
         Some(
-            Tls::new(&up.tls)
+            Tls::new(&up.tls, up.protocol)
                 .map_err(|e| io::Error::new(e.kind(), format!("upstream {}: {e}", up.name)))?,
         )
     } else {
@@ -81,6 +81,7 @@ pub fn upstream_pool(up: &Upstream, g: &config::Gateway, events: &Events) -> io:
     let connector = Connector {
         resolver: Resolver::new(&up.dns, g.timeouts.dns),
         tls,
+        protocol: up.protocol,
         connect_timeout: g.timeouts.connect,
         dns_timeout: g.timeouts.dns,
         dns_refresh: up.dns.refresh,
@@ -109,6 +110,7 @@ pub fn app_pool(app: &App, g: &config::Gateway, events: &Events) -> Arc<Pool> {
     let connector = Connector {
         resolver: Resolver::System,
         tls: None,
+        protocol: app.protocol,
         connect_timeout: g.timeouts.connect,
         dns_timeout: g.timeouts.dns,
         dns_refresh: std::time::Duration::from_secs(30),

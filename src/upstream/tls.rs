@@ -1,6 +1,6 @@
 //! TLS to upstream servers (rustls with the ring provider).
 
-use crate::config::UpstreamTls;
+use crate::config::{Protocol, UpstreamTls};
 use crate::error::{Cause, ProxyError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -17,8 +17,9 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// Trust the webpki roots plus the PEM certificates in `cfg.ca`, if set.
-    pub fn new(cfg: &UpstreamTls) -> io::Result<Tls> {
+    /// Trust the webpki roots plus the PEM certificates in `cfg.ca`, if set; offer
+    /// the ALPN protocols `protocol` speaks (`h2`, `http/1.1`, or both for `auto`).
+    pub fn new(cfg: &UpstreamTls, protocol: Protocol) -> io::Result<Tls> {
         let roots = roots(cfg)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -26,7 +27,11 @@ impl Tls {
             .map_err(io::Error::other)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = match protocol {
+            Protocol::H1 => vec![b"http/1.1".to_vec()],
+            Protocol::H2 => vec![b"h2".to_vec()],
+            Protocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        };
         Ok(Tls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name: cfg.server_name.clone(),

@@ -25,6 +25,9 @@ pub(super) fn app(
     let max_concurrency = t
         .get(cx, "max_concurrency", |f, cx| f.u32(cx, 0))
         .unwrap_or(64);
+    let protocol = t
+        .get(cx, "protocol", |f, cx| protocol(cx, f, false))
+        .unwrap_or_default();
     let queue = t.get(cx, "queue", |f, cx| queue(cx, f)).unwrap_or_default();
     let health = t
         .get(cx, "health", |f, cx| health(cx, f, HealthOf::App))
@@ -61,6 +64,7 @@ pub(super) fn app(
         max_instances,
         routes: routes?,
         max_concurrency,
+        protocol,
         queue,
         health,
         startup_timeout,

@@ -27,6 +27,11 @@ pub(super) fn upstream(
     let max_concurrency = t
         .get(cx, "max_concurrency", |f, cx| f.u32(cx, 0))
         .unwrap_or(0);
+    let protocol_field = t.take("protocol");
+    let protocol = protocol_field
+        .as_ref()
+        .and_then(|f| protocol(cx, f, true))
+        .unwrap_or_default();
     let queue = t.get(cx, "queue", |f, cx| queue(cx, f)).unwrap_or_default();
     let retry = t.get(cx, "retry", |f, cx| retry(cx, f)).unwrap_or_default();
     let eject = t.get(cx, "eject", |f, cx| eject(cx, f)).unwrap_or_default();
@@ -39,6 +44,14 @@ pub(super) fn upstream(
             );
         }
     }
+    if let (Some(f), Some(servers), Protocol::Auto) = (&protocol_field, &servers, protocol) {
+        if !servers.iter().any(|s| s.tls) {
+            f.warning(
+                cx,
+                r#""auto" chooses by TLS ALPN and no server uses "https://": these servers get HTTP/1.1"#,
+            );
+        }
+    }
     Some(Upstream {
         name: name?,
         servers: servers?,
@@ -46,6 +59,7 @@ pub(super) fn upstream(
         dns,
         health,
         tls,
+        protocol,
         max_concurrency,
         queue,
         retry,
@@ -138,6 +152,34 @@ pub(crate) fn parse_server(text: &str) -> Result<ServerAddr, String> {
         port,
         tls,
     })
+}
+
+/// `protocol`: `"h1"`, `"h2"`, or (`auto_allowed`: an upstream's) `"auto"`.
+pub(super) fn protocol(cx: &mut Ctx, f: &Field, auto_allowed: bool) -> Option<Protocol> {
+    let allowed = if auto_allowed {
+        r#""h1", "h2" or "auto""#
+    } else {
+        r#""h1" or "h2""#
+    };
+    match f.str(cx)? {
+        "h1" => Some(Protocol::H1),
+        "h2" => Some(Protocol::H2),
+        "auto" if auto_allowed => Some(Protocol::Auto),
+        "auto" => {
+            f.error(
+                cx,
+                r#""auto" chooses by TLS ALPN, and instances are reached without TLS; use "h1" or "h2""#,
+            );
+            None
+        }
+        other => {
+            f.error(
+                cx,
+                format!("unknown protocol {other:?}; allowed: {allowed}"),
+            );
+            None
+        }
+    }
 }
 
 pub(super) fn upstream_tls(cx: &mut Ctx, f: &Field, base: &Path) -> Option<UpstreamTls> {
