@@ -8,6 +8,7 @@
 pub mod accept;
 pub mod answer;
 pub mod client;
+pub mod compress;
 pub mod forward;
 pub mod headers;
 pub mod heads;
@@ -55,6 +56,8 @@ pub struct Gateway {
     pub client_body_timeout: std::time::Duration,
     /// The meter of requests that reach no app (unparsed, no route).
     pub unrouted: Arc<crate::observe::metrics::AppMeter>,
+    /// `[gateway.compression]`; `None`: responses pass as they are.
+    pub compression: Option<compress::Policy>,
 }
 
 impl Gateway {
@@ -99,6 +102,7 @@ impl Gateway {
             deadlines: crate::upstream::deadline::Deadlines::new(),
             client_body_timeout: g.timeouts.client_body,
             unrouted: metrics.unrouted(),
+            compression: g.compression.as_ref().map(compress::Policy::new),
         })
     }
 

@@ -3,6 +3,7 @@
 //! the completion when its body ends: the connection back to the pool (or not), the
 //! peer's lease and measurements, then the log phase ([`super::log::Record::finish`]).
 
+use super::compress::{Asked, Encoding};
 use super::headers::{self, X_REQUEST_ID};
 use super::log::{End, Record};
 use super::tunnel::Tunnel;
@@ -28,7 +29,9 @@ pub fn respond(
     lease: Lease,
     conn: Connection,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    asked: Asked,
 ) -> Response<ProxyBody> {
+    let mut rec = rec;
     let switch = head.is_upgrade();
     let mut tunnel_ends = None;
     let body = match (switch, client_upgrade) {
@@ -64,6 +67,16 @@ pub fn respond(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), rec.request_id.clone());
+    // compress, when configured and the client asked
+    let encoding = rec
+        .gw
+        .compression
+        .as_ref()
+        .and_then(|p| p.respond(asked, parts.status, &mut parts.headers))
+        .map(|(coding, e)| {
+            rec.coding = Some(coding.token());
+            Box::new(e)
+        });
     let done = Box::new(Completion {
         status: parts.status.as_u16(),
         lease,
@@ -94,6 +107,7 @@ pub fn respond(
             inner: body,
             done,
             failed: None,
+            encoding,
         },
     )
 }
@@ -105,6 +119,8 @@ pub enum ProxyBody {
         done: Option<Box<Completion>>,
         /// The upstream failed mid-body; passed on at the next poll (see `poll_frame`).
         failed: Option<std::io::Error>,
+        /// Compressing for the client ([`super::compress`]).
+        encoding: Option<Box<Encoding>>,
     },
     Local(Full<Bytes>),
 }
@@ -206,40 +222,64 @@ impl Body for ProxyBody {
                 inner,
                 done,
                 failed,
-            } => match Pin::new(&mut *inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let (Some(d), Some(data)) = (done.as_mut(), frame.data_ref()) {
-                        d.bytes += data.len() as u64;
-                    }
-                    if inner.is_end_stream() {
-                        if let Some(d) = done.take() {
-                            d.finish(BodyEnd::Complete, inner.take_reusable());
-                        }
-                    }
-                    Poll::Ready(Some(Ok(frame)))
+                encoding,
+            } => loop {
+                if let Some(trailers) = encoding.as_mut().and_then(|e| e.held.take()) {
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
-                Poll::Ready(None) => {
+                let frame = match Pin::new(&mut *inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => Some(frame),
+                    Poll::Ready(None) => None,
+                    Poll::Ready(Some(Err(e))) => {
+                        if let Some(d) = done.take() {
+                            let id = d.lease.peer.id.clone();
+                            d.finish(
+                                BodyEnd::UpstreamFailed(format!("{id}: response body failed: {e}")),
+                                None,
+                            );
+                        }
+                        // Not at once: hyper would drop the response head and the data it
+                        // still buffers. A `Pending` first makes it flush them, so the
+                        // client sees a response cut short, not an empty reply.
+                        *failed = Some(e);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Poll::Pending => {
+                        // Nothing more ready upstream: what was encoded goes out now.
+                        let flushed = match encoding.as_mut().map(|e| e.flush()) {
+                            Some(Ok(Some(data))) => Frame::data(data),
+                            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                            _ => return Poll::Pending,
+                        };
+                        if let (Some(d), Some(data)) = (done.as_mut(), flushed.data_ref()) {
+                            d.bytes += data.len() as u64;
+                        }
+                        return Poll::Ready(Some(Ok(flushed)));
+                    }
+                };
+                let end = frame.is_none() || inner.is_end_stream();
+                let frame = match encoding.as_mut() {
+                    None => frame,
+                    Some(e) => match encode(e, frame, end) {
+                        Ok(Encoded::Frame(f)) => Some(f),
+                        // Not enough to send yet: read on.
+                        Ok(Encoded::Nothing) => continue,
+                        Ok(Encoded::End) => None,
+                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                    },
+                };
+                if let (Some(d), Some(data)) =
+                    (done.as_mut(), frame.as_ref().and_then(|f| f.data_ref()))
+                {
+                    d.bytes += data.len() as u64;
+                }
+                if end {
                     if let Some(d) = done.take() {
                         d.finish(BodyEnd::Complete, inner.take_reusable());
                     }
-                    Poll::Ready(None)
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    if let Some(d) = done.take() {
-                        let id = d.lease.peer.id.clone();
-                        d.finish(
-                            BodyEnd::UpstreamFailed(format!("{id}: response body failed: {e}")),
-                            None,
-                        );
-                    }
-                    // Not at once: hyper would drop the response head and the data it
-                    // still buffers. A `Pending` first makes it flush them, so the
-                    // client sees a response cut short, not an empty reply.
-                    *failed = Some(e);
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-                Poll::Pending => Poll::Pending,
+                return Poll::Ready(frame.map(Ok));
             },
         }
     }
@@ -247,16 +287,71 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Local(f) => f.is_end_stream(),
-            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Upstream {
+                inner,
+                encoding: None,
+                ..
+            } => inner.is_end_stream(),
+            ProxyBody::Upstream {
+                inner,
+                encoding: Some(e),
+                ..
+            } => inner.is_end_stream() && e.finished && e.held.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Local(f) => f.size_hint(),
-            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+            ProxyBody::Upstream {
+                inner,
+                encoding: None,
+                ..
+            } => inner.size_hint(),
+            // Not known until it is encoded.
+            ProxyBody::Upstream { .. } => SizeHint::default(),
         }
     }
+}
+
+/// What an upstream frame became for the client.
+enum Encoded {
+    Frame(Frame<Bytes>),
+    /// Nothing to send yet.
+    Nothing,
+    /// The stream is over, every byte sent.
+    End,
+}
+
+/// One upstream frame (`None`: the body ended) through the encoder; `end`: it is the
+/// last. Trailers wait behind the encoder's last bytes.
+fn encode(e: &mut Encoding, frame: Option<Frame<Bytes>>, end: bool) -> std::io::Result<Encoded> {
+    let mut out = None;
+    if let Some(frame) = frame {
+        match frame.into_data() {
+            Ok(data) => out = e.data(&data)?,
+            Err(frame) => e.held = frame.into_trailers().ok(),
+        }
+    }
+    if end || e.held.is_some() {
+        let tail = e.finish()?;
+        out = match (out, tail) {
+            (Some(a), Some(b)) => {
+                let mut all = bytes::BytesMut::from(&a[..]);
+                all.extend_from_slice(&b);
+                Some(all.freeze())
+            }
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(match out {
+        Some(data) => Encoded::Frame(Frame::data(data)),
+        None if end && e.held.is_none() => Encoded::End,
+        None => match e.held.take() {
+            Some(t) => Encoded::Frame(Frame::trailers(t)),
+            None => Encoded::Nothing,
+        },
+    })
 }
 
 impl Drop for ProxyBody {
