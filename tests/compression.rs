@@ -3,7 +3,7 @@
 //! asks, and decodes to the original bytes with independent decoders (Python's zlib
 //! and the PyPI `brotli` and `zstandard` packages, installed by scripts/test); an
 //! image, an answer the upstream encoded itself and a range pass unchanged; `Vary`
-//! says the answer depends on `Accept-Encoding`; a streaming upstream's first bytes
+//! says the answer depends on `Accept-Encoding`; trailers follow the encoded body; a streaming upstream's first bytes
 //! reach the client, decodable, before it has finished.
 
 mod common;
@@ -39,7 +39,8 @@ fn text() -> Vec<u8> {
 /// The first part a streaming upstream sends before it waits.
 const FIRST: usize = 6000;
 
-/// The upstream: `/text` (64 KiB text/plain with a strong ETag), `/png`, `/pre` (its
+/// The upstream: `/text` (64 KiB text/plain with a strong ETag), `/png`, `/trailers`
+/// (chunked, with a trailer), `/pre` (its
 /// own `Content-Encoding: gzip`), `/range` (206 to a Range request), `/stream`
 /// (chunked: [`FIRST`] bytes, then the rest once `go` is notified).
 fn upstream(go: Arc<Notify>) -> Server {
@@ -67,6 +68,18 @@ fn upstream(go: Arc<Notify>) -> Server {
                         &body,
                     ),
                     "/png" => fixed("image/png", "", &body),
+                    "/trailers" => {
+                        let mut r = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+                                      Transfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n"
+                            .to_vec();
+                        for part in body.chunks(20_000) {
+                            r.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                            r.extend_from_slice(part);
+                            r.extend_from_slice(b"\r\n");
+                        }
+                        r.extend_from_slice(b"0\r\nx-sum: 42\r\n\r\n");
+                        r
+                    }
                     "/pre" => fixed("text/plain", "Content-Encoding: gzip\r\n", &body),
                     "/range" => {
                         let mut r = format!(
@@ -216,6 +229,16 @@ fn text_is_compressed_as_the_client_asks_and_decodes_to_the_original() {
         assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{ae:?}");
         assert!(r.body == original, "{ae:?}");
     }
+
+    // Trailers come after the encoder's last bytes.
+    let r = get_with(&gw, "/trailers", Some("br"), &[("TE", "trailers")]);
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert!(
+        r.raw.ends_with(b"\r\n0\r\nx-sum: 42\r\n\r\n"),
+        "no trailer at the end: {:?}",
+        String::from_utf8_lossy(&r.raw[r.raw.len().saturating_sub(40)..])
+    );
+    assert!(decode("br", &r.body, false).unwrap() == original);
 
     // HEAD: nothing to encode.
     let r = common::request(
