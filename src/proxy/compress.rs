@@ -109,7 +109,8 @@ impl Policy {
         {
             return None;
         }
-        if content_length(h).is_some_and(|n| n < self.min_size) {
+        // An empty body stays empty (an encoded one would be 9 to 20 bytes).
+        if content_length(h).is_some_and(|n| n < self.min_size.max(1)) {
             return None;
         }
         add_vary(h);
@@ -499,6 +500,7 @@ mod tests {
                 ("cache-control", "public, No-Transform"),
             ],
             &[("content-type", "text/plain"), ("content-length", "1023")],
+            &[("content-type", "text/plain"), ("content-length", "0")],
             &[],
         ] {
             let mut h = head(pairs);
