@@ -13,13 +13,14 @@
 //! other than identity, `Cache-Control: no-transform`, a `Content-Length` below
 //! `min_size`. Gateway-made pages are never compressed.
 //!
-//! [`Encoding`] is the body's encoder (async-compression's codecs, driven frame by
-//! frame by [`super::respond::ProxyBody`]): each upstream chunk is encoded as it
+//! [`Encoding`] is the body's encoder (async-compression's codecs at `levels`, gzip 5,
+//! brotli 4 and zstd 3 by default, driven frame by frame by
+//! [`super::respond::ProxyBody`]): each upstream chunk is encoded as it
 //! comes, and the encoder is flushed whenever the upstream has nothing more ready, so a
 //! slow or streaming upstream's bytes (server-sent events included) reach the client
 //! before it finishes, and nothing is buffered whole.
 
-use crate::config::{Coding, Compression};
+use crate::config::{Coding, Compression, Levels};
 use async_compression::codecs::{BrotliEncoder, EncodeV2, GzipEncoder, ZstdEncoder};
 use async_compression::core::util::{PartialBuffer, WriteBuffer};
 use async_compression::Level;
@@ -28,18 +29,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use std::io;
 
-/// gzip's level (zlib's scale 1-9; nginx's `gzip_comp_level` defaults to 1, zlib's own
-/// default is 6).
-pub const GZIP_LEVEL: i32 = 5;
-/// brotli's quality (0-11): 4 is the streaming sweet spot (near gzip 9's size at gzip 5's
-/// cost); 11 is for precompressed files, not for answers made on the fly.
-pub const BROTLI_QUALITY: i32 = 4;
 /// brotli's window, as a power of two: 512 KiB (ngx_brotli's default) instead of 4 MiB,
 /// which bounds the memory of each response being compressed.
 pub const BROTLI_WINDOW: i32 = 19;
-/// zstd's level (its own default).
-pub const ZSTD_LEVEL: i32 = 3;
-/// zstd's window, as a power of two: 512 KiB, for the same reason as brotli's.
+/// zstd's window, as a power of two: 512 KiB, for the same reason.
 pub const ZSTD_WINDOW: u32 = 19;
 
 /// Encoded bytes are handed to the client once this many are ready (or sooner, when
@@ -55,6 +48,7 @@ pub struct Policy {
     types: Vec<(String, Option<String>)>,
     min_size: u64,
     algorithms: Vec<Coding>,
+    levels: Levels,
 }
 
 /// What a request allows its response: the coding to use, if any.
@@ -76,6 +70,7 @@ impl Policy {
             types,
             min_size: c.min_size,
             algorithms: c.algorithms.clone(),
+            levels: c.levels,
         }
     }
 
@@ -123,7 +118,7 @@ impl Policy {
         // Ranges of the encoded form are not served.
         h.remove(header::ACCEPT_RANGES);
         weaken_etag(h);
-        Some((coding, Encoding::new(coding)))
+        Some((coding, Encoding::new(coding, self.levels)))
     }
 
     /// Whether `Content-Type` names one of the configured types (parameters aside).
@@ -291,16 +286,17 @@ pub struct Encoding {
 }
 
 impl Encoding {
-    pub fn new(coding: Coding) -> Encoding {
+    pub fn new(coding: Coding, levels: Levels) -> Encoding {
+        let level = |n: u32| Level::Precise(n as i32);
         let codec: Box<dyn EncodeV2 + Send> = match coding {
-            Coding::Gzip => Box::new(GzipEncoder::new(Level::Precise(GZIP_LEVEL).into())),
+            Coding::Gzip => Box::new(GzipEncoder::new(level(levels.gzip).into())),
             Coding::Brotli => Box::new(BrotliEncoder::new(
                 async_compression::brotli::EncoderParams::default()
-                    .quality(Level::Precise(BROTLI_QUALITY))
+                    .quality(level(levels.br))
                     .window_size(BROTLI_WINDOW),
             )),
             Coding::Zstd => Box::new(ZstdEncoder::new_with_params(
-                ZSTD_LEVEL,
+                levels.zstd as i32,
                 &[async_compression::zstd::CParameter::window_log(ZSTD_WINDOW)],
             )),
         };
@@ -536,7 +532,7 @@ mod tests {
             .flat_map(|i| format!("line {i} of a text body\n").into_bytes())
             .collect();
         for c in [Coding::Gzip, Coding::Brotli, Coding::Zstd] {
-            let mut e = Encoding::new(c);
+            let mut e = Encoding::new(c, Levels::default());
             let mut out = Vec::new();
             for (i, chunk) in text.chunks(7000).enumerate() {
                 out.extend(e.data(chunk).unwrap().unwrap_or_default());
