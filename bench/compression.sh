@@ -1,25 +1,25 @@
 #!/usr/bin/env bash
-# compression.sh - CPU per MiB compressed: healgate's gzip, br and zstd (its built-in
-# levels: gzip 5, brotli 4, zstd 3) against nginx's gzip at the same gzip level, in one
-# run, in front of the same backend serving the same text body.
+# compression.sh - CPU per MiB compressed: healgate's gzip, br and zstd (its default
+# levels: brotli 4, zstd 3; gzip at each of GZIP_LEVELS) against nginx's gzip at the
+# same gzip levels, in one run, in front of the same backend serving the same body.
 #
 # One nginx backend (1 worker, :19201) serves /text (64 KiB of English text: Debian's
 # GPL-3, LGPL-2.1 and Apache-2.0 licence texts, cut at 65536 bytes) as text/plain.
-# In front of it, one worker each, upstream keep-alive:
-#   nginx   :19202   gzip on; gzip_comp_level $GZIP_LEVEL; gzip_types text/plain
-#   healgate (127.0.0.1:0, learned from its stdout)  [gateway.compression] types = ["text/*"]
+# In front of it, one worker each, upstream keep-alive, one pair per gzip level L:
+#   nginx    :19210+L  gzip on; gzip_comp_level L; gzip_types text/plain
+#   healgate 127.0.0.1:0 (learned from its stdout)  [gateway.compression] levels.gzip = L
 # For each case, wrk (1 thread, CONNS connections, pinned to CPU 1; servers on CPU 0)
 # loads the proxy for DURATION seconds with the case's Accept-Encoding; the proxy's CPU
-# is the utime+stime delta of its process tree from /proc/PID/stat. Cases:
-#   nginx gzip, healgate gzip, healgate br, healgate zstd, and both without
+# is the utime+stime delta of its process tree from /proc/PID/stat. Cases: nginx and
+#   healgate gzip at each level, healgate br and zstd, and nginx and healgate without
 #   Accept-Encoding (identity: what proxying alone costs).
 # Reported per case (median of ROUNDS interleaved rounds): req/s, proxy CPU µs per
 # request, proxy CPU ms per MiB of body served (uncompressed MiB), the compression
 # share of it (minus the same proxy's identity case), and the encoded size.
-# RATIO lines compare healgate's gzip to nginx's.
+# RATIO lines compare healgate's gzip to nginx's at each level.
 #
 # Usage: bench/compression.sh       (settings via env)
-#   BIN=target/release/healgate  DURATION=10  CONNS=16  ROUNDS=3  GZIP_LEVEL=5  SCHED=other|rr
+#   BIN=target/release/healgate  DURATION=10  CONNS=16  ROUNDS=3  GZIP_LEVELS="1 5"  SCHED=other|rr
 # Needs nginx, wrk, curl, python3 (brotli and zstandard from PyPI to check the bodies:
 # scripts/test installs them). Only 127.0.0.1.
 set -euo pipefail
@@ -29,20 +29,21 @@ BIN=${BIN:-$ROOT/target/release/healgate}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
 ROUNDS=${ROUNDS:-3}
-GZIP_LEVEL=${GZIP_LEVEL:-5}
+GZIP_LEVELS=${GZIP_LEVELS:-1 5}
 SCHED=${SCHED:-other}
 BACKEND_PORT=19201
-NGINX_PORT=19202
 
 ts()  { date +%H:%M:%S; }
 log() { printf '[%s] %s\n' "$(ts)" "$*" >&2; }
 die() { printf '[%s] ERROR: %s\n' "$(ts)" "$*" >&2; exit 1; }
 
-for v in DURATION CONNS ROUNDS GZIP_LEVEL; do
+for v in DURATION CONNS ROUNDS; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 (( DURATION >= 1 && DURATION <= 600 && CONNS >= 1 && ROUNDS >= 1 )) || die "DURATION 1..600, CONNS >= 1, ROUNDS >= 1"
-(( GZIP_LEVEL >= 1 && GZIP_LEVEL <= 9 )) || die "GZIP_LEVEL must be 1..9"
+read -r -a LEVELS <<<"$GZIP_LEVELS"
+(( ${#LEVELS[@]} >= 1 )) || die "GZIP_LEVELS is empty"
+for l in "${LEVELS[@]}"; do [[ $l =~ ^[1-9]$ ]] || die "GZIP_LEVELS: each 1..9 (got '$l')"; done
 export PATH="$PATH:/usr/sbin:/sbin"
 for t in nginx wrk curl python3 taskset; do command -v "$t" >/dev/null || die "'$t' not found"; done
 [[ -x $BIN ]] || die "no healgate binary at $BIN (cargo build --release, or BIN=...)"
@@ -55,7 +56,7 @@ case $SCHED in
 esac
 if (( $(nproc) >= 2 )); then SERVER_CPU=0; CLIENT_CPU=1; else SERVER_CPU=0; CLIENT_CPU=0; fi
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $BACKEND_PORT $NGINX_PORT; do port_in_use "$p" && die "port $p is in use (a previous run still alive?)"; done
+for p in $BACKEND_PORT $(for l in "${LEVELS[@]}"; do echo $((19210 + l)); done); do port_in_use "$p" && die "port $p is in use (a previous run still alive?)"; done
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/compressbench.XXXXXX")
 chmod 755 "$T"
@@ -73,7 +74,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- the body and configs
-mkdir -p "$T/www" "$T/backend" "$T/nginx" "$T/gw"
+mkdir -p "$T/www" "$T/backend"
 cat /usr/share/common-licenses/GPL-3 /usr/share/common-licenses/LGPL-2.1 /usr/share/common-licenses/Apache-2.0 \
   | head -c 65536 >"$T/www/text"
 BODY=$(stat -c %s "$T/www/text")
@@ -110,15 +111,16 @@ $(nginx_temp "$T/backend")
     }
 }
 EOF
-cat >"$T/nginx/nginx.conf" <<EOF
-$(nginx_common "$T/nginx")
+nginx_proxy() {  # nginx_proxy <dir> <port> <gzip level>
+  cat >"$1/nginx.conf" <<EOF
+$(nginx_common "$1")
 http {
-$(nginx_temp "$T/nginx")
+$(nginx_temp "$1")
     access_log off;
     keepalive_timeout 600s;
     keepalive_requests 100000000;
     gzip on;
-    gzip_comp_level $GZIP_LEVEL;
+    gzip_comp_level $3;
     gzip_types text/plain;
     gzip_min_length 1024;
     gzip_proxied any;
@@ -130,7 +132,7 @@ $(nginx_temp "$T/nginx")
         keepalive_timeout 600s;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        listen 127.0.0.1:$2 backlog=4096;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -142,16 +144,19 @@ $(nginx_temp "$T/nginx")
     }
 }
 EOF
-cat >"$T/gw/healgate.toml" <<EOF
+}
+healgate_config() {  # healgate_config <dir> <gzip level>
+  cat >"$1/healgate.toml" <<EOF
 [gateway]
 listen = ["127.0.0.1:0"]
-data_dir = "$T/gw/data"
+data_dir = "$1/data"
 workers = 1
 access_log = false
 
 [gateway.compression]
 types = ["text/*"]
 min_size = "1KiB"
+levels = { gzip = $2 }
 
 [admin]
 listen = "127.0.0.1:0"
@@ -162,43 +167,51 @@ servers = ["127.0.0.1:$BACKEND_PORT"]
 routes = ["/"]
 EOF
 
+}
+
 # ---------------------------------------------------------------- start
-start() {  # start <logfile> cmd... : pinned to the servers' CPU; prints the pid
+start() {  # start <logfile> cmd... : in the background, pinned to the servers' CPU; its pid joins PIDS
   taskset -c "$SERVER_CPU" "${PRIO[@]}" "${@:2}" >"$1" 2>&1 </dev/null &
   PIDS+=($!)
 }
 NGINX=$(command -v nginx)
-for d in backend nginx; do
-  "$NGINX" -t -q -e "$T/$d/error.log" -p "$T/$d" -c "$T/$d/nginx.conf" || die "$d: nginx config invalid"
-done
+"$NGINX" -t -q -e "$T/backend/error.log" -p "$T/backend" -c "$T/backend/nginx.conf" || die "backend: nginx config invalid"
 start "$T/backend/out" "$NGINX" -e "$T/backend/error.log" -p "$T/backend" -c "$T/backend/nginx.conf"
 BACKEND_PID=${PIDS[-1]}
-start "$T/nginx/out" "$NGINX" -e "$T/nginx/error.log" -p "$T/nginx" -c "$T/nginx/nginx.conf"
-NGINX_PID=${PIDS[-1]}
-HEALGATE_LOG=warn start "$T/gw/out" "$BIN" run -c "$T/gw/healgate.toml"
-GW_PID=${PIDS[-1]}
-GW_PORT=""
-for _ in $(seq 100); do
-  GW_PORT=$(sed -n 's|^healgate: proxy listening on http://127.0.0.1:||p' "$T/gw/out" | head -1)
-  [[ -n $GW_PORT ]] && break
-  kill -0 "$GW_PID" 2>/dev/null || die "healgate exited: $(tail -5 "$T/gw/out")"
-  sleep 0.1
+declare -A PORT=() PID=()
+for l in "${LEVELS[@]}"; do
+  d=$T/nginx-$l; mkdir -p "$d"; nginx_proxy "$d" $((19210 + l)) "$l"
+  "$NGINX" -t -q -e "$d/error.log" -p "$d" -c "$d/nginx.conf" || die "nginx-$l: config invalid"
+  start "$d/out" "$NGINX" -e "$d/error.log" -p "$d" -c "$d/nginx.conf"
+  PID[nginx-$l]=${PIDS[-1]}; PORT[nginx-$l]=$((19210 + l))
+  d=$T/healgate-$l; mkdir -p "$d"; healgate_config "$d" "$l"
+  HEALGATE_LOG=warn start "$d/out" "$BIN" run -c "$d/healgate.toml"
+  PID[healgate-$l]=${PIDS[-1]}
+  port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's|^healgate: proxy listening on http://127.0.0.1:||p' "$d/out" | head -1)
+    [[ -n $port ]] && break
+    kill -0 "${PID[healgate-$l]}" 2>/dev/null || die "healgate exited: $(tail -5 "$d/out")"
+    sleep 0.1
+  done
+  [[ -n $port ]] || die "healgate did not say where it listens"
+  PORT[healgate-$l]=$port
 done
-[[ -n $GW_PORT ]] || die "healgate did not say where it listens"
-declare -A PORT=([nginx]=$NGINX_PORT [healgate]=$GW_PORT)
-declare -A PID=([nginx]=$NGINX_PID [healgate]=$GW_PID)
-for p in $BACKEND_PORT $NGINX_PORT $GW_PORT; do
+for t in backend "${!PORT[@]}"; do
+  p=${PORT[$t]:-$BACKEND_PORT}
   for _ in $(seq 100); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/text") == 200 ]] && break
     sleep 0.1
   done
 done
-log "backend :$BACKEND_PORT (pid $BACKEND_PID), nginx :$NGINX_PORT (pid $NGINX_PID), healgate :$GW_PORT (pid $GW_PID), servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
+log "backend :$BACKEND_PORT (pid $BACKEND_PID); $(for t in "${!PORT[@]}"; do printf '%s :%s (pid %s) ' "$t" "${PORT[$t]}" "${PID[$t]}"; done); servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU"
 
 # ---------------------------------------------------------------- check the bodies
 # Each case's answer decodes to the body; its encoded size.
 declare -A SIZE=()
-CASES=("nginx gzip" "healgate gzip" "healgate br" "healgate zstd" "nginx identity" "healgate identity")
+CASES=()
+for l in "${LEVELS[@]}"; do CASES+=("nginx-$l gzip" "healgate-$l gzip"); done
+CASES+=("healgate-${LEVELS[0]} br" "healgate-${LEVELS[0]} zstd" "nginx-${LEVELS[0]} identity" "healgate-${LEVELS[0]} identity")
 for c in "${CASES[@]}"; do
   read -r target coding <<<"$c"
   hdr=(); [[ $coding != identity ]] && hdr=(-H "Accept-Encoding: $coding")
@@ -263,7 +276,7 @@ done
 
 # ---------------------------------------------------------------- report
 {
-  echo "HZ=$HZ DURATION=$DURATION BODY=$BODY GZIP_LEVEL=$GZIP_LEVEL"
+  echo "HZ=$HZ DURATION=$DURATION BODY=$BODY"
   for c in "${CASES[@]}"; do echo "CASE ${c// /:} ${SIZE[$c]} ${RESULTS[$c]}"; done
 } | python3 -c '
 import sys, statistics
@@ -282,19 +295,29 @@ for l in lines[1:]:
     rows[case] = (int(size), [statistics.median(x) for x in zip(*per)])
 print(f"| case | req/s | proxy CPU µs/req | proxy CPU ms per MiB served | compression ms per MiB (minus identity) | encoded bytes | ratio |")
 print("|---|--:|--:|--:|--:|--:|--:|")
+base = {}
 for case, (size, (rps, us, ms)) in rows.items():
-    target = case.split(":")[0]
-    base = rows[target + ":identity"][1][2]
-    comp = "-" if case.endswith("identity") else f"{ms - base:.2f}"
+    if case.endswith(":identity"):
+        base[case.split("-")[0]] = ms
+for case, (size, (rps, us, ms)) in rows.items():
+    server = case.split("-")[0]
+    comp = "-" if case.endswith("identity") else f"{ms - base[server]:.2f}"
     name = case.replace(":", " ")
     print(f"| {name} | {rps:,.0f} | {us:.1f} | {ms:.2f} | {comp} | {size:,} | {body / size:.2f} |")
-n, h = rows["nginx:gzip"], rows["healgate:gzip"]
-nb, hb = rows["nginx:identity"][1][2], rows["healgate:identity"][1][2]
-print(f"RATIO gzip cpu_per_mib healgate/nginx = {h[1][2] / n[1][2]:.2f}")
-print(f"RATIO gzip compression_cpu_per_mib healgate/nginx = {(h[1][2] - hb) / (n[1][2] - nb):.2f}")
-print(f"RATIO gzip req_per_s healgate/nginx = {h[1][0] / n[1][0]:.2f}")
-print(f"RATIO gzip encoded_size healgate/nginx = {h[0] / n[0]:.3f}")
+first = None
+for case in rows:
+    if not case.startswith("nginx-") or not case.endswith(":gzip"):
+        continue
+    level = case.split("-")[1].split(":")[0]
+    first = first or level
+    n, h = rows[case], rows[f"healgate-{level}:gzip"]
+    nb, hb = base["nginx"], base["healgate"]
+    print(f"RATIO gzip-{level} cpu_per_mib healgate/nginx = {h[1][2] / n[1][2]:.2f}")
+    print(f"RATIO gzip-{level} compression_cpu_per_mib healgate/nginx = {(h[1][2] - hb) / (n[1][2] - nb):.2f}")
+    print(f"RATIO gzip-{level} req_per_s healgate/nginx = {h[1][0] / n[1][0]:.2f}")
+    print(f"RATIO gzip-{level} encoded_size healgate/nginx = {h[0] / n[0]:.3f}")
+n = rows[f"nginx-{first}:gzip"]
 for c in ("br", "zstd"):
-    x = rows["healgate:" + c]
-    print(f"RATIO {c} cpu_per_mib healgate_{c}/nginx_gzip = {x[1][2] / n[1][2]:.2f}  (size {x[0] / n[0]:.3f} of nginx gzip)")
+    x = rows[f"healgate-{first}:{c}"]
+    print(f"RATIO {c} cpu_per_mib healgate_{c}/nginx_gzip-{first} = {x[1][2] / n[1][2]:.2f}  (size {x[0] / n[0]:.3f} of nginx gzip-{first})")
 '
