@@ -20,18 +20,18 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// The client's response from the upstream's head; the body follows as it comes. A
+/// The client's response from the upstream's head; the body follows as it comes,
+/// compressed when `[gateway.compression]` and the request (`asked`) allow it. A
 /// `101` to an upgrade request (`client_upgrade`) hands both connections to a
 /// [`Tunnel`].
 pub fn respond(
-    rec: Record,
+    mut rec: Record,
     head: Head,
     lease: Lease,
     conn: Connection,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     asked: Asked,
 ) -> Response<ProxyBody> {
-    let mut rec = rec;
     let switch = head.is_upgrade();
     let mut tunnel_ends = None;
     let body = match (switch, client_upgrade) {
