@@ -275,6 +275,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ---------------------------------------------------------------- report
+for t in "${!PID[@]}"; do
+  hwm=0
+  for p in $(pgrep -P "${PID[$t]}") "${PID[$t]}"; do
+    k=$(awk '/^VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    (( k > hwm )) && hwm=$k
+  done
+  echo "PEAK_RSS $t $((hwm / 1024)) MiB (largest process of its tree, VmHWM)"
+done | sort
 {
   echo "HZ=$HZ DURATION=$DURATION BODY=$BODY"
   for c in "${CASES[@]}"; do echo "CASE ${c// /:} ${SIZE[$c]} ${RESULTS[$c]}"; done
