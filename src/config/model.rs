@@ -124,6 +124,32 @@ pub struct Compression {
     /// The codings offered, best first (on equal q-values the first wins). Default
     /// zstd, br, gzip.
     pub algorithms: Vec<Coding>,
+    /// Each coding's level.
+    pub levels: Levels,
+}
+
+/// `[gateway.compression] levels`: how hard each coding works on answers made on the
+/// fly (CPU per byte against size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Levels {
+    /// zlib's scale, 1-9. Default 5 (nginx's `gzip_comp_level` defaults to 1, zlib's
+    /// own default is 6).
+    pub gzip: u32,
+    /// brotli's quality, 0-11. Default 4 (about gzip 9's size at about gzip 5's cost;
+    /// 11 is for files compressed once, ahead of time).
+    pub br: u32,
+    /// zstd's level, 1-19. Default 3 (its own default).
+    pub zstd: u32,
+}
+
+impl Default for Levels {
+    fn default() -> Self {
+        Levels {
+            gzip: 5,
+            br: 4,
+            zstd: 3,
+        }
+    }
 }
 
 /// A content coding the gateway can produce.
@@ -158,6 +184,7 @@ impl Default for Compression {
             .to_vec(),
             min_size: 1024,
             algorithms: vec![Coding::Zstd, Coding::Brotli, Coding::Gzip],
+            levels: Levels::default(),
         }
     }
 }

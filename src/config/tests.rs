@@ -827,3 +827,64 @@ fn upstream_and_app_keys_are_listed_when_one_is_misspelt() {
         r#"unknown key "protocl" (did you mean "protocol"?); allowed: name, command, cwd, env, instances, host, strip_prefix, routes, max_concurrency, protocol, queue, health, startup_timeout, shutdown_grace, retry, autoheal, autoscale, max_instances"#
     );
 }
+
+#[test]
+fn compression_takes_types_sizes_codings_and_levels() {
+    let c = ok("[gateway.compression]\n")
+        .config
+        .gateway
+        .compression
+        .expect("an empty section turns it on");
+    assert_eq!(c, Compression::default());
+    assert_eq!(
+        c.levels,
+        Levels {
+            gzip: 5,
+            br: 4,
+            zstd: 3
+        }
+    );
+    let c = ok(r#"
+[gateway.compression]
+types = ["Text/HTML", "application/*"]
+min_size = "4KiB"
+algorithms = ["gzip", "br"]
+levels = { gzip = 1, zstd = 19 }
+"#)
+    .config
+    .gateway
+    .compression
+    .unwrap();
+    assert_eq!(c.types, ["text/html", "application/*"]);
+    assert_eq!(c.min_size, 4096);
+    assert_eq!(c.algorithms, [Coding::Gzip, Coding::Brotli]);
+    assert_eq!(
+        c.levels,
+        Levels {
+            gzip: 1,
+            br: 4,
+            zstd: 19
+        }
+    );
+    assert_eq!(ok("").config.gateway.compression, None);
+    assert_eq!(
+        only_error("[gateway.compression]\nlevels = { gzip = 10 }\n"),
+        (
+            "gateway.compression.levels.gzip".to_string(),
+            "expected an integer from 1 to 9, found 10".to_string()
+        )
+    );
+    assert_eq!(
+        only_error("[gateway.compression]\nlevels = { brotli = 5 }\n"),
+        (
+            "gateway.compression.levels.brotli".to_string(),
+            r#"unknown key "brotli"; allowed: gzip, br, zstd"#.to_string()
+        )
+    );
+    let (path, message) = only_error("[gateway.compression]\nlevel = 5\n");
+    assert_eq!(path, "gateway.compression.level");
+    assert!(
+        message.ends_with("allowed: types, min_size, algorithms, levels"),
+        "{message}"
+    );
+}

@@ -35,6 +35,10 @@ pub struct AccessRecord {
     pub error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+    /// The content coding the gateway compressed the body with (`gzip`, `br`, `zstd`);
+    /// `bytes` then counts the compressed bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coding: Option<&'static str>,
     /// Every attempt of a request that took more than one, in order: the peer and
     /// how it ended (a Proxy-Status type, or the status it answered).
     #[serde(skip_serializing_if = "Vec::is_empty")]

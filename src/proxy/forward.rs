@@ -79,6 +79,13 @@ pub async fn handle(
     let upgrade = headers::upgrade_request(req.version(), req.headers())
         .map(|proto| (proto, hyper::upgrade::on(&mut req)));
     let protocol = upgrade.as_ref().map(|u| &u.0);
+    // What the client's Accept-Encoding allows the response (the respond phase's
+    // compress step), read before the request is taken apart.
+    let asked = gw
+        .compression
+        .as_ref()
+        .map(|p| p.asked(req.method(), req.headers()))
+        .unwrap_or_default();
     let prepared = prepare(
         &gw,
         req,
@@ -96,7 +103,7 @@ pub async fn handle(
     // pick peer → connect → send → receive, retried while safe
     match exchange(&gw, &mut rec, &pool, &mut prepared, upgrade.is_some()).await {
         // respond; the log phase runs when the body ends
-        Ok((reply, lease)) => respond(rec, reply, lease, upgrade.map(|u| u.1), client_h1),
+        Ok((reply, lease)) => respond(rec, reply, lease, upgrade.map(|u| u.1), client_h1, asked),
         Err(e) => answer::error(rec, Some(&prepared.parts.headers), e),
     }
 }

@@ -35,6 +35,9 @@ pub struct Record {
     pub attempts: u32,
     /// The failed attempts before the last one: the peer and why.
     pub failed: Vec<(Arc<str>, Cause)>,
+    /// The content coding the gateway compressed the response with (`gzip`, `br`,
+    /// `zstd`).
+    pub coding: Option<&'static str>,
     /// The routed app's meter (counted in flight from routing to the end).
     meter: Option<Arc<AppMeter>>,
     /// The TLS version and ALPN of the client's connection, over HTTPS.
@@ -77,6 +80,7 @@ impl Record {
             upstream: None,
             attempts: 0,
             failed: Vec::new(),
+            coding: None,
             meter: None,
             tls: None,
             unfinished: (
@@ -103,6 +107,7 @@ impl Record {
             upstream: None,
             attempts: 0,
             failed: Vec::new(),
+            coding: None,
             meter: None,
             tls: None,
             unfinished: (0, Source::Gateway, "the request was never answered"),
@@ -177,6 +182,7 @@ impl Record {
             source: end.source,
             error: end.error.map(Cause::proxy_status),
             details: end.details,
+            coding: self.coding,
             tried: self.tried(end.status, end.source),
             tls: self.tls.map(|t| t.version),
             alpn: self.tls.and_then(|t| t.alpn),

@@ -8,6 +8,7 @@
 pub mod accept;
 pub mod answer;
 pub mod client;
+pub mod compress;
 pub mod forward;
 pub mod headers;
 pub mod heads;
@@ -68,6 +69,8 @@ pub struct Gateway {
     pub health_paths: Vec<String>,
     /// Failed TLS handshakes by reason (`healgate_tls_handshake_failures_total`).
     pub handshake_failures: Arc<crate::observe::metrics::Tally>,
+    /// `[gateway.compression]`; `None`: responses pass as they are.
+    pub compression: Option<compress::Policy>,
 }
 
 impl Gateway {
@@ -145,6 +148,7 @@ impl Gateway {
             https_port: Default::default(),
             health_paths,
             handshake_failures: metrics.handshake_failures.clone(),
+            compression: g.compression.as_ref().map(compress::Policy::new),
         })
     }
 

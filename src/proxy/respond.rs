@@ -9,6 +9,7 @@
 //! names them in `Trailer` (hyper's rule); a gRPC response from an h2 peer that names
 //! none is given `Trailer: grpc-status, grpc-message, grpc-status-details-bin`.
 
+use super::compress::{Asked, Encoding};
 use super::headers::{self, X_REQUEST_ID};
 use super::log::{End, Record};
 use super::tunnel::Tunnel;
@@ -35,7 +36,8 @@ pub enum Reply {
     H2(Response<Incoming>, StreamSlot),
 }
 
-/// The client's response from the upstream's; the body follows as it comes.
+/// The client's response from the upstream's; the body follows as it comes,
+/// compressed when `[gateway.compression]` and the request (`asked`) allow it.
 /// `client_h1`: the client speaks HTTP/1.1 (for trailers).
 pub fn respond(
     rec: Record,
@@ -43,11 +45,29 @@ pub fn respond(
     lease: Lease,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     client_h1: bool,
+    asked: Asked,
 ) -> Response<ProxyBody> {
     match reply {
-        Reply::H1(head, conn) => respond_h1(rec, head, lease, conn, client_upgrade),
-        Reply::H2(res, slot) => respond_h2(rec, res, slot, lease, client_h1),
+        Reply::H1(head, conn) => respond_h1(rec, head, lease, conn, client_upgrade, asked),
+        Reply::H2(res, slot) => respond_h2(rec, res, slot, lease, client_h1, asked),
     }
+}
+
+/// The compress step, when configured and the client asked: the encoder, and the
+/// response's headers changed to say so (the record notes the coding).
+fn encoding(
+    rec: &mut Record,
+    asked: Asked,
+    parts: &mut http::response::Parts,
+) -> Option<Box<Encoding>> {
+    rec.gw
+        .compression
+        .as_ref()
+        .and_then(|p| p.respond(asked, parts.status, &mut parts.headers))
+        .map(|(coding, e)| {
+            rec.coding = Some(coding.token());
+            Box::new(e)
+        })
 }
 
 /// `Trailer` for a gRPC response to an HTTP/1.1 client: the fields gRPC ends with.
@@ -55,11 +75,12 @@ const GRPC_TRAILERS: &str = "grpc-status, grpc-message, grpc-status-details-bin"
 
 /// An HTTP/2 peer's response: no keep-alive to learn, no upgrade.
 fn respond_h2(
-    rec: Record,
+    mut rec: Record,
     res: Response<Incoming>,
     slot: StreamSlot,
     lease: Lease,
     client_h1: bool,
+    asked: Asked,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = res.into_parts();
     parts.version = http::Version::HTTP_11;
@@ -78,6 +99,7 @@ fn respond_h2(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), rec.request_id.clone());
+    let encoding = encoding(&mut rec, asked, &mut parts);
     let done = Box::new(Completion {
         status: parts.status.as_u16(),
         lease,
@@ -91,6 +113,7 @@ fn respond_h2(
             inner: Inner::H2(body, Some(slot)),
             done: Some(done),
             failed: None,
+            encoding,
         },
     )
 }
@@ -98,11 +121,12 @@ fn respond_h2(
 /// An HTTP/1.1 peer's response. A `101` to an upgrade request (`client_upgrade`)
 /// hands both connections to a [`Tunnel`].
 fn respond_h1(
-    rec: Record,
+    mut rec: Record,
     head: Head,
     lease: Lease,
     conn: Connection,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    asked: Asked,
 ) -> Response<ProxyBody> {
     let switch = head.is_upgrade();
     let mut tunnel_ends = None;
@@ -139,6 +163,7 @@ fn respond_h1(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), rec.request_id.clone());
+    let encoding = encoding(&mut rec, asked, &mut parts);
     let done = Box::new(Completion {
         status: parts.status.as_u16(),
         lease,
@@ -169,6 +194,7 @@ fn respond_h1(
             inner: Inner::H1(body),
             done,
             failed: None,
+            encoding,
         },
     )
 }
@@ -233,6 +259,8 @@ pub enum ProxyBody {
         done: Option<Box<Completion>>,
         /// The upstream failed mid-body; passed on at the next poll (see `poll_frame`).
         failed: Option<std::io::Error>,
+        /// Compressing for the client ([`super::compress`]).
+        encoding: Option<Box<Encoding>>,
     },
     Local(Full<Bytes>),
 }
@@ -334,40 +362,64 @@ impl Body for ProxyBody {
                 inner,
                 done,
                 failed,
-            } => match inner.poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let (Some(d), Some(data)) = (done.as_mut(), frame.data_ref()) {
-                        d.bytes += data.len() as u64;
-                    }
-                    if inner.is_end_stream() {
-                        if let Some(d) = done.take() {
-                            d.finish(BodyEnd::Complete, inner.take_reusable());
-                        }
-                    }
-                    Poll::Ready(Some(Ok(frame)))
+                encoding,
+            } => loop {
+                if let Some(trailers) = encoding.as_mut().and_then(|e| e.held.take()) {
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
-                Poll::Ready(None) => {
+                let frame = match inner.poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => Some(frame),
+                    Poll::Ready(None) => None,
+                    Poll::Ready(Some(Err(e))) => {
+                        if let Some(d) = done.take() {
+                            let id = d.lease.peer.id.clone();
+                            d.finish(
+                                BodyEnd::UpstreamFailed(format!("{id}: response body failed: {e}")),
+                                None,
+                            );
+                        }
+                        // Not at once: hyper would drop the response head and the data it
+                        // still buffers. A `Pending` first makes it flush them, so the
+                        // client sees a response cut short, not an empty reply.
+                        *failed = Some(e);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Poll::Pending => {
+                        // Nothing more ready upstream: what was encoded goes out now.
+                        let flushed = match encoding.as_mut().map(|e| e.flush()) {
+                            Some(Ok(Some(data))) => Frame::data(data),
+                            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                            _ => return Poll::Pending,
+                        };
+                        if let (Some(d), Some(data)) = (done.as_mut(), flushed.data_ref()) {
+                            d.bytes += data.len() as u64;
+                        }
+                        return Poll::Ready(Some(Ok(flushed)));
+                    }
+                };
+                let end = frame.is_none() || inner.is_end_stream();
+                let frame = match encoding.as_mut() {
+                    None => frame,
+                    Some(e) => match encode(e, frame, end) {
+                        Ok(Encoded::Frame(f)) => Some(f),
+                        // Not enough to send yet: read on.
+                        Ok(Encoded::Nothing) => continue,
+                        Ok(Encoded::End) => None,
+                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                    },
+                };
+                if let (Some(d), Some(data)) =
+                    (done.as_mut(), frame.as_ref().and_then(|f| f.data_ref()))
+                {
+                    d.bytes += data.len() as u64;
+                }
+                if end {
                     if let Some(d) = done.take() {
                         d.finish(BodyEnd::Complete, inner.take_reusable());
                     }
-                    Poll::Ready(None)
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    if let Some(d) = done.take() {
-                        let id = d.lease.peer.id.clone();
-                        d.finish(
-                            BodyEnd::UpstreamFailed(format!("{id}: response body failed: {e}")),
-                            None,
-                        );
-                    }
-                    // Not at once: hyper would drop the response head and the data it
-                    // still buffers. A `Pending` first makes it flush them, so the
-                    // client sees a response cut short, not an empty reply.
-                    *failed = Some(e);
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-                Poll::Pending => Poll::Pending,
+                return Poll::Ready(frame.map(Ok));
             },
         }
     }
@@ -375,16 +427,71 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Local(f) => f.is_end_stream(),
-            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Upstream {
+                inner,
+                encoding: None,
+                ..
+            } => inner.is_end_stream(),
+            ProxyBody::Upstream {
+                inner,
+                encoding: Some(e),
+                ..
+            } => inner.is_end_stream() && e.finished && e.held.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Local(f) => f.size_hint(),
-            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+            ProxyBody::Upstream {
+                inner,
+                encoding: None,
+                ..
+            } => inner.size_hint(),
+            // Not known until it is encoded.
+            ProxyBody::Upstream { .. } => SizeHint::default(),
         }
     }
+}
+
+/// What an upstream frame became for the client.
+enum Encoded {
+    Frame(Frame<Bytes>),
+    /// Nothing to send yet.
+    Nothing,
+    /// The stream is over, every byte sent.
+    End,
+}
+
+/// One upstream frame (`None`: the body ended) through the encoder; `end`: it is the
+/// last. Trailers wait behind the encoder's last bytes.
+fn encode(e: &mut Encoding, frame: Option<Frame<Bytes>>, end: bool) -> std::io::Result<Encoded> {
+    let mut out = None;
+    if let Some(frame) = frame {
+        match frame.into_data() {
+            Ok(data) => out = e.data(&data)?,
+            Err(frame) => e.held = frame.into_trailers().ok(),
+        }
+    }
+    if end || e.held.is_some() {
+        let tail = e.finish()?;
+        out = match (out, tail) {
+            (Some(a), Some(b)) => {
+                let mut all = bytes::BytesMut::from(&a[..]);
+                all.extend_from_slice(&b);
+                Some(all.freeze())
+            }
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(match out {
+        Some(data) => Encoded::Frame(Frame::data(data)),
+        None if end && e.held.is_none() => Encoded::End,
+        None => match e.held.take() {
+            Some(t) => Encoded::Frame(Frame::trailers(t)),
+            None => Encoded::Nothing,
+        },
+    })
 }
 
 impl Drop for ProxyBody {

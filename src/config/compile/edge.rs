@@ -278,6 +278,26 @@ pub(super) fn compression(cx: &mut Ctx, mut t: TableReader) -> Compression {
             Some(out)
         }),
     );
+    if let Some(levels) = t.get(cx, "levels", levels) {
+        c.levels = levels;
+    }
     t.finish(cx);
     c
+}
+
+/// `levels = { gzip = 5, br = 4, zstd = 3 }`: any of them, the rest default.
+fn levels(f: &Field, cx: &mut Ctx) -> Option<Levels> {
+    let mut t = f.table(cx)?;
+    let mut l = Levels::default();
+    let level = |t: &mut TableReader, cx: &mut Ctx, key, max, to: &mut u32| {
+        let min = if key == "br" { 0 } else { 1 };
+        if let Some(n) = t.get(cx, key, |f, cx| f.int(cx, min, max)) {
+            *to = n as u32;
+        }
+    };
+    level(&mut t, cx, "gzip", 9, &mut l.gzip);
+    level(&mut t, cx, "br", 11, &mut l.br);
+    level(&mut t, cx, "zstd", 19, &mut l.zstd);
+    t.finish(cx);
+    Some(l)
 }
