@@ -375,3 +375,40 @@ fn a_streaming_upstreams_first_bytes_arrive_compressed_before_it_finishes() {
         assert!(all == original, "{coding}: whole body differs");
     }
 }
+
+#[test]
+fn an_http2_client_gets_it_compressed_too() {
+    let up = upstream(Arc::new(Notify::new()));
+    let gw = gateway(&up);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (version, headers, body) = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(tcp),
+            )
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{}/text", gw.addr))
+            .header("accept-encoding", "gzip;q=0.5, zstd")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .unwrap()
+            .to_bytes();
+        (parts.version, parts.headers, body)
+    });
+    assert_eq!(version, http::Version::HTTP_2);
+    assert_eq!(headers["content-encoding"], "zstd");
+    assert!(!headers.contains_key("content-length"));
+    assert_eq!(headers["vary"], "Accept-Encoding");
+    assert!(decode("zstd", &body, false).unwrap() == text());
+}

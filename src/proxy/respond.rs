@@ -282,6 +282,9 @@ enum BodyEnd {
     UpstreamFailed(String),
     /// The client went away before the end.
     ClientGone,
+    /// Compressing failed (the gateway's own failure: the peer is not blamed and its
+    /// connection is not reused, the body was not read to its end).
+    EncodeFailed(String),
 }
 
 impl Completion {
@@ -312,7 +315,7 @@ impl Completion {
                     ProxyError::new(Cause::ConnectionTerminated, why.clone()).sent(Sent::Response);
                 pool.record_failure(peer, &err);
             }
-            BodyEnd::ClientGone => {}
+            BodyEnd::ClientGone | BodyEnd::EncodeFailed(_) => {}
         }
     }
 
@@ -322,7 +325,9 @@ impl Completion {
         let Some(rec) = self.rec.take() else { return };
         let (error, details) = match end {
             BodyEnd::Complete => (None, None),
-            BodyEnd::UpstreamFailed(why) => (Some(Cause::ResponseIncomplete), Some(why)),
+            BodyEnd::UpstreamFailed(why) | BodyEnd::EncodeFailed(why) => {
+                (Some(Cause::ResponseIncomplete), Some(why))
+            }
             BodyEnd::ClientGone => (
                 None,
                 Some("client closed the connection before the response ended".into()),
@@ -389,7 +394,10 @@ impl Body for ProxyBody {
                         // Nothing more ready upstream: what was encoded goes out now.
                         let flushed = match encoding.as_mut().map(|e| e.flush()) {
                             Some(Ok(Some(data))) => Frame::data(data),
-                            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                            Some(Err(e)) => {
+                                encode_failed(done, failed, e, cx);
+                                return Poll::Pending;
+                            }
                             _ => return Poll::Pending,
                         };
                         if let (Some(d), Some(data)) = (done.as_mut(), flushed.data_ref()) {
@@ -406,7 +414,10 @@ impl Body for ProxyBody {
                         // Not enough to send yet: read on.
                         Ok(Encoded::Nothing) => continue,
                         Ok(Encoded::End) => None,
-                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                        Err(e) => {
+                            encode_failed(done, failed, e, cx);
+                            return Poll::Pending;
+                        }
                     },
                 };
                 if let (Some(d), Some(data)) =
@@ -452,6 +463,25 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { .. } => SizeHint::default(),
         }
     }
+}
+
+/// Compressing failed: the record ends with `http_response_incomplete`, and the error
+/// is passed on at the next poll (the caller returns `Pending` first, as for an
+/// upstream failure, so hyper sends what it holds).
+fn encode_failed(
+    done: &mut Option<Box<Completion>>,
+    failed: &mut Option<std::io::Error>,
+    e: std::io::Error,
+    cx: &mut Context<'_>,
+) {
+    if let Some(d) = done.take() {
+        d.finish(
+            BodyEnd::EncodeFailed(format!("compressing the response failed: {e}")),
+            None,
+        );
+    }
+    *failed = Some(e);
+    cx.waker().wake_by_ref();
 }
 
 /// What an upstream frame became for the client.
