@@ -60,6 +60,13 @@ pub async fn handle(
     if let Err(e) = accept::check(&gw, &req) {
         return answer::error(rec, Some(req.headers()), e);
     }
+    // ACME HTTP-01 validation, when it is on: answered by the gateway, not routed.
+    if let (true, Some(edge)) = (gw.acme_http01, &gw.edge) {
+        if let Some(token) = accept::acme_token(&req) {
+            let authorization = edge.certs.http01(token);
+            return answer::acme_http01(rec, req.headers(), token, authorization);
+        }
+    }
     if gw.redirect_http && client.tls.is_none() {
         if let Some(location) = https_location(&gw, &req, &rec) {
             return answer::redirect(rec, location);

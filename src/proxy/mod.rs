@@ -68,6 +68,10 @@ pub struct Gateway {
     pub health_paths: Vec<String>,
     /// Failed TLS handshakes by reason (`healgate_tls_handshake_failures_total`).
     pub handshake_failures: Arc<crate::observe::metrics::Tally>,
+    /// ACME validates by HTTP-01: `/.well-known/acme-challenge/` is answered from
+    /// the edge's pending challenges before routing. Off: those paths are routed like
+    /// any other.
+    pub acme_http01: bool,
 }
 
 impl Gateway {
@@ -145,6 +149,11 @@ impl Gateway {
             https_port: Default::default(),
             health_paths,
             handshake_failures: metrics.handshake_failures.clone(),
+            acme_http01: g
+                .tls
+                .as_ref()
+                .and_then(|t| t.acme.as_ref())
+                .is_some_and(|a| a.challenge == crate::config::AcmeChallenge::Http01),
         })
     }
 
