@@ -595,3 +595,42 @@ acme = {{ domains = ["{DOMAIN}"], directory = "https://127.0.0.1:1/dir", ca = "{
     let r = common::get(gw.addr, "/.well-known/other", &[]);
     assert_eq!(r.text(), "from the app");
 }
+
+#[test]
+fn a_stored_certificate_is_served_after_a_restart_without_the_acme_server() {
+    let Some(ns) = namespace() else { return };
+    let dir = TempDir::new("acme-restart");
+    let ca = pebble_pki(dir.path());
+    let dns = dns(&ns);
+    let base = dir.path().to_owned();
+    // Valid for an hour: nothing to renew during the test.
+    let pebble = Pebble::start(&ns, &base, &dns, 3600);
+    let config = acme_config(&ca, "http-01");
+    let mut gw = Gateway::start_wrapped(dir, &config, &[], &ns.exec());
+    let first = eventually(Duration::from_secs(60), || {
+        gw.events("acme_certificate_obtained").into_iter().next()
+    })
+    .unwrap_or_else(|| panic!("no certificate; stderr:\n{}", gw.stderr()));
+    let root = pebble.root(&ns, &ca);
+    drop(pebble);
+
+    // Restarted with the ACME server gone: the stored certificate is served, no order.
+    gw.terminate();
+    let dir = std::mem::replace(&mut gw.dir, TempDir::new("spare"));
+    drop(gw);
+    let gw = Gateway::start_wrapped(dir, &config, &[], &ns.exec());
+    let loaded = eventually(Duration::from_secs(10), || {
+        gw.events("acme_certificate_loaded").into_iter().next()
+    })
+    .unwrap_or_else(|| panic!("not loaded; stderr:\n{}", gw.stderr()));
+    assert_eq!(loaded["serial"], first["serial"]);
+    assert_eq!(served_serial(&ns, &root), first["serial"].as_str().unwrap());
+    // The renewal is scheduled for later; no order, no new account.
+    eventually(Duration::from_secs(5), || {
+        (gw.events("acme_renewal_scheduled").len() == 2).then_some(())
+    })
+    .expect("a renewal scheduled after the restart");
+    assert_eq!(gw.events("acme_order_started").len(), 1);
+    assert_eq!(gw.events("acme_account_created").len(), 1);
+    assert!(gw.events("acme_failed").is_empty());
+}
