@@ -10,6 +10,10 @@
 //!                                      ▲ retry.rs: another peer, when safe
 //! ```
 //!
+//! Between accept and route the gateway answers two kinds of request itself: ACME
+//! HTTP-01 validation (`answer::acme_http01`, when that challenge is on) and, on plain
+//! listeners with `redirect_http`, the 308 to https (`answer::redirect`).
+//!
 //! Upstream responses pass through as they are (hop-by-hop headers aside, plus
 //! `X-Request-Id`). Every response the gateway makes itself comes from
 //! [`super::answer::error`], so from the one mapping in [`crate::error`]. Every exit
