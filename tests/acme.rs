@@ -200,12 +200,23 @@ impl Pebble {
     /// Start it validating on the gateway's ports, resolving through `dns`, issuing
     /// certificates valid for `validity_s` seconds.
     fn start(ns: &Netns, dir: &Path, dns: &Dns, validity_s: u64) -> Pebble {
+        Pebble::start_validating_on(ns, dir, dns, validity_s, HTTP_PORT)
+    }
+
+    /// [`start`](Self::start), HTTP-01 validated on `http_port`.
+    fn start_validating_on(
+        ns: &Netns,
+        dir: &Path,
+        dns: &Dns,
+        validity_s: u64,
+        http_port: u16,
+    ) -> Pebble {
         let config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{PEBBLE_PORT}"),
             "managementListenAddress": format!("127.0.0.1:{PEBBLE_MANAGEMENT}"),
             "certificate": dir.join("pebble-cert.pem"),
             "privateKey": dir.join("pebble-key.pem"),
-            "httpPort": HTTP_PORT,
+            "httpPort": http_port,
             "tlsPort": TLS_PORT,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
@@ -633,4 +644,49 @@ fn a_stored_certificate_is_served_after_a_restart_without_the_acme_server() {
     assert_eq!(gw.events("acme_order_started").len(), 1);
     assert_eq!(gw.events("acme_account_created").len(), 1);
     assert!(gw.events("acme_failed").is_empty());
+}
+
+#[test]
+fn a_failed_validation_says_why_and_is_retried_with_growing_waits() {
+    let Some(ns) = namespace() else { return };
+    let dir = TempDir::new("acme-invalid");
+    let ca = pebble_pki(dir.path());
+    let dns = dns(&ns);
+    let base = dir.path().to_owned();
+    // Pebble validates HTTP-01 on a port where nothing listens.
+    let pebble = Pebble::start_validating_on(&ns, &base, &dns, 3600, HTTP_PORT + 100);
+    let gw = Gateway::start_wrapped(
+        dir,
+        &acme_config(&ca, "http-01"),
+        &[("HEALGATE_ACME_FIRST_RETRY", "1s")],
+        &ns.exec(),
+    );
+    let failures = eventually(Duration::from_secs(30), || {
+        let f = gw.events("acme_failed");
+        (f.len() >= 2).then_some(f)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no two failures; events:\n{:#?}\npebble:\n{}",
+            gw.jsonl("events.jsonl"),
+            pebble.log_text()
+        )
+    });
+    for f in &failures {
+        assert_eq!(f["step"], "validation", "{f}");
+        // The CA's reason, per challenge.
+        let error = f["error"].as_str().unwrap();
+        assert!(error.contains(DOMAIN) && error.contains("refused"), "{f}");
+    }
+    assert_eq!(failures[0]["retry_in_s"], 1);
+    assert_eq!(failures[1]["retry_in_s"], 2);
+    // Each attempt is a whole new order.
+    assert_eq!(gw.events("acme_order_started").len(), failures.len());
+    assert!(gw.events("acme_certificate_obtained").is_empty());
+    assert!(!gw
+        .data()
+        .join("acme")
+        .join(DOMAIN)
+        .join("cert.pem")
+        .exists());
 }
