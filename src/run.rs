@@ -241,6 +241,7 @@ async fn serve(
             trigger: "start",
             certificates: CertificateSummary::of(&edge.certs.all()),
         });
+        crate::tls::acme::start(cfg, &edge.certs, &events, &stop_rx);
         tokio::spawn(watch_certificates(edge, events.clone(), stop_rx.clone()));
     }
     let serving = tokio::spawn(server::serve(

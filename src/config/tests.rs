@@ -888,3 +888,53 @@ levels = { gzip = 1, zstd = 19 }
         "{message}"
     );
 }
+
+#[test]
+fn acme_names_what_the_ca_cannot_validate() {
+    let cfg = |listen: &str, tls_listen: &str, acme: &str| {
+        format!(
+            "[gateway]\nlisten = [\"{listen}\"]\n[gateway.tls]\nlisten = [\"{tls_listen}\"]\nacme = {{ {acme} }}\n{MINIMAL_APP}"
+        )
+    };
+    // The CA's ports are listened on: nothing to say.
+    let c = ok(&cfg(
+        "0.0.0.0:80",
+        "0.0.0.0:443",
+        r#"domains = ["example.com"]"#,
+    ));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let acme = c.config.gateway.tls.unwrap().acme.unwrap();
+    assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
+    assert_eq!(acme.renew_before, secs(30 * 86400));
+    // TLS-ALPN-01 is validated on 443, HTTP-01 on 80: a warning when neither listens.
+    let c = ok(&cfg(
+        "0.0.0.0:80",
+        "0.0.0.0:8443",
+        r#"domains = ["example.com"]"#,
+    ));
+    assert_eq!(c.warnings.len(), 1);
+    assert_eq!(c.warnings[0].path, "gateway.tls.acme.domains");
+    assert!(
+        c.warnings[0].message.contains("port 443"),
+        "{:?}",
+        c.warnings
+    );
+    let c = ok(&cfg(
+        "0.0.0.0:8080",
+        "0.0.0.0:443",
+        r#"domains = ["example.com"], challenge = "http-01""#,
+    ));
+    assert!(
+        c.warnings[0].message.contains("port 80"),
+        "{:?}",
+        c.warnings
+    );
+    // A wildcard needs DNS-01.
+    let (path, message) = only_error(&cfg(
+        "0.0.0.0:80",
+        "0.0.0.0:443",
+        r#"domains = ["*.example.com"]"#,
+    ));
+    assert_eq!(path, "gateway.tls.acme.domains");
+    assert!(message.contains("DNS-01"), "{message}");
+}

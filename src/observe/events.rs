@@ -264,6 +264,57 @@ pub enum Event {
         trigger: &'static str,
         error: String,
     },
+    /// ACME: a certificate stored by an earlier run is served again (no order).
+    AcmeCertificateLoaded {
+        app: &'static str,
+        names: Vec<String>,
+        not_after: String,
+        serial: String,
+        path: String,
+    },
+    /// ACME: an account was registered with the directory (its key stays in
+    /// `data_dir/acme/`, never in a log).
+    AcmeAccountCreated {
+        app: &'static str,
+        directory: String,
+    },
+    /// ACME: an order for these names was placed, and why.
+    AcmeOrderStarted {
+        app: &'static str,
+        domains: Vec<String>,
+        directory: String,
+        reason: String,
+    },
+    /// ACME: a challenge is answered (`tls-alpn-01` or `http-01`) and the server
+    /// told to validate it.
+    AcmeChallenge {
+        app: &'static str,
+        challenge: &'static str,
+        domain: String,
+    },
+    /// ACME: a certificate was issued, stored and is served now.
+    AcmeCertificateObtained {
+        app: &'static str,
+        names: Vec<String>,
+        not_after: String,
+        serial: String,
+        path: String,
+    },
+    /// ACME: when the served certificate will be renewed.
+    AcmeRenewalScheduled {
+        app: &'static str,
+        names: Vec<String>,
+        not_after: String,
+        renew_at: String,
+        in_s: u64,
+    },
+    /// ACME: a step failed; the whole order is tried again in `retry_in_s`.
+    AcmeFailed {
+        app: &'static str,
+        step: &'static str,
+        error: String,
+        retry_in_s: u64,
+    },
 }
 
 /// One certificate an HTTPS listener serves.
@@ -331,6 +382,13 @@ impl Event {
             Event::AlertResolved { .. } => "alert_resolved",
             Event::CertificatesLoaded { .. } => "certificates_loaded",
             Event::CertificatesRejected { .. } => "certificates_rejected",
+            Event::AcmeCertificateLoaded { .. } => "acme_certificate_loaded",
+            Event::AcmeAccountCreated { .. } => "acme_account_created",
+            Event::AcmeOrderStarted { .. } => "acme_order_started",
+            Event::AcmeChallenge { .. } => "acme_challenge",
+            Event::AcmeCertificateObtained { .. } => "acme_certificate_obtained",
+            Event::AcmeRenewalScheduled { .. } => "acme_renewal_scheduled",
+            Event::AcmeFailed { .. } => "acme_failed",
         }
     }
 }
@@ -351,7 +409,8 @@ impl Event {
             | Event::AutohealSuppressed { .. }
             | Event::IncidentOpened { .. }
             | Event::AlertFired { .. }
-            | Event::CertificatesRejected { .. } => tracing::Level::WARN,
+            | Event::CertificatesRejected { .. }
+            | Event::AcmeFailed { .. } => tracing::Level::WARN,
             _ => tracing::Level::INFO,
         }
     }
@@ -815,6 +874,69 @@ mod tests {
                 },
                 &["trigger", "error"],
             ),
+            (
+                Event::AcmeCertificateLoaded {
+                    app: GATEWAY,
+                    names: vec!["example.com".into()],
+                    not_after: "2027-01-01T00:00:00Z".into(),
+                    serial: "0a1b".into(),
+                    path: "data/acme/example.com/cert.pem".into(),
+                },
+                &["names", "not_after", "serial", "path"],
+            ),
+            (
+                Event::AcmeAccountCreated {
+                    app: GATEWAY,
+                    directory: "https://acme.example/dir".into(),
+                },
+                &["directory"],
+            ),
+            (
+                Event::AcmeOrderStarted {
+                    app: GATEWAY,
+                    domains: vec!["example.com".into()],
+                    directory: "https://acme.example/dir".into(),
+                    reason: "no certificate yet".into(),
+                },
+                &["domains", "directory", "reason"],
+            ),
+            (
+                Event::AcmeChallenge {
+                    app: GATEWAY,
+                    challenge: "http-01",
+                    domain: "example.com".into(),
+                },
+                &["challenge", "domain"],
+            ),
+            (
+                Event::AcmeCertificateObtained {
+                    app: GATEWAY,
+                    names: vec!["example.com".into()],
+                    not_after: "2027-01-01T00:00:00Z".into(),
+                    serial: "0a1b".into(),
+                    path: "data/acme/example.com/cert.pem".into(),
+                },
+                &["names", "not_after", "serial", "path"],
+            ),
+            (
+                Event::AcmeRenewalScheduled {
+                    app: GATEWAY,
+                    names: vec!["example.com".into()],
+                    not_after: "2027-01-01T00:00:00Z".into(),
+                    renew_at: "2026-12-02T00:00:00Z".into(),
+                    in_s: 3600,
+                },
+                &["names", "not_after", "renew_at", "in_s"],
+            ),
+            (
+                Event::AcmeFailed {
+                    app: GATEWAY,
+                    step: "order",
+                    error: "e".into(),
+                    retry_in_s: 60,
+                },
+                &["step", "error", "retry_in_s"],
+            ),
         ]
     }
 
@@ -836,7 +958,7 @@ mod tests {
             assert_eq!(got, want, "{}", event.kind());
             assert!(seen.insert(event.kind()), "{} twice", event.kind());
         }
-        assert_eq!(seen.len(), 28, "a kind without a test case");
+        assert_eq!(seen.len(), 35, "a kind without a test case");
     }
 
     #[test]

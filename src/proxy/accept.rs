@@ -113,3 +113,21 @@ pub fn check<B>(gw: &Gateway, req: &Request<B>) -> Result<(), ProxyError> {
 fn same_authority(host: &HeaderValue, authority: &str) -> bool {
     host.as_bytes().eq_ignore_ascii_case(authority.as_bytes())
 }
+
+/// The token of an ACME HTTP-01 validation request (`GET
+/// /.well-known/acme-challenge/<token>`, RFC 8555 §8.3), if this is one.
+pub fn acme_token<B>(req: &Request<B>) -> Option<&str> {
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+        return None;
+    }
+    let token = req
+        .uri()
+        .path()
+        .strip_prefix(crate::tls::certs::HTTP01_PREFIX)?;
+    // base64url, as the RFC says: nothing that could name another path.
+    (!token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    .then_some(token)
+}

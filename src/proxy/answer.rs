@@ -159,3 +159,35 @@ fn grpc_error(rec: Record, err: ProxyError, details: &str) -> Response<ProxyBody
 
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE_HEADER: HeaderName = HeaderName::from_static("grpc-message");
+
+/// The answer to an ACME HTTP-01 validation request: the key authorization of a
+/// pending challenge (200, `text/plain`), else 404 `destination_not_found` (no
+/// challenge with this token is pending).
+pub fn acme_http01(
+    rec: Record,
+    headers: &HeaderMap,
+    token: &str,
+    authorization: Option<String>,
+) -> Response<ProxyBody> {
+    let Some(authorization) = authorization else {
+        let err = ProxyError::new(
+            crate::error::Cause::NoRoute,
+            format!("no ACME HTTP-01 challenge is pending for token {token}"),
+        );
+        return error(rec, Some(headers), err);
+    };
+    let bytes = authorization.len() as u64;
+    let mut res = Response::new(ProxyBody::Local(Full::new(authorization.into())));
+    let h = res.headers_mut();
+    h.insert(X_REQUEST_ID.clone(), rec.request_id.clone());
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    rec.finish(End {
+        status: 200,
+        bytes,
+        source: Source::Gateway,
+        error: None,
+        details: None,
+    });
+    res
+}

@@ -10,6 +10,10 @@
 //!                                      ▲ retry.rs: another peer, when safe
 //! ```
 //!
+//! Between accept and route the gateway answers two kinds of request itself: ACME
+//! HTTP-01 validation (`answer::acme_http01`, when that challenge is on) and, on plain
+//! listeners with `redirect_http`, the 308 to https (`answer::redirect`).
+//!
 //! Upstream responses pass through as they are (hop-by-hop headers aside, plus
 //! `X-Request-Id`). Every response the gateway makes itself comes from
 //! [`super::answer::error`], so from the one mapping in [`crate::error`]. Every exit
@@ -59,6 +63,13 @@ pub async fn handle(
     rec.tls = client.tls;
     if let Err(e) = accept::check(&gw, &req) {
         return answer::error(rec, Some(req.headers()), e);
+    }
+    // ACME HTTP-01 validation, when it is on: answered by the gateway, not routed.
+    if let (true, Some(edge)) = (gw.acme_http01, &gw.edge) {
+        if let Some(token) = accept::acme_token(&req) {
+            let authorization = edge.certs.http01(token);
+            return answer::acme_http01(rec, req.headers(), token, authorization);
+        }
     }
     if gw.redirect_http && client.tls.is_none() {
         if let Some(location) = https_location(&gw, &req, &rec) {

@@ -71,6 +71,10 @@ pub struct Gateway {
     pub handshake_failures: Arc<crate::observe::metrics::Tally>,
     /// `[gateway.compression]`; `None`: responses pass as they are.
     pub compression: Option<compress::Policy>,
+    /// ACME validates by HTTP-01: `/.well-known/acme-challenge/` is answered from
+    /// the edge's pending challenges before routing. Off: those paths are routed like
+    /// any other.
+    pub acme_http01: bool,
 }
 
 impl Gateway {
@@ -149,6 +153,11 @@ impl Gateway {
             health_paths,
             handshake_failures: metrics.handshake_failures.clone(),
             compression: g.compression.as_ref().map(compress::Policy::new),
+            acme_http01: g
+                .tls
+                .as_ref()
+                .and_then(|t| t.acme.as_ref())
+                .is_some_and(|a| a.challenge == crate::config::AcmeChallenge::Http01),
         })
     }
 

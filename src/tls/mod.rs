@@ -2,6 +2,7 @@
 //! configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1), and the watcher that
 //! re-reads certificate files when they change.
 
+pub mod acme;
 pub mod certs;
 
 use crate::config::EdgeTls;

@@ -72,6 +72,17 @@ impl Gateway {
 
     /// [`start_in`](Self::start_in) with extra environment variables for the gateway.
     pub fn start_with_env(dir: TempDir, config: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_wrapped(dir, config, env, &[])
+    }
+
+    /// [`start_with_env`](Self::start_with_env) through a command that execs the
+    /// binary (e.g. `ip netns exec NAME`), so the child's pid is still the gateway's.
+    pub fn start_wrapped(
+        dir: TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Gateway {
         let cfg = if config.contains("[gateway]") {
             if config.contains("[admin]") {
                 config.to_owned()
@@ -84,7 +95,15 @@ impl Gateway {
         let path = dir.path().join("healgate.toml");
         std::fs::write(&path, cfg).unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let mut child = Command::new(bin())
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = command
             .args(["run", "-c"])
             .arg(&path)
             .env("HEALGATE_LOG", "info")

@@ -42,7 +42,7 @@ pub(super) fn tls(
     let acme = t
         .take("acme")
         .and_then(|f| f.table(cx))
-        .and_then(|at| acme(cx, at, base));
+        .and_then(|at| acme(cx, at, base, plain, listen.as_deref().unwrap_or_default()));
     let redirect_http = t.get(cx, "redirect_http", Field::bool).unwrap_or(false);
     let hsts = t.get(cx, "hsts", |f, cx| {
         let s = f.str(cx)?;
@@ -149,8 +149,15 @@ fn check_validity(cx: &mut Ctx, at: &Field, c: &certs::Loaded) {
     }
 }
 
-fn acme(cx: &mut Ctx, mut t: TableReader, base: &Path) -> Option<Acme> {
-    let domains = t.require(cx, "domains").and_then(|f| {
+fn acme(
+    cx: &mut Ctx,
+    mut t: TableReader,
+    base: &Path,
+    plain: &[SocketAddr],
+    https: &[SocketAddr],
+) -> Option<Acme> {
+    let domains_field = t.require(cx, "domains");
+    let domains = domains_field.as_ref().and_then(|f| {
         let d = f.strings(cx)?;
         if d.is_empty() {
             f.error(cx, r#"must name at least one domain, e.g. ["example.com"]"#);
@@ -169,7 +176,11 @@ fn acme(cx: &mut Ctx, mut t: TableReader, base: &Path) -> Option<Acme> {
                 return None;
             }
         }
-        Some(d.into_iter().map(|n| n.to_ascii_lowercase()).collect())
+        Some(
+            d.into_iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect::<Vec<String>>(),
+        )
     });
     let email = t.get(cx, "email", |f, cx| {
         let s = f.text(cx)?;
@@ -214,6 +225,9 @@ fn acme(cx: &mut Ctx, mut t: TableReader, base: &Path) -> Option<Acme> {
     let renew_before = t
         .get(cx, "renew_before", Field::positive_duration)
         .unwrap_or(Duration::from_secs(30 * 86400));
+    if let (Some(f), Some(d)) = (&domains_field, &domains) {
+        acme_reachable(cx, f, d, challenge, plain, https);
+    }
     t.finish(cx);
     Some(Acme {
         domains: domains?,
@@ -223,6 +237,40 @@ fn acme(cx: &mut Ctx, mut t: TableReader, base: &Path) -> Option<Acme> {
         challenge,
         renew_before,
     })
+}
+
+/// What the CA must reach to validate: a wildcard only by DNS-01 (not offered), and
+/// HTTP-01 on port 80, TLS-ALPN-01 on port 443 (a warning: a port forward or a load
+/// balancer in front may map it).
+fn acme_reachable(
+    cx: &mut Ctx,
+    f: &Field,
+    domains: &[String],
+    challenge: AcmeChallenge,
+    plain: &[SocketAddr],
+    https: &[SocketAddr],
+) {
+    if let Some(w) = domains.iter().find(|d| d.starts_with("*.")) {
+        f.error(
+            cx,
+            format!(
+                "{w}: a wildcard is validated only by DNS-01, which healgate does not answer; name each host"
+            ),
+        );
+    }
+    let (port, listeners, key, name) = match challenge {
+        AcmeChallenge::Http01 => (80, plain, "gateway.listen", "http-01"),
+        AcmeChallenge::TlsAlpn01 => (443, https, "gateway.tls.listen", "tls-alpn-01"),
+    };
+    if !listeners.iter().any(|a| a.port() == port) {
+        f.warning(
+            cx,
+            format!(
+                "{name}: the CA validates on port {port} and {key} has no listener on it; \
+                 it works only if port {port} is forwarded to one"
+            ),
+        );
+    }
 }
 
 /// Let's Encrypt's production directory.
