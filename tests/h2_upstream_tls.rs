@@ -294,10 +294,15 @@ fn auto_takes_h2_when_offered_and_http1_when_only_that_is_offered_and_keeps_to_i
     }
     assert_eq!(both.seen.versions("/both/"), vec![Version::HTTP_2; 3]);
     assert_eq!(h1_only.seen.versions("/old/"), vec![Version::HTTP_11; 3]);
-    // Kept to: one multiplexed connection for h2, one reused keep-alive connection
-    // for HTTP/1.1 (ALPN is not asked again for each request).
+    // Kept to: one multiplexed connection for h2, reused keep-alive connections for
+    // HTTP/1.1 (not a new connection and ALPN for each of the 6 requests; a POST
+    // takes only a connection idle under 0.5 s, so a slow box may open a second).
     assert_eq!(both.seen.conns.load(Ordering::SeqCst), 1);
-    assert_eq!(h1_only.seen.conns.load(Ordering::SeqCst), 1);
+    let conns = h1_only.seen.conns.load(Ordering::SeqCst);
+    assert!(
+        conns <= 2,
+        "{conns} connections for 6 requests over HTTP/1.1"
+    );
 }
 
 #[test]
