@@ -289,9 +289,10 @@ async fn attempt(
     let pool = &lease.pool;
     let peer = &lease.peer;
     let c = &pool.connector;
+    let auto = c.protocol == Protocol::Auto && peer.tls;
     let fresh = match c.protocol {
         Protocol::H2 => return attempt_h2(gw, lease, request, te_trailers, body, None).await,
-        Protocol::Auto if peer.tls && !peer.alpn_h1.load(Ordering::Relaxed) => {
+        _ if auto && !peer.alpn_h1.load(Ordering::Relaxed) => {
             match peer.h2.checkout_auto(c, &peer.id, &peer.target).await? {
                 h2::Auto::H2(stream) => {
                     return attempt_h2(gw, lease, request, te_trailers, body, Some(stream)).await
@@ -304,8 +305,21 @@ async fn attempt(
         }
         Protocol::H1 | Protocol::Auto => None,
     };
-    let mut conn = match fresh.or_else(|| peer.conns.checkout(idempotent, c.idle_limit)) {
+    let pooled = || peer.conns.checkout(idempotent, c.idle_limit);
+    let mut conn = match fresh.or_else(pooled) {
         Some(conn) => conn,
+        // Known to choose HTTP/1.1: each new connection still goes by what its ALPN
+        // says (a server that took up h2 since is spoken to in h2 from then on).
+        None if auto => {
+            let io = c.open(&peer.id, &peer.target, true).await?;
+            match peer.h2.by_alpn(c, &peer.id, io).await? {
+                h2::Auto::H1(io) => Connection::new(io),
+                h2::Auto::H2(stream) => {
+                    peer.alpn_h1.store(false, Ordering::Relaxed);
+                    return attempt_h2(gw, lease, request, te_trailers, body, Some(stream)).await;
+                }
+            }
+        }
         None => c.connect(&peer.id, &peer.target, peer.tls).await?,
     };
     let timeouts = Timeouts {
@@ -360,6 +374,7 @@ async fn attempt_h2(
         deadlines: &gw.deadlines,
         response_header: lease.pool.settings.response_header_timeout,
         client_body: gw.client_body_timeout,
+        response_header_limit: c.response_header_limit,
     };
     match h2::send(&peer.id, &mut stream, &req, body, &clocks).await {
         Ok(res) => Ok(Reply::H2(res, stream.slot)),

@@ -244,7 +244,8 @@ impl Connector {
     }
 
     /// A one-off GET for health checks: the response status. Over HTTP/2 for an h2
-    /// peer (h2c prior knowledge on plain connections).
+    /// peer (h2c prior knowledge on plain connections) and for an `auto` one whose
+    /// server chose h2 by ALPN.
     pub async fn probe_get(
         &self,
         id: &str,
@@ -252,10 +253,19 @@ impl Connector {
         tls: bool,
         path: &str,
     ) -> Result<u16, ProxyError> {
-        if self.protocol == Protocol::H2 {
-            return super::h2::get_status(self, id, target, tls, path).await;
-        }
-        let mut conn = self.connect(id, target, tls).await?;
+        let io = match self.protocol {
+            Protocol::H2 => return super::h2::get_status(self, id, target, tls, path).await,
+            // As a request would: HTTP/2 when ALPN chose it, HTTP/1.1 otherwise.
+            Protocol::Auto if tls => {
+                let io = self.open(id, target, true).await?;
+                if io.alpn() == Some(b"h2") {
+                    return super::h2::get_status_over(self, id, io, target, path).await;
+                }
+                io
+            }
+            Protocol::H1 | Protocol::Auto => self.open(id, target, tls).await?,
+        };
+        let mut conn = Connection::new(io);
         let host = if target.port() == 80 || target.port() == 443 {
             target.host().to_owned()
         } else {

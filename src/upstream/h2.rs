@@ -355,13 +355,12 @@ impl H2Conns {
             return Ok(s);
         }
         let io = c.open(id, target, tls).await?;
-        if let Stream::Tls(s) = &io {
-            if s.get_ref().1.alpn_protocol() != Some(b"h2") {
-                return Err(ProxyError::new(
-                    Cause::TlsProtocol,
-                    format!("{id}: the server did not agree to HTTP/2 (ALPN h2)"),
-                ));
-            }
+        if tls && io.alpn() != Some(b"h2") {
+            let chose = match io.alpn() {
+                Some(p) => format!("it chose {:?}", String::from_utf8_lossy(p)),
+                None => "it offers no ALPN".to_owned(),
+            };
+            return Err(refused_h2(id, &chose));
         }
         self.adopt(c, id, io).await
     }
@@ -403,8 +402,13 @@ impl H2Conns {
             return Ok(Auto::H2(s));
         }
         let io = c.open(id, target, true).await?;
-        let h2 = matches!(&io, Stream::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2"));
-        if !h2 {
+        self.by_alpn(c, id, io).await
+    }
+
+    /// `protocol = "auto"`: a fresh TLS connection as ALPN chose: HTTP/2 (kept for
+    /// later requests) or HTTP/1.1.
+    pub async fn by_alpn(&self, c: &Connector, id: &str, io: Stream) -> Result<Auto, ProxyError> {
+        if io.alpn() != Some(b"h2") {
             return Ok(Auto::H1(io));
         }
         self.adopt(c, id, io).await.map(Auto::H2)
@@ -431,9 +435,44 @@ impl H2Conns {
     }
 }
 
+/// `protocol = "h2"` over TLS, and the server did not pick `h2` by ALPN (`chose`: what
+/// it did instead): nothing was sent.
+pub fn refused_h2(id: &str, chose: &str) -> ProxyError {
+    ProxyError::new(
+        Cause::TlsProtocol,
+        format!(
+            "{id}: the server did not agree to HTTP/2 over TLS ({chose}); protocol = \"h2\" needs a server offering ALPN h2 (\"auto\" takes what it offers)"
+        ),
+    )
+}
+
 /// Streams assumed allowed on a connection until the peer's settings say (RFC 9113
 /// §6.5.2 recommends at least 100).
 const DEFAULT_MAX_STREAMS: usize = 100;
+
+/// The header list size hyper's decoder takes (and the `SETTINGS_MAX_HEADER_LIST_SIZE`
+/// the gateway announces): room above `limits.response_header` (4 times it, at least
+/// 1 MiB), so that a section over the limit is decoded and measured here and named
+/// `http_response_header_section_size`. Past this room the `h2` crate resets the
+/// stream with a `PROTOCOL_ERROR` it also uses for malformed headers, and the two
+/// cannot be told apart; far past it (or in too many CONTINUATION frames) it closes
+/// the connection with `ENHANCE_YOUR_CALM`, which [`failure`] names as too large.
+fn decoder_limit(limit: usize) -> u32 {
+    let room = limit.saturating_mul(4).max(1 << 20);
+    u32::try_from(room).unwrap_or(u32::MAX)
+}
+
+/// The size of a response header section as HTTP/2 counts it (RFC 9113 §6.5.2: each
+/// field's name and value, plus 32; `:status` included).
+fn header_list_size(res: &Response<Incoming>) -> usize {
+    const STATUS: usize = ":status".len() + 3 + 32;
+    STATUS
+        + res
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum::<usize>()
+}
 
 /// The HTTP/2 handshake over `io`; the connection's task is spawned, and keeps `max`
 /// up to date with the peer's `SETTINGS_MAX_CONCURRENT_STREAMS`.
@@ -444,7 +483,7 @@ async fn handshake(
     max: Arc<AtomicUsize>,
 ) -> Result<SendRequest<RequestBody>, ProxyError> {
     let mut b = http2::Builder::new(TokioExecutor::new());
-    b.max_header_list_size(u32::try_from(c.response_header_limit).unwrap_or(u32::MAX));
+    b.max_header_list_size(decoder_limit(c.response_header_limit));
     let hs = b.handshake::<_, RequestBody>(TokioIo::new(io));
     let (send, conn) = match tokio::time::timeout(c.connect_timeout, hs).await {
         Ok(Ok(pair)) => pair,
@@ -543,11 +582,13 @@ impl H2Request<'_> {
     }
 }
 
-/// The clocks of one h2 exchange (see the module doc).
+/// The clocks and the header limit of one h2 exchange (see the module doc).
 pub struct Clocks<'a> {
     pub deadlines: &'a Arc<Deadlines>,
     pub response_header: Duration,
     pub client_body: Duration,
+    /// `limits.response_header`, bytes (the head is measured when it arrives).
+    pub response_header_limit: usize,
 }
 
 /// Send `request` on `stream` with the client's `body` (lent, and put back when it
@@ -607,9 +648,30 @@ async fn exchange(
             Ok(Ok(res)) => {
                 share.set(ANSWERED);
                 share.release();
+                let size = header_list_size(&res);
+                if size > clocks.response_header_limit {
+                    // Dropping the response resets the stream (CANCEL); the
+                    // connection carries on.
+                    return Err(ProxyError::new(
+                        Cause::ResponseHeaderTooLarge,
+                        format!(
+                            "{id}: response header section of {size} bytes over HTTP/2 (names, values and 32 a field) exceeds limits.response_header ({} bytes)",
+                            clocks.response_header_limit
+                        ),
+                    )
+                    .sent(Sent::Response));
+                }
                 return Ok(res);
             }
-            Ok(Err(e)) => return Err(failure(id, &e, share, stream.reused)),
+            Ok(Err(e)) => {
+                return Err(failure(
+                    id,
+                    &e,
+                    share,
+                    stream.reused,
+                    clocks.response_header_limit,
+                ))
+            }
             Err(Elapsed) => {
                 let now = share.frames.load(Ordering::Relaxed);
                 // The client's clock runs in the body (it fails the stream when it
@@ -633,7 +695,13 @@ async fn exchange(
 }
 
 /// The failure of a stream before its response head, named as SPEC §4 says.
-fn failure(id: &str, e: &hyper::Error, share: &Share, reused: bool) -> ProxyError {
+fn failure(
+    id: &str,
+    e: &hyper::Error,
+    share: &Share,
+    reused: bool,
+    response_header_limit: usize,
+) -> ProxyError {
     if share.has(STALLED) {
         return ProxyError::new(
             Cause::ClientBodyTimeout,
@@ -691,6 +759,25 @@ fn failure(id: &str, e: &hyper::Error, share: &Share, reused: bool) -> ProxyErro
             )
             .sent(Sent::Request);
         }
+        if h2.is_go_away() && h2.is_library() && over_decoder_limit(h2) {
+            return ProxyError::new(
+                Cause::ResponseHeaderTooLarge,
+                format!(
+                    "{id}: response header section far over limits.response_header (the HTTP/2 decoder gave up on it: {h2})"
+                ),
+            )
+            .sent(Sent::Response);
+        }
+        if h2.is_reset() && h2.is_library() && reason == Some(h2::Reason::PROTOCOL_ERROR) {
+            return ProxyError::new(
+                Cause::ProtocolError,
+                format!(
+                    "{id}: HTTP/2 response rejected ({h2}): a malformed header section, or one over {} bytes",
+                    decoder_limit(response_header_limit)
+                ),
+            )
+            .sent(Sent::Request);
+        }
         if h2.is_library() || h2.is_go_away() {
             return ProxyError::new(
                 Cause::ProtocolError,
@@ -712,6 +799,17 @@ fn failure(id: &str, e: &hyper::Error, share: &Share, reused: bool) -> ProxyErro
         format!("{id}: HTTP/2 exchange failed before the response header: {e}{on}"),
     )
     .sent(Sent::Request)
+}
+
+/// The `h2` crate closed the connection because a header block went past what its
+/// decoder takes ([`decoder_limit`]): its debug data says so (`h2`'s own constants;
+/// `ENHANCE_YOUR_CALM` alone also names floods that are not about headers).
+fn over_decoder_limit(h2: &h2::Error) -> bool {
+    if h2.reason() != Some(h2::Reason::ENHANCE_YOUR_CALM) {
+        return false;
+    }
+    let text = h2.to_string();
+    text.contains("header_list_way_too_large") || text.contains("too_many_continuations")
 }
 
 /// The `h2` error under a hyper error, if any.
@@ -736,7 +834,30 @@ pub async fn get_status(
     path: &str,
 ) -> Result<u16, ProxyError> {
     let conns = H2Conns::default();
-    let mut stream = conns.checkout(c, id, target, tls).await?;
+    let stream = conns.checkout(c, id, target, tls).await?;
+    status_on(c, id, stream, target, tls, path).await
+}
+
+/// [`get_status`] over a fresh TLS connection on which ALPN chose `h2` (`auto`).
+pub async fn get_status_over(
+    c: &Connector,
+    id: &str,
+    io: Stream,
+    target: &Target,
+    path: &str,
+) -> Result<u16, ProxyError> {
+    let stream = H2Conns::default().adopt(c, id, io).await?;
+    status_on(c, id, stream, target, true, path).await
+}
+
+async fn status_on(
+    c: &Connector,
+    id: &str,
+    mut stream: H2Stream,
+    target: &Target,
+    tls: bool,
+    path: &str,
+) -> Result<u16, ProxyError> {
     let scheme = if tls { "https" } else { "http" };
     let authority = match target.port() {
         80 | 443 => target.host().to_owned(),
@@ -750,6 +871,6 @@ pub async fn get_status(
     let share = Share::default();
     match stream.send.send_request(req).await {
         Ok(res) => Ok(res.status().as_u16()),
-        Err(e) => Err(failure(id, &e, &share, false)),
+        Err(e) => Err(failure(id, &e, &share, false, c.response_header_limit)),
     }
 }

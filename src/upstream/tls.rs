@@ -14,6 +14,8 @@ use tokio_rustls::TlsConnector;
 pub struct Tls {
     connector: TlsConnector,
     server_name: Option<String>,
+    /// What ALPN offers (to name a refusal).
+    protocol: Protocol,
 }
 
 impl Tls {
@@ -35,6 +37,7 @@ impl Tls {
         Ok(Tls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name: cfg.server_name.clone(),
+            protocol,
         })
     }
 
@@ -55,7 +58,7 @@ impl Tls {
         self.connector
             .connect(server_name, tcp)
             .await
-            .map_err(|e| classify(e, what))
+            .map_err(|e| classify(e, what, self.protocol))
     }
 }
 
@@ -85,9 +88,22 @@ pub fn roots(cfg: &UpstreamTls) -> io::Result<rustls::RootCertStore> {
     Ok(roots)
 }
 
-/// A failed handshake: a certificate problem, or any other TLS failure.
-fn classify(e: io::Error, what: &str) -> ProxyError {
-    let cause = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+/// A failed handshake: a certificate problem, a server refusing the only protocol
+/// offered (`protocol = "h2"` to a server without h2), or any other TLS failure.
+fn classify(e: io::Error, what: &str, protocol: Protocol) -> ProxyError {
+    let tls = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    if protocol == Protocol::H2
+        && tls
+            == Some(&rustls::Error::AlertReceived(
+                rustls::AlertDescription::NoApplicationProtocol,
+            ))
+    {
+        return super::h2::refused_h2(
+            what,
+            "it refused the handshake: no ALPN protocol in common, alert no_application_protocol",
+        );
+    }
+    let cause = match tls {
         Some(rustls::Error::InvalidCertificate(_))
         | Some(rustls::Error::NoCertificatesPresented) => Cause::TlsCertificate,
         Some(_) => Cause::TlsProtocol,
