@@ -4,6 +4,7 @@
 
 pub mod acme;
 pub mod certs;
+pub mod io;
 
 use crate::config::EdgeTls;
 use certs::{Certs, FileStamp, Loaded};
