@@ -9,6 +9,10 @@ open, and at moments after they all closed. Everything it starts is stopped by p
 
     bench/idle_connections.py --bin target/release/healgate -n 20000
     bench/idle_connections.py --bin /tmp/healgate-main -n 5000 --after 1,5,15
+    bench/idle_connections.py --bin target/release/healgate -n 5000 --tls   # HTTPS
+
+With --tls the connections go to an HTTPS listener (a self-signed ECDSA certificate
+made with openssl, TLS 1.3, ALPN http/1.1).
 
 Prints one line per measurement and a summary: KB per idle connection, RSS after close.
 """
@@ -20,6 +24,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -87,6 +92,7 @@ def main():
     ap.add_argument("--after", default="1,5,15", help="seconds after close to sample RSS")
     ap.add_argument("--settle", type=float, default=10, help="seconds idle before RSS is read")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the gateway")
+    ap.add_argument("--tls", action="store_true", help="connect to an HTTPS listener")
     args = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -106,10 +112,30 @@ def main():
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="healgate-idle-")
     cfg = os.path.join(tmp, "healgate.toml")
+    plain_port, tls_conf, connect = port, "", lambda: socket.create_connection(("127.0.0.1", port))
+    if args.tls:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", f"{tmp}/site.key",
+             "-out", f"{tmp}/site.pem", "-addext", "subjectAltName=DNS:localhost"],
+            check=True, capture_output=True,
+        )
+        plain_port = free_port()
+        tls_conf = (f'[gateway.tls]\nlisten = ["127.0.0.1:{port}"]\n'
+                    f'certs = [{{ cert = "{tmp}/site.pem", key = "{tmp}/site.key" }}]\n')
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["http/1.1"])
+
+        def connect():
+            raw = socket.create_connection(("127.0.0.1", port))
+            return ctx.wrap_socket(raw, server_hostname="localhost")
     with open(cfg, "w") as f:
         f.write(
-            f'[gateway]\nlisten = ["127.0.0.1:{port}"]\ndata_dir = "{tmp}/data"\n'
+            f'[gateway]\nlisten = ["127.0.0.1:{plain_port}"]\ndata_dir = "{tmp}/data"\n'
             f"workers = 1\naccess_log = false\n"
+            + tls_conf +
             f'[gateway.timeouts]\nclient_idle = "600s"\n'
             f"[gateway.limits]\nmax_connections = {args.n + 1000}\n"
             f'[admin]\nlisten = "127.0.0.1:0"\n\n'
@@ -131,14 +157,14 @@ def main():
     try:
         wait_for_port(port, time.monotonic() + 30)
         for _ in range(200):
-            with socket.create_connection(("127.0.0.1", port)) as s:
+            with connect() as s:
                 one_request(s)
         time.sleep(1)
         before = rss_kb(gw.pid)
         print(f"before: {before / 1024:.1f} MiB")
         t = time.monotonic()
         for _ in range(args.n):
-            s = socket.create_connection(("127.0.0.1", port))
+            s = connect()
             one_request(s)
             socks.append(s)
         opened = time.monotonic() - t
@@ -165,7 +191,7 @@ def main():
             after.append((at, r))
             print(f"{at:g} s after they closed: {r / 1024:.1f} MiB")
         print(
-            f"SUMMARY n={args.n} before={before / 1024:.1f}MiB during={during / 1024:.1f}MiB "
+            f"SUMMARY {'https' if args.tls else 'http'} n={args.n} before={before / 1024:.1f}MiB during={during / 1024:.1f}MiB "
             f"per_conn_fresh={(fresh - before) / args.n:.1f}KB "
             f"per_conn_idle={(during - before) / args.n:.1f}KB "
             + " ".join(f"after{at:g}s={r / 1024:.1f}MiB" for at, r in after)

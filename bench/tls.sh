@@ -8,19 +8,22 @@
 #   keepalive:  CONNS connections, many requests each (TLS record cost)
 #   handshake:  `Connection: close`, a full handshake per request (no resumption:
 #               wrk does not resume sessions, nginx's cache and tickets are off)
-# Rounds alternate the targets. CPU per request is the server's utime+stime delta
-# (/proc/PID/stat, every nginx process / the healgate process) over the requests wrk
-# completed. Prints a markdown table of medians and RATIO lines (healgate / nginx).
+# Each round runs the two targets back to back, nginx first in odd rounds and healgate
+# first in even ones, so a drift of the host's speed (rounds here vary by ±40 %) hits
+# both alike. CPU per request is the server's utime+stime delta (/proc/PID/stat, every
+# nginx process / the healgate process) over the requests wrk completed. Prints a
+# markdown table of medians, the per-round ratios, and RATIO lines: the median of the
+# per-round ratios healgate / nginx (each round's pair ran within seconds).
 #
-# Usage: bench/tls.sh    (env: DURATION=10 CONNS=50 ROUNDS=3 HS_CONNS=8
+# Usage: bench/tls.sh    (env: DURATION=5 CONNS=50 ROUNDS=8 HS_CONNS=8
 #                         SERVER_CPU=0 CLIENT_CPU=1 HEALGATE=target/release/healgate
 #                         PORT_BASE=19300)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
 CONNS=${CONNS:-50}
 HS_CONNS=${HS_CONNS:-8}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-8}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 HEALGATE=${HEALGATE:-target/release/healgate}
@@ -133,7 +136,9 @@ RESULTS="$TMP/results"
 : > "$RESULTS"
 for round in $(seq "$ROUNDS"); do
   for mode in keepalive handshake; do
-    for target in nginx healgate; do
+    order="nginx healgate"
+    [ $((round % 2)) = 0 ] && order="healgate nginx"
+    for target in $order; do
       pids=$(pids_of $target)
       url="https://127.0.0.1:$(port_of $target)/1k"
       args=(-t1 -c"$CONNS" -d"${DURATION}s" --latency)
@@ -164,8 +169,19 @@ print("| https /1k | target | req/s | CPU µs per request |")
 print("| --- | --- | --: | --: |")
 for (mode, target), (rps, us) in med.items():
     print(f"| {mode} | {target} | {rps:,.0f} | {us:.1f} |")
+ratios = {}
 for mode in ("keepalive", "handshake"):
-    n, h = med[mode, "nginx"], med[mode, "healgate"]
-    print(f"RATIO tls_{mode}_cpu_per_request healgate/nginx = {h[1] / n[1]:.2f}")
-    print(f"RATIO tls_{mode}_rps healgate/nginx = {h[0] / n[0]:.2f}")
+    pairs = []
+    for rnd in sorted({r[0] for r in rows}, key=int):
+        got = {r[2]: r for r in rows if r[0] == rnd and r[1] == mode}
+        if "nginx" in got and "healgate" in got:
+            n, h = got["nginx"], got["healgate"]
+            pairs.append((float(h[4]) / float(n[4]), float(h[3]) / float(n[3])))
+    ratios[mode] = pairs
+    print(f"{mode} per-round healgate/nginx CPU per request: "
+          + " ".join(f"{c:.2f}" for c, _ in pairs))
+for mode in ("keepalive", "handshake"):
+    pairs = ratios[mode]
+    print(f"RATIO tls_{mode}_cpu_per_request healgate/nginx = {statistics.median(c for c, _ in pairs):.2f}")
+    print(f"RATIO tls_{mode}_rps healgate/nginx = {statistics.median(r for _, r in pairs):.2f}")
 EOF

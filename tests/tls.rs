@@ -486,3 +486,76 @@ fn a_reload_serves_a_changed_certificate_list_without_a_restart() {
         "{loaded:?}"
     );
 }
+
+/// Behind a TCP balancer (an AWS NLB, HAProxy in `mode tcp`): the PROXY header comes
+/// first, then the TLS handshake on the same connection. The client it names is the
+/// one the app sees and the access log records; a connection without it is closed.
+#[test]
+fn an_https_listener_takes_the_proxy_protocol_before_the_handshake() {
+    let ca = Ca::new();
+    let dir = TempDir::new("tls-proxy-protocol");
+    ca.leaf(dir.path(), "a", &["a.test"]);
+    let up = head_echo();
+    let gw = Gateway::start_in(
+        dir,
+        &format!(
+            r#"[gateway]
+listen = ["127.0.0.1:0"]
+data_dir = "data"
+[gateway.tls]
+listen = [{{ addr = "127.0.0.1:0", proxy_protocol = true }}]
+certs = [{{ cert = "a.pem", key = "a.key" }}]
+
+[[upstream]]
+name = "echo"
+servers = ["{}"]
+routes = ["/"]
+"#,
+            up.addr
+        ),
+    );
+    let https = gw.https.expect("an HTTPS listener announced");
+    let client = ca.client_config();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 198, 51, 100, 9, 10, 0, 0, 1, 0x30, 0x39, 1, 187,
+    ]);
+    let headers: [(&[u8], &str); 2] = [
+        (b"PROXY TCP4 192.0.2.7 10.0.0.1 56324 443\r\n", "192.0.2.7"),
+        (&v2, "198.51.100.9"),
+    ];
+    rt().block_on(async {
+        use tokio::io::AsyncWriteExt;
+        for (header, ip) in headers {
+            let mut tcp = TcpStream::connect(https).await.unwrap();
+            // In two pieces, as a header split across segments arrives.
+            tcp.write_all(&header[..10]).await.unwrap();
+            tcp.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tcp.write_all(&header[10..]).await.unwrap();
+            let name = ServerName::try_from("a.test").unwrap();
+            let s = tokio_rustls::TlsConnector::from(client.clone())
+                .connect(name, tcp)
+                .await
+                .expect("the handshake after the PROXY header");
+            let mut send = h2(s).await;
+            let (code, headers, body) = h2_get(&mut send, "a.test", "/echo").await;
+            assert_eq!(code, 200, "{body}");
+            assert!(
+                body.to_ascii_lowercase()
+                    .contains(&format!("x-forwarded-for: {ip}\r\n")),
+                "the app sees the client the header names: {body}"
+            );
+            let id = headers["x-request-id"].to_str().unwrap();
+            assert_eq!(gw.access_entry(id)["client"], ip);
+        }
+        // No header: the ClientHello is not a PROXY header; closed, and said.
+        assert!(connect(https, "a.test", client).await.is_err());
+    });
+    let said = eventually(Duration::from_secs(5), || {
+        gw.stderr()
+            .contains("expects a PROXY protocol header")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", gw.stderr());
+}

@@ -67,6 +67,9 @@ pub struct Gateway {
 pub struct EdgeTls {
     /// Addresses to accept TLS on. At least one.
     pub listen: Vec<SocketAddr>,
+    /// Per `listen` entry: its connections start with a PROXY protocol header, sent
+    /// before the TLS handshake (`{ addr = "...", proxy_protocol = true }`).
+    pub proxy_protocol: Vec<bool>,
     /// Certificate and key files (PEM); SNI picks among them by their names. Re-read
     /// when they change and on reload.
     pub certs: Vec<CertFiles>,

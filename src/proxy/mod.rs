@@ -41,6 +41,8 @@ pub struct Gateway {
     /// Per listener (in `gateway.listen` order): whether its connections start with a
     /// PROXY protocol header.
     pub proxy_protocol: Vec<bool>,
+    /// The same for the HTTPS listeners, in `gateway.tls.listen` order.
+    pub tls_proxy_protocol: Vec<bool>,
     /// `gateway.trusted_proxies`.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `gateway.underscores_in_headers`: forward header names with `_`.
@@ -138,6 +140,11 @@ impl Gateway {
                 .iter()
                 .map(|a| g.proxy_protocol.contains(a))
                 .collect(),
+            tls_proxy_protocol: g
+                .tls
+                .as_ref()
+                .map(|t| t.proxy_protocol.clone())
+                .unwrap_or_default(),
             underscores_in_headers: g.underscores_in_headers,
             via_h1: HeaderValue::from_str(&format!("1.1 {via_token}")).expect("ascii"),
             via_h2: HeaderValue::from_str(&format!("2 {via_token}")).expect("ascii"),

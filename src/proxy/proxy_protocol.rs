@@ -3,7 +3,6 @@
 //! header that starts each connection says who the client really is, and that
 //! address is used everywhere after (the access log, `X-Forwarded-For`, trust).
 
-use bytes::BytesMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -116,28 +115,37 @@ fn v2(buf: &[u8]) -> Parsed {
     Parsed::Header { len, client }
 }
 
-/// Read the PROXY header that starts `s` within `timeout`: the client's address
-/// (when the header names one) and the bytes read after the header.
-pub async fn read(
-    s: &mut TcpStream,
-    timeout: Duration,
-) -> Result<(Option<SocketAddr>, BytesMut), String> {
-    let mut buf = BytesMut::with_capacity(512);
+/// Read the PROXY header that starts `s` within `timeout`, and not a byte after it:
+/// on an HTTPS listener what follows is the TLS handshake's to read. The client's
+/// address, when the header names one. Bytes are peeked, then consumed as far as
+/// they are the header's, so a header that arrives in pieces costs a peek and a read
+/// for each.
+pub async fn read(s: &mut TcpStream, timeout: Duration) -> Result<Option<SocketAddr>, String> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut header = Vec::with_capacity(64);
+    let mut peeked = [0u8; V2_MAX];
     loop {
-        match parse(&buf) {
-            Parsed::Header { len, client } => {
-                let rest = buf.split_off(len);
-                return Ok((client, rest));
-            }
-            Parsed::Invalid(why) => return Err(why),
-            Parsed::Partial => {}
-        }
-        match tokio::time::timeout_at(deadline, s.read_buf(&mut buf)).await {
+        // A header longer than this was refused by `parse` already.
+        let room = V2_MAX - header.len();
+        let n = match tokio::time::timeout_at(deadline, s.peek(&mut peeked[..room])).await {
             Err(_) => return Err(format!("no PROXY header within {timeout:?}")),
             Ok(Ok(0)) => return Err("closed before its PROXY header".into()),
             Ok(Err(e)) => return Err(format!("reading the PROXY header: {e}")),
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => n,
+        };
+        let had = header.len();
+        header.extend_from_slice(&peeked[..n]);
+        let (take, done) = match parse(&header) {
+            Parsed::Header { len, client } => (len - had, Some(client)),
+            Parsed::Partial => (n, None),
+            Parsed::Invalid(why) => return Err(why),
+        };
+        // The peeked bytes are still the first in the socket's queue.
+        if let Err(e) = s.read_exact(&mut peeked[..take]).await {
+            return Err(format!("reading the PROXY header: {e}"));
+        }
+        if let Some(client) = done {
+            return Ok(client);
         }
     }
 }

@@ -93,12 +93,18 @@ pub async fn serve(
     tracing::info!("serving at most {max} client connections at once (limits.max_connections)");
     let slots = Arc::new(tokio::sync::Semaphore::new(max as usize));
     let mut accept_tasks = Vec::new();
-    let mut plain = 0;
+    let (mut plain, mut secure) = (0, 0);
     for Listener { tcp: l, tls } in listeners {
         let tx = conn_tx.clone();
-        // `proxy_protocol` is per plain listener, in `gateway.listen` order.
-        let proxy_protocol = !tls && gw.proxy_protocol.get(plain).copied().unwrap_or(false);
+        // `proxy_protocol` is per listener, in `gateway.listen` and then
+        // `gateway.tls.listen` order.
+        let proxy_protocol = match tls {
+            false => gw.proxy_protocol.get(plain),
+            true => gw.tls_proxy_protocol.get(secure),
+        };
+        let proxy_protocol = proxy_protocol.copied().unwrap_or(false);
         plain += usize::from(!tls);
+        secure += usize::from(tls);
         let slots = slots.clone();
         let mut stop = shutdown.clone();
         accept_tasks.push(tokio::spawn(async move {
@@ -240,18 +246,15 @@ async fn connection(
 ) {
     let start = Instant::now();
     let mut addr = peer;
-    let mut early = BytesMut::new();
     if proxy_protocol {
+        // Before the TLS handshake on an HTTPS listener, as balancers send it.
         let header = super::proxy_protocol::read(&mut tcp, header_timeout);
         let header = tokio::select! {
             h = header => h,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         match header {
-            Ok((client, rest)) => {
-                addr = client.unwrap_or(peer);
-                early = rest;
-            }
+            Ok(client) => addr = client.unwrap_or(peer),
             Err(why) => {
                 tracing::warn!(
                     "{peer}: {why}; closed (this listener expects a PROXY protocol header)"
@@ -288,7 +291,7 @@ async fn connection(
         // HTTP/2 by ALPN: the connection preface is hyper's to read.
         (BytesMut::new(), None)
     } else {
-        let head = first_head(&mut stream, early, gw.limits.request_header, header_timeout);
+        let head = first_head(&mut stream, gw.limits.request_header, header_timeout);
         let head = tokio::select! {
             h = head => h,
             // Stopping: a connection that has not sent a whole request yet is closed.
@@ -585,15 +588,12 @@ enum FirstHead {
 /// what was read (the head and whatever followed it) and the head's framing.
 async fn first_head(
     s: &mut Stream,
-    early: BytesMut,
     limit: usize,
     timeout: Duration,
 ) -> Result<(BytesMut, Message), FirstHead> {
-    let mut buf = early;
-    buf.reserve(4096);
+    let mut buf = BytesMut::with_capacity(4096);
     let deadline = tokio::time::Instant::now() + timeout;
-    // Bytes already here (after a PROXY header) are looked at before any read.
-    let mut n = buf.len();
+    let mut n = 0;
     loop {
         if n > 0 {
             if buf.len() >= 3 && buf[0] == 0x16 && buf[1] == 0x03 && matches!(s, Stream::Plain(_)) {

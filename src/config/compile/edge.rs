@@ -16,16 +16,13 @@ pub(super) fn tls(
     plain: &[SocketAddr],
 ) -> Option<EdgeTls> {
     let listen_field = t.require(cx, "listen");
-    let listen = listen_field.as_ref().and_then(|f| {
-        let l = listen_addrs(f, cx)?;
-        if l.iter().any(|(_, pp)| *pp) {
-            f.error(
-                cx,
-                "proxy_protocol is not supported on HTTPS listeners yet (use it on gateway.listen)",
-            );
-        }
-        Some(l.into_iter().map(|(a, _)| a).collect::<Vec<_>>())
-    });
+    let listeners = listen_field.as_ref().and_then(|f| listen_addrs(f, cx));
+    let proxy_protocol = listeners
+        .iter()
+        .flatten()
+        .map(|(_, pp)| *pp)
+        .collect::<Vec<_>>();
+    let listen = listeners.map(|l| l.into_iter().map(|(a, _)| a).collect::<Vec<_>>());
     if let (Some(f), Some(l)) = (&listen_field, &listen) {
         if let Some(a) = l.iter().find(|a| a.port() != 0 && plain.contains(a)) {
             f.error(
@@ -69,6 +66,7 @@ pub(super) fn tls(
     t.finish(cx);
     Some(EdgeTls {
         listen: listen?,
+        proxy_protocol,
         certs,
         acme,
         redirect_http,
