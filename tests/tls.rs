@@ -559,3 +559,96 @@ routes = ["/"]
     });
     assert!(said.is_some(), "{}", gw.stderr());
 }
+
+/// One HTTP/1.1 response read off `s`: its head and body (by Content-Length).
+async fn read_h1(s: &mut TlsStream<TcpStream>, carry: &mut Vec<u8>) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = carry.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&carry[..end + 4]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if carry.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&carry[end + 4..end + 4 + len]).into_owned();
+                carry.drain(..end + 4 + len);
+                return (head, body);
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(carry));
+        carry.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// An HTTPS keep-alive connection quiet between requests is parked as a plain one is
+/// (hyper and its buffers let go of after a second; rustls keeps its state): the
+/// requests after it, one alone and two pipelined in one TLS record, are served.
+#[test]
+fn a_quiet_https_connection_is_parked_and_serves_the_next_requests() {
+    let ca = Ca::new();
+    let dir = TempDir::new("tls-park");
+    ca.leaf(dir.path(), "a", &["a.test"]);
+    let up = head_echo();
+    let gw = Gateway::start_with_env(
+        dir,
+        &format!(
+            r#"[gateway]
+listen = ["127.0.0.1:0"]
+data_dir = "data"
+[gateway.tls]
+listen = ["127.0.0.1:0"]
+certs = [{{ cert = "a.pem", key = "a.key" }}]
+
+[[upstream]]
+name = "echo"
+servers = ["{}"]
+routes = ["/"]
+"#,
+            up.addr
+        ),
+        &[("HEALGATE_LOG", "info,healgate::proxy::server=trace")],
+    );
+    let https = gw.https.unwrap();
+    let mut config = (*ca.client_config()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    rt().block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut s = connect(https, "a.test", config).await.unwrap();
+        let local = s.get_ref().0.local_addr().unwrap();
+        let mut carry = Vec::new();
+        let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        s.write_all(get("/one").as_bytes()).await.unwrap();
+        let (head, body) = read_h1(&mut s, &mut carry).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(body.starts_with("GET /one "), "{body}");
+        let parked = format!("{local}: parked after");
+        let seen = eventually(Duration::from_secs(10), || {
+            gw.stderr().contains(&parked).then_some(())
+        });
+        assert!(seen.is_some(), "the connection is parked: {}", gw.stderr());
+        s.write_all(get("/two").as_bytes()).await.unwrap();
+        let (head, body) = read_h1(&mut s, &mut carry).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(body.starts_with("GET /two "), "{body}");
+        let seen = eventually(Duration::from_secs(10), || {
+            (gw.stderr().matches(&parked).count() >= 2).then_some(())
+        });
+        assert!(seen.is_some(), "parked again: {}", gw.stderr());
+        s.write_all(format!("{}{}", get("/three"), get("/four")).as_bytes())
+            .await
+            .unwrap();
+        for path in ["/three", "/four"] {
+            let (head, body) = read_h1(&mut s, &mut carry).await;
+            assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+            assert!(body.starts_with(&format!("GET {path} ")), "{body}");
+        }
+    });
+    assert_eq!(up.hits(), 4);
+}

@@ -348,8 +348,9 @@ async fn connection(
         }
     });
     let idle = builder.idle;
-    // TLS connections are not parked: rustls keeps its buffers either way.
-    let park = client.tls.is_none().then_some(PARK_AFTER);
+    // HTTP/1.1 connections, plain or TLS, are parked when quiet (rustls keeps its
+    // own state and a 4 KiB read buffer; hyper's two buffers go).
+    let park = Some(PARK_AFTER);
     let served = if h2 {
         let io = TokioIo::new(Heads::raw(stream, read, client.clone()));
         let conn = builder.h2.serve_connection(io, svc);

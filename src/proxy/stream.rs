@@ -51,9 +51,15 @@ impl Stream {
         Some(TlsInfo { version, alpn })
     }
 
-    /// Wait until the socket is readable (a parked plain connection between
-    /// requests; TLS connections are not parked).
+    /// Wait until there is something to read (a parked connection between requests).
+    /// Over TLS, rustls may already hold decrypted bytes or the client's close_notify
+    /// (it then wants no read from the socket): those are ready now.
     pub async fn readable(&self) -> io::Result<()> {
+        if let Stream::Tls(s) = self {
+            if !s.get_ref().1.wants_read() {
+                return Ok(());
+            }
+        }
         self.tcp().readable().await
     }
 
