@@ -229,6 +229,8 @@ async fn serve(
         supervisor,
         events: events.clone(),
         rolling: Arc::default(),
+        acme: None,
+        stop: stop_rx.clone(),
     };
     live.health.sync(&live.pools);
     events.emit(Event::GatewayStarted {
@@ -241,7 +243,7 @@ async fn serve(
             trigger: "start",
             certificates: CertificateSummary::of(&edge.certs.all()),
         });
-        crate::tls::acme::start(cfg, &edge.certs, &events, &stop_rx);
+        live.acme = crate::tls::acme::start(cfg, &edge.certs, &events, &stop_rx);
         tokio::spawn(watch_certificates(edge, events.clone(), stop_rx.clone()));
     }
     let serving = tokio::spawn(server::serve(
@@ -327,6 +329,9 @@ struct Live {
     events: Events,
     /// A reload's rolls are still under way (the next reload waits for them).
     rolling: Arc<std::sync::atomic::AtomicBool>,
+    /// The ACME task (`gateway.tls.acme`), started again by a reload that changes it.
+    acme: Option<tokio::task::JoinHandle<()>>,
+    stop: watch::Receiver<bool>,
 }
 
 /// A reload applied: its summary, and the rolls of the apps it changed, still under
@@ -438,6 +443,51 @@ impl Live {
     /// stop, unchanged apps and upstreams keep their pools and connections, and the
     /// routing table is swapped at once. An unchanged app whose last roll failed is
     /// configured again: reloading the same file retries its roll.
+    /// A reload that changes `gateway.tls.acme`: the task is stopped (an order under
+    /// way is dropped, its challenges withdrawn) and started again for the new table;
+    /// without one, the obtained certificate is no longer served. What the reload's
+    /// reply says of it.
+    fn restart_acme(&mut self, new: &Config) -> Option<String> {
+        let (Some(edge), Some(old), Some(tls)) = (
+            &self.gw.edge,
+            self.config.gateway.tls.as_ref(),
+            new.gateway.tls.as_ref(),
+        ) else {
+            return None;
+        };
+        if old.acme == tls.acme {
+            return None;
+        }
+        if let Some(task) = self.acme.take() {
+            task.abort();
+        }
+        self.gw.acme_http01.store(
+            crate::proxy::http01(tls.acme.as_ref()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        match &tls.acme {
+            Some(acme) => {
+                self.acme = Some(crate::tls::acme::spawn(
+                    acme,
+                    &self.config.gateway.data_dir,
+                    edge.certs.clone(),
+                    self.events.clone(),
+                    self.stop.clone(),
+                ));
+                Some(format!(
+                    "gateway.tls.acme changed: ACME started again for {}",
+                    acme.domains.join(", ")
+                ))
+            }
+            None => {
+                edge.certs.install("acme", Vec::new());
+                Some(
+                    "gateway.tls.acme removed: the obtained certificate is no longer served".into(),
+                )
+            }
+        }
+    }
+
     async fn reload(&mut self) -> Result<Reloaded, ControlError> {
         if self.rolling.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ControlError::Busy(
@@ -482,6 +532,9 @@ impl Live {
                     });
                 }
             }
+        }
+        if let Some(note) = self.restart_acme(&new) {
+            notes.push(note);
         }
         let mut effective = new;
         if diff.gateway_changed {

@@ -690,3 +690,69 @@ fn a_failed_validation_says_why_and_is_retried_with_growing_waits() {
         .join("cert.pem")
         .exists());
 }
+
+/// A reload that changes `gateway.tls.acme` applies at once: another domain and
+/// another challenge, a new order, its certificate served, no restart.
+#[test]
+fn a_reload_that_changes_the_acme_table_orders_again_without_a_restart() {
+    let Some(ns) = namespace() else { return };
+    let dir = TempDir::new("acme-reload");
+    let ca = pebble_pki(dir.path());
+    let dns = dns(&ns);
+    let base = dir.path().to_owned();
+    let pebble = Pebble::start(&ns, &base, &dns, 3600);
+    let config = acme_config(&ca, "http-01");
+    let gw = Gateway::start_wrapped(dir, &config, &[], &ns.exec());
+    let obtained = |n: usize| {
+        eventually(Duration::from_secs(60), || {
+            let all = gw.events("acme_certificate_obtained");
+            (all.len() >= n).then(|| all[n - 1].clone())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no certificate #{n}; events:\n{:#?}\nstderr:\n{}",
+                gw.jsonl("events.jsonl"),
+                gw.stderr()
+            )
+        })
+    };
+    let first = obtained(1);
+    assert_eq!(first["names"], serde_json::json!([DOMAIN]));
+    let pid = gw.pid();
+
+    let www = format!("www.{DOMAIN}");
+    let changed = config
+        .replace(
+            &format!(r#"domains = ["{DOMAIN}"]"#),
+            &format!(r#"domains = ["{DOMAIN}", "{www}"]"#),
+        )
+        .replace(r#"challenge = "http-01""#, r#"challenge = "tls-alpn-01""#);
+    assert_ne!(changed, config);
+    std::fs::write(gw.config_path(), changed).unwrap();
+    common::signal(pid, "HUP");
+    let said = eventually(Duration::from_secs(10), || {
+        let err = gw.stderr();
+        err.contains("SIGHUP: ").then_some(err)
+    })
+    .expect("the reload's outcome logged");
+    assert!(said.contains("ACME started again"), "{said}");
+    assert!(!said.contains("after a restart"), "{said}");
+
+    let second = obtained(2);
+    assert_eq!(
+        second["names"],
+        serde_json::json!([DOMAIN, www]),
+        "{second}"
+    );
+    let challenges = gw.events("acme_challenge");
+    let last = challenges.last().unwrap();
+    assert_eq!(last["challenge"], "tls-alpn-01", "{challenges:?}");
+    let root = pebble.root(&ns, &ca);
+    assert_eq!(
+        served_serial(&ns, &root),
+        second["serial"].as_str().unwrap()
+    );
+    assert_eq!(gw.pid(), pid, "no restart");
+    drop(gw);
+    drop(pebble);
+}

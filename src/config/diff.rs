@@ -109,12 +109,14 @@ fn routes(cfg: &Config) -> Vec<(&str, Option<&str>, &str, bool)> {
     all
 }
 
-/// Whether `[gateway]` changed in what needs a restart: certificate files apply at
-/// once (a reload reads them again), the rest after a restart.
+/// Whether `[gateway]` changed in what needs a restart: certificate files and the
+/// `acme` table apply at once (a reload reads the files again and starts ACME
+/// again), the rest after a restart.
 fn gateway_changed(old: &crate::config::Gateway, new: &crate::config::Gateway) -> bool {
     let mut new = new.clone();
     if let (Some(o), Some(n)) = (&old.tls, &mut new.tls) {
         n.certs = o.certs.clone();
+        n.acme = o.acme.clone();
     }
     *old != new
 }
@@ -181,6 +183,21 @@ routes = ["/api/"]
         let all = d.names();
         assert_eq!(all.changed, ["jobs", "api"]);
         assert_eq!(all.removed, ["web"]);
+    }
+
+    #[test]
+    fn the_acme_table_applies_without_a_restart_hsts_does_not() {
+        let tls = |domain: &str| {
+            format!(
+                "{BASE}[gateway]\nlisten = [\"127.0.0.1:80\"]\n[gateway.tls]\n\
+                 listen = [\"127.0.0.1:443\"]\n\
+                 acme = {{ domains = [\"{domain}\"], directory = \"https://ca.test/dir\" }}\n"
+            )
+        };
+        let old = config(&tls("a.test"));
+        assert!(!diff(&old, &config(&tls("b.test"))).gateway_changed);
+        let hsts = tls("a.test") + "hsts = \"max-age=60\"\n";
+        assert!(diff(&old, &config(&hsts)).gateway_changed);
     }
 
     #[test]

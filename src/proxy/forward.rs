@@ -65,7 +65,7 @@ pub async fn handle(
         return answer::error(rec, Some(req.headers()), e);
     }
     // ACME HTTP-01 validation, when it is on: answered by the gateway, not routed.
-    if let (true, Some(edge)) = (gw.acme_http01, &gw.edge) {
+    if let (true, Some(edge)) = (gw.acme_http01.load(Ordering::Relaxed), &gw.edge) {
         if let Some(token) = accept::acme_token(&req) {
             let authorization = edge.certs.http01(token);
             return answer::acme_http01(rec, req.headers(), token, authorization);

@@ -75,8 +75,13 @@ pub struct Gateway {
     pub compression: Option<compress::Policy>,
     /// ACME validates by HTTP-01: `/.well-known/acme-challenge/` is answered from
     /// the edge's pending challenges before routing. Off: those paths are routed like
-    /// any other.
-    pub acme_http01: bool,
+    /// any other. A reload that changes `gateway.tls.acme` sets it.
+    pub acme_http01: std::sync::atomic::AtomicBool,
+}
+
+/// Whether ACME validates by HTTP-01 (then the gateway answers its challenges).
+pub fn http01(acme: Option<&crate::config::Acme>) -> bool {
+    acme.is_some_and(|a| a.challenge == crate::config::AcmeChallenge::Http01)
 }
 
 impl Gateway {
@@ -160,11 +165,7 @@ impl Gateway {
             health_paths,
             handshake_failures: metrics.handshake_failures.clone(),
             compression: g.compression.as_ref().map(compress::Policy::new),
-            acme_http01: g
-                .tls
-                .as_ref()
-                .and_then(|t| t.acme.as_ref())
-                .is_some_and(|a| a.challenge == crate::config::AcmeChallenge::Http01),
+            acme_http01: http01(g.tls.as_ref().and_then(|t| t.acme.as_ref())).into(),
         })
     }
 

@@ -24,10 +24,7 @@ impl Edge {
     pub fn new(cfg: &EdgeTls) -> Result<Arc<Edge>, String> {
         let certs = Certs::new();
         let edge = Arc::new(Edge {
-            acceptor: tokio_rustls::TlsAcceptor::from(server_config(
-                certs.clone(),
-                cfg.acme.is_some(),
-            )),
+            acceptor: tokio_rustls::TlsAcceptor::from(server_config(certs.clone())),
             certs,
             files: Mutex::new(Vec::new()),
         });
@@ -79,17 +76,21 @@ impl Edge {
 }
 
 /// The server side of rustls: TLS 1.3 and 1.2 (ring), certificates by SNI, ALPN h2
-/// then http/1.1 (plus `acme-tls/1` for TLS-ALPN-01 validation when ACME is on).
-pub fn server_config(certs: Arc<Certs>, acme: bool) -> Arc<rustls::ServerConfig> {
+/// then http/1.1, and `acme-tls/1` for TLS-ALPN-01 validation. That one is offered
+/// whether ACME is on or not (a reload may turn it on): only a CA's validation asks
+/// for it, and [`Certs`] answers it with a pending challenge's certificate or not at
+/// all.
+pub fn server_config(certs: Arc<Certs>) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(certs);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    if acme {
-        config.alpn_protocols.push(certs::ACME_TLS_ALPN.to_vec());
-    }
+    config.alpn_protocols = vec![
+        b"h2".to_vec(),
+        b"http/1.1".to_vec(),
+        certs::ACME_TLS_ALPN.to_vec(),
+    ];
     Arc::new(config)
 }
