@@ -652,3 +652,41 @@ routes = ["/"]
     });
     assert_eq!(up.hits(), 4);
 }
+
+/// A client coming back resumes its TLS session (no certificate, no signature: the
+/// cheap handshake), also after many other clients came in between: tickets hold
+/// the session, not a cache of the last few hundred.
+#[test]
+fn a_returning_client_resumes_its_session_after_many_others() {
+    let ca = Ca::new();
+    let dir = TempDir::new("tls-resume");
+    ca.leaf(dir.path(), "a", &["a.test"]);
+    ca.leaf(dir.path(), "b", &["b.test"]);
+    let up = head_echo();
+    let gw = tls_gateway(dir, up.addr, "");
+    let https = gw.https.unwrap();
+    let returning = ca.client_config();
+    rt().block_on(async {
+        let visit = |config: Arc<rustls::ClientConfig>| async move {
+            let s = connect(https, "a.test", config).await.unwrap();
+            let kind = s.get_ref().1.handshake_kind();
+            // A request, so that the session tickets sent after the handshake are read.
+            let mut send = h2(s).await;
+            assert_eq!(h2_get(&mut send, "a.test", "/").await.0, 200);
+            kind
+        };
+        assert_eq!(
+            visit(returning.clone()).await,
+            Some(rustls::HandshakeKind::Full)
+        );
+        // 300 other clients, each with its own session.
+        for _ in 0..300 {
+            visit(ca.client_config()).await;
+        }
+        assert_eq!(
+            visit(returning.clone()).await,
+            Some(rustls::HandshakeKind::Resumed),
+            "the returning client resumes"
+        );
+    });
+}

@@ -87,6 +87,14 @@ pub fn server_config(certs: Arc<Certs>) -> Arc<rustls::ServerConfig> {
         .expect("ring supports TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(certs);
+    // Stateless session tickets (keys made at start and rotated by rustls every 6
+    // hours): a client coming back resumes however many came in between, which
+    // the default cache of 256 sessions does not allow. Without a ticketer (ring
+    // failing to make keys) that cache is what remains.
+    match rustls::crypto::ring::Ticketer::new() {
+        Ok(ticketer) => config.ticketer = ticketer,
+        Err(e) => tracing::warn!("TLS session tickets are off ({e}): resumption by cache only"),
+    }
     config.alpn_protocols = vec![
         b"h2".to_vec(),
         b"http/1.1".to_vec(),
