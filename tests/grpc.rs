@@ -6,8 +6,9 @@
 //! server (`h2_peer.py`, Python's `h2`) shows the truth table on h2: a refused stream
 //! and a GOAWAY that did not cover the request are retried, a reset is 502
 //! `connection_terminated`. The same gRPC calls go over TLS to the gateway's HTTPS
-//! listener (ALPN h2, a certificate from a CA the test makes). Needs python3 with `grpcio` and `h2` (scripts/test
-//! installs them).
+//! listener (ALPN h2, a certificate from a CA the test makes). A grpc-go client reads
+//! the gateway's statuses as grpcio does. Needs python3 with `grpcio` and `h2`, and Go
+//! with Debian's golang-google-grpc-dev (scripts/test installs them).
 
 mod common;
 
@@ -314,5 +315,95 @@ fn grpc_over_tls_to_the_gateway_with_trailers_and_streams() {
             .iter()
             .any(|l| l["path"] == "/test.Echo/Unary" && l["alpn"] == "h2"),
         "{lines:?}"
+    );
+}
+
+/// The grpc-go client (`tests/data/grpc/goclient`, built against Debian's
+/// golang-google-grpc-dev in GOPATH mode), built once per test run.
+fn go_client() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // Under target/ (kept between runs, as Go's build cache).
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("goclient");
+            std::fs::create_dir_all(&dir).unwrap();
+            let bin = dir.join("client");
+            let out = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&bin)
+                .arg(script("goclient/main.go"))
+                .env("GOPATH", "/usr/share/gocode")
+                .env("GO111MODULE", "off")
+                .env("GOCACHE", dir.join("cache"))
+                .output()
+                .expect("go (scripts/test installs golang-go and golang-google-grpc-dev)");
+            assert!(
+                out.status.success(),
+                "building the grpc-go client: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            bin
+        })
+        .clone()
+}
+
+/// One unary call by grpc-go through the gateway: code, message, metadata.
+fn go_call(gw: &Gateway, message: &str) -> serde_json::Value {
+    let out = Command::new(go_client())
+        .arg(gw.addr.to_string())
+        .arg(message)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the grpc-go client printed {:?} ({e}); stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// grpc-go (the other big gRPC implementation besides C-core's grpcio) reads the
+/// gateway's own answers the same way: a timeout is DEADLINE_EXCEEDED (not the
+/// UNAVAILABLE it would infer from a bare 504, which retry policies retry), a dead
+/// server UNAVAILABLE, both with Proxy-Status and the request id; a server's own
+/// status and trailers pass untouched.
+#[test]
+fn grpc_go_reads_the_gateways_statuses() {
+    let mut server = Py::start("server.py", &[]);
+    let cfg = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n[gateway.timeouts]\nresponse_header = \"1s\"\n\n\
+         [[upstream]]\nname = \"grpc\"\nservers = [\"127.0.0.1:{}\"]\nroutes = [\"/\"]\nprotocol = \"h2\"\n",
+        server.port
+    );
+    let gw = Gateway::start(&cfg);
+    let ok = go_call(&gw, "ping");
+    assert_eq!(ok["code"], "OK", "{ok}");
+    assert_eq!(ok["ok"], "echo:ping", "{ok}");
+    assert_eq!(ok["md"]["custom-trailer"], "ok-trailer", "{ok}");
+    let failed = go_call(&gw, "fail");
+    assert_eq!(failed["code"], "FailedPrecondition", "{failed}");
+    assert_eq!(failed["message"], "nope: precondition failed", "{failed}");
+    assert_eq!(failed["md"]["custom-trailer"], "why-not", "{failed}");
+
+    let slow = go_call(&gw, "slow");
+    assert_eq!(slow["code"], "DeadlineExceeded", "{slow}");
+    assert!(
+        slow["md"]["proxy-status"]
+            .as_str()
+            .is_some_and(|s| s.contains("error=http_response_timeout")),
+        "{slow}"
+    );
+    let id = slow["md"]["x-request-id"].as_str().expect("a request id");
+    assert_eq!(gw.access_entry(id)["status"], 504);
+
+    server.kill();
+    let dead = go_call(&gw, "ping");
+    assert_eq!(dead["code"], "Unavailable", "{dead}");
+    assert!(
+        dead["md"]["proxy-status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("healgate; error=connection_")),
+        "{dead}"
     );
 }

@@ -7,9 +7,11 @@
 //! answer (`content-type: application/grpc`, `grpc-status` from
 //! [`Cause::grpc_status`](crate::error::Cause::grpc_status), a percent-encoded
 //! `grpc-message`, an empty body) with the same status, `Proxy-Status` and request id.
-//! The HTTP status stays the gateway's (503, 504 ...): grpcio (gRPC C-core) reports
-//! the `grpc-status` of such an answer whatever its HTTP status (measured with
-//! grpcio 1.85; without `grpc-status` it maps 502/503/504 all to UNAVAILABLE).
+//! The HTTP status stays the gateway's (503, 504 ...): with a gRPC content-type,
+//! clients report the `grpc-status` of such an answer whatever its HTTP status
+//! (measured with grpcio 1.85, gRPC C-core, and grpc-go 1.33 in tests/grpc.rs;
+//! grpc-java's `Http2ClientStreamTransportState` does the same). Without
+//! `grpc-status` they map 502/503/504 all to UNAVAILABLE.
 
 use super::headers::{PROXY_STATUS, X_REQUEST_ID};
 use super::log::{End, Record};
