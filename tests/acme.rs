@@ -409,6 +409,22 @@ fn served_serial(ns: &Netns, root: &CertificateDer<'static>) -> String {
     })
 }
 
+/// The `n`th `acme_certificate_obtained` event (from 1), waited for up to 60 s.
+fn obtained(gw: &Gateway, pebble: &Pebble, n: usize) -> serde_json::Value {
+    eventually(Duration::from_secs(60), || {
+        let all = gw.events("acme_certificate_obtained");
+        (all.len() >= n).then(|| all[n - 1].clone())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no certificate #{n}; events:\n{:#?}\nstderr:\n{}\npebble:\n{}",
+            gw.jsonl("events.jsonl"),
+            gw.stderr(),
+            pebble.log_text()
+        )
+    })
+}
+
 #[test]
 fn http01_certificate_is_obtained_from_pebble_served_stored_and_renewed() {
     obtains_serves_and_renews("http-01");
@@ -446,20 +462,7 @@ fn obtains_serves_and_renews(kind: &str) {
 
     // Certificates valid for 20 s: renewed when a third of that is left.
     let pebble = Pebble::start(&ns, &base, &dns, 20);
-    let obtained = |n: usize| {
-        eventually(Duration::from_secs(60), || {
-            let all = gw.events("acme_certificate_obtained");
-            (all.len() >= n).then(|| all[n - 1].clone())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no certificate #{n}; events:\n{:#?}\nstderr:\n{}\npebble:\n{}",
-                gw.jsonl("events.jsonl"),
-                gw.stderr(),
-                pebble.log_text()
-            )
-        })
-    };
+    let obtained = |n: usize| obtained(&gw, &pebble, n);
     let first = obtained(1);
     assert_eq!(first["names"], serde_json::json!([DOMAIN]), "{first}");
     let challenge = &gw.events("acme_challenge")[0];
@@ -703,19 +706,7 @@ fn a_reload_that_changes_the_acme_table_orders_again_without_a_restart() {
     let pebble = Pebble::start(&ns, &base, &dns, 3600);
     let config = acme_config(&ca, "http-01");
     let gw = Gateway::start_wrapped(dir, &config, &[], &ns.exec());
-    let obtained = |n: usize| {
-        eventually(Duration::from_secs(60), || {
-            let all = gw.events("acme_certificate_obtained");
-            (all.len() >= n).then(|| all[n - 1].clone())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no certificate #{n}; events:\n{:#?}\nstderr:\n{}",
-                gw.jsonl("events.jsonl"),
-                gw.stderr()
-            )
-        })
-    };
+    let obtained = |n: usize| obtained(&gw, &pebble, n);
     let first = obtained(1);
     assert_eq!(first["names"], serde_json::json!([DOMAIN]));
     let pid = gw.pid();

@@ -89,21 +89,23 @@ fn client_at(addr: &str, mode: &str, tls: &[&str]) -> serde_json::Value {
     })
 }
 
-fn gateway(port: u16, extra: &str) -> Gateway {
+/// A gateway with the server on `port` behind an h2c upstream; `gateway` goes into
+/// `[gateway]`'s tables (e.g. `[gateway.timeouts]`), `upstream` into the upstream's keys.
+fn gateway(port: u16, gateway: &str, upstream: &str) -> Gateway {
     Gateway::start(&format!(
-        "[[upstream]]\nname = \"grpc\"\nservers = [\"127.0.0.1:{port}\"]\nroutes = [\"/\"]\nprotocol = \"h2\"\n{extra}"
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n{gateway}\n\
+         [[upstream]]\nname = \"grpc\"\nservers = [\"127.0.0.1:{port}\"]\nroutes = [\"/\"]\nprotocol = \"h2\"\n{upstream}"
     ))
 }
 
 #[test]
 fn grpc_round_trips_stream_both_ways_and_gateway_errors_carry_grpc_status() {
     let mut server = Py::start("server.py", &[]);
-    let cfg = format!(
-        "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n[gateway.timeouts]\nresponse_header = \"1s\"\n\n\
-         [[upstream]]\nname = \"grpc\"\nservers = [\"127.0.0.1:{}\"]\nroutes = [\"/\"]\nprotocol = \"h2\"\n",
-        server.port
+    let gw = gateway(
+        server.port,
+        "[gateway.timeouts]\nresponse_header = \"1s\"\n",
+        "",
     );
-    let gw = Gateway::start(&cfg);
     let r = client(&gw, "all");
 
     // Unary, with the trailers of a success (grpc-status 0 and custom metadata).
@@ -182,7 +184,7 @@ fn grpc_round_trips_stream_both_ways_and_gateway_errors_carry_grpc_status() {
 #[test]
 fn an_http1_client_gets_grpc_trailers_after_the_last_chunk() {
     let server = Py::start("server.py", &[]);
-    let gw = gateway(server.port, "");
+    let gw = gateway(server.port, "", "");
     // One gRPC frame: uncompressed, length 4, "ping".
     let mut req = b"POST /test.Echo/Unary HTTP/1.1\r\nHost: grpc.test\r\nTE: trailers\r\n\
 content-type: application/grpc\r\nContent-Length: 9\r\nConnection: close\r\n\r\n"
@@ -200,7 +202,7 @@ content-type: application/grpc\r\nContent-Length: 9\r\nConnection: close\r\n\r\n
 #[test]
 fn a_refused_stream_is_retried_on_a_new_connection() {
     let peer = Py::start("h2_peer.py", &["refuse"]);
-    let gw = gateway(peer.port, "");
+    let gw = gateway(peer.port, "", "");
     // A POST with a body: retried only because the peer said it did not process it
     // (the body taken by the first attempt is sent again).
     let res = common::request(gw.addr, "POST", "/x", &[], b"body").unwrap();
@@ -214,7 +216,7 @@ fn a_refused_stream_is_retried_on_a_new_connection() {
 #[test]
 fn a_goaway_that_did_not_cover_the_request_is_retried() {
     let peer = Py::start("h2_peer.py", &["goaway"]);
-    let gw = gateway(peer.port, "");
+    let gw = gateway(peer.port, "", "");
     // A POST: retried only because the peer said it did not process it.
     let res = common::request(gw.addr, "POST", "/x", &[], b"body").unwrap();
     assert_eq!(res.status, 200, "{}", res.text());
@@ -224,7 +226,7 @@ fn a_goaway_that_did_not_cover_the_request_is_retried() {
 #[test]
 fn a_reset_before_the_response_is_connection_terminated() {
     let peer = Py::start("h2_peer.py", &["reset"]);
-    let gw = gateway(peer.port, "");
+    let gw = gateway(peer.port, "", "");
     let res = common::request(gw.addr, "POST", "/x", &[], b"body").unwrap();
     assert_eq!(res.status, 502, "{}", res.text());
     assert_eq!(
@@ -240,6 +242,7 @@ fn health_checks_of_an_h2_upstream_go_over_h2c() {
     let peer = Py::start("h2_peer.py", &["ok"]);
     let gw = gateway(
         peer.port,
+        "",
         "health = { path = \"/healthz\", interval = \"200ms\", unhealthy_after = 1 }\n",
     );
     // The peer counts every request: checks it answered show in the next body. (An
@@ -371,12 +374,11 @@ fn go_call(gw: &Gateway, message: &str) -> serde_json::Value {
 #[test]
 fn grpc_go_reads_the_gateways_statuses() {
     let mut server = Py::start("server.py", &[]);
-    let cfg = format!(
-        "[gateway]\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\n[gateway.timeouts]\nresponse_header = \"1s\"\n\n\
-         [[upstream]]\nname = \"grpc\"\nservers = [\"127.0.0.1:{}\"]\nroutes = [\"/\"]\nprotocol = \"h2\"\n",
-        server.port
+    let gw = gateway(
+        server.port,
+        "[gateway.timeouts]\nresponse_header = \"1s\"\n",
+        "",
     );
-    let gw = Gateway::start(&cfg);
     let ok = go_call(&gw, "ping");
     assert_eq!(ok["code"], "OK", "{ok}");
     assert_eq!(ok["ok"], "echo:ping", "{ok}");

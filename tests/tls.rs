@@ -182,6 +182,38 @@ health = {{ path = "/healthz", interval = "60s" }}
     )
 }
 
+/// A CA, and a gateway with one certificate it signed (`a.pem`, for `a.test`) on one
+/// HTTPS listener, `listen` its entry, in front of `up`; `env` for the gateway.
+fn one_cert_gateway(
+    name: &str,
+    up: SocketAddr,
+    listen: &str,
+    env: &[(&str, &str)],
+) -> (Ca, Gateway) {
+    let ca = Ca::new();
+    let dir = TempDir::new(name);
+    ca.leaf(dir.path(), "a", &["a.test"]);
+    let gw = Gateway::start_with_env(
+        dir,
+        &format!(
+            r#"[gateway]
+listen = ["127.0.0.1:0"]
+data_dir = "data"
+[gateway.tls]
+listen = [{listen}]
+certs = [{{ cert = "a.pem", key = "a.key" }}]
+
+[[upstream]]
+name = "echo"
+servers = ["{up}"]
+routes = ["/"]
+"#
+        ),
+        env,
+    );
+    (ca, gw)
+}
+
 #[test]
 fn sni_picks_the_certificate_alpn_h2_works_and_a_replaced_file_serves_new_connections() {
     let ca = Ca::new();
@@ -492,27 +524,12 @@ fn a_reload_serves_a_changed_certificate_list_without_a_restart() {
 /// one the app sees and the access log records; a connection without it is closed.
 #[test]
 fn an_https_listener_takes_the_proxy_protocol_before_the_handshake() {
-    let ca = Ca::new();
-    let dir = TempDir::new("tls-proxy-protocol");
-    ca.leaf(dir.path(), "a", &["a.test"]);
     let up = head_echo();
-    let gw = Gateway::start_in(
-        dir,
-        &format!(
-            r#"[gateway]
-listen = ["127.0.0.1:0"]
-data_dir = "data"
-[gateway.tls]
-listen = [{{ addr = "127.0.0.1:0", proxy_protocol = true }}]
-certs = [{{ cert = "a.pem", key = "a.key" }}]
-
-[[upstream]]
-name = "echo"
-servers = ["{}"]
-routes = ["/"]
-"#,
-            up.addr
-        ),
+    let (ca, gw) = one_cert_gateway(
+        "tls-proxy-protocol",
+        up.addr,
+        r#"{ addr = "127.0.0.1:0", proxy_protocol = true }"#,
+        &[],
     );
     let https = gw.https.expect("an HTTPS listener announced");
     let client = ca.client_config();
@@ -591,27 +608,11 @@ async fn read_h1(s: &mut TlsStream<TcpStream>, carry: &mut Vec<u8>) -> (String, 
 /// requests after it, one alone and two pipelined in one TLS record, are served.
 #[test]
 fn a_quiet_https_connection_is_parked_and_serves_the_next_requests() {
-    let ca = Ca::new();
-    let dir = TempDir::new("tls-park");
-    ca.leaf(dir.path(), "a", &["a.test"]);
     let up = head_echo();
-    let gw = Gateway::start_with_env(
-        dir,
-        &format!(
-            r#"[gateway]
-listen = ["127.0.0.1:0"]
-data_dir = "data"
-[gateway.tls]
-listen = ["127.0.0.1:0"]
-certs = [{{ cert = "a.pem", key = "a.key" }}]
-
-[[upstream]]
-name = "echo"
-servers = ["{}"]
-routes = ["/"]
-"#,
-            up.addr
-        ),
+    let (ca, gw) = one_cert_gateway(
+        "tls-park",
+        up.addr,
+        r#""127.0.0.1:0""#,
         &[("HEALGATE_LOG", "info,healgate::proxy::server=trace")],
     );
     let https = gw.https.unwrap();
@@ -658,12 +659,8 @@ routes = ["/"]
 /// the session, not a cache of the last few hundred.
 #[test]
 fn a_returning_client_resumes_its_session_after_many_others() {
-    let ca = Ca::new();
-    let dir = TempDir::new("tls-resume");
-    ca.leaf(dir.path(), "a", &["a.test"]);
-    ca.leaf(dir.path(), "b", &["b.test"]);
     let up = head_echo();
-    let gw = tls_gateway(dir, up.addr, "");
+    let (ca, gw) = one_cert_gateway("tls-resume", up.addr, r#""127.0.0.1:0""#, &[]);
     let https = gw.https.unwrap();
     let returning = ca.client_config();
     rt().block_on(async {
