@@ -160,25 +160,40 @@ async fn h2_get(send: &mut H2, host: &str, path: &str) -> (u16, http::HeaderMap,
     )
 }
 
-fn tls_gateway(dir: TempDir, up: SocketAddr, tls_extra: &str) -> Gateway {
-    Gateway::start_in(
-        dir,
-        &format!(
-            r#"[gateway]
+/// A gateway's configuration: one HTTPS listener (`listen`, its entry) with `certs`
+/// and `tls_extra` keys, in front of one upstream `up` with `upstream_extra` keys.
+fn tls_config(
+    up: SocketAddr,
+    listen: &str,
+    certs: &str,
+    tls_extra: &str,
+    upstream_extra: &str,
+) -> String {
+    format!(
+        r#"[gateway]
 listen = ["127.0.0.1:0"]
 data_dir = "data"
 [gateway.tls]
-listen = ["127.0.0.1:0"]
-certs = [{{ cert = "a.pem", key = "a.key" }}, {{ cert = "b.pem", key = "b.key" }}]
+listen = [{listen}]
+certs = [{certs}]
 {tls_extra}
 
 [[upstream]]
 name = "echo"
 servers = ["{up}"]
 routes = ["/"]
-health = {{ path = "/healthz", interval = "60s" }}
+{upstream_extra}
 "#
-        ),
+    )
+}
+
+/// A gateway with `a.pem` (a.test) and `b.pem` (b.test) from `dir` on one HTTPS listener.
+fn tls_gateway(dir: TempDir, up: SocketAddr, tls_extra: &str) -> Gateway {
+    let certs = r#"{ cert = "a.pem", key = "a.key" }, { cert = "b.pem", key = "b.key" }"#;
+    let health = r#"health = { path = "/healthz", interval = "60s" }"#;
+    Gateway::start_in(
+        dir,
+        &tls_config(up, r#""127.0.0.1:0""#, certs, tls_extra, health),
     )
 }
 
@@ -193,24 +208,8 @@ fn one_cert_gateway(
     let ca = Ca::new();
     let dir = TempDir::new(name);
     ca.leaf(dir.path(), "a", &["a.test"]);
-    let gw = Gateway::start_with_env(
-        dir,
-        &format!(
-            r#"[gateway]
-listen = ["127.0.0.1:0"]
-data_dir = "data"
-[gateway.tls]
-listen = [{listen}]
-certs = [{{ cert = "a.pem", key = "a.key" }}]
-
-[[upstream]]
-name = "echo"
-servers = ["{up}"]
-routes = ["/"]
-"#
-        ),
-        env,
-    );
+    let certs = r#"{ cert = "a.pem", key = "a.key" }"#;
+    let gw = Gateway::start_with_env(dir, &tls_config(up, listen, certs, "", ""), env);
     (ca, gw)
 }
 
